@@ -1,0 +1,100 @@
+"""Apache Airflow provider for Alibaba Cloud's international SMS API (SendMessageToGlobe).
+
+This module is imported by Airflow's provider discovery and by the client, so it imports nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+CONN_TYPE = "globesms"
+HOOK_NAME = "Alibaba Cloud SMS (international)"
+
+# Shown by the connection form (Airflow >= 3.2 reads these without importing the hook).
+CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
+    "region_id": {
+        "label": "Region ID",
+        "description": "Alibaba Cloud region of the SMS endpoint. Ignored when an endpoint URL is set.",
+        "schema": {
+            "type": ["string", "null"],
+            "default": "ap-southeast-1",
+            "enum": ["ap-southeast-1", "ap-southeast-5", "eu-central-1", "us-east-1", "cn-hongkong", "cn-beijing"],
+        },
+    },
+    "endpoint": {
+        "label": "Endpoint URL",
+        "description": "Full URL that overrides the region, e.g. http://127.0.0.1:8787 for the local emulator. "
+        "Plain http:// is accepted only for loopback addresses.",
+        "schema": {"type": ["string", "null"], "format": "url"},
+    },
+    "security_token": {
+        "label": "STS security token",
+        "description": "Only for temporary (STS) credentials.",
+        "schema": {"type": ["string", "null"], "format": "password"},
+    },
+    "signature_version": {
+        "label": "Signature version",
+        "description": "v3 (ACS3-HMAC-SHA256, what the official SDK sends) or v1 (HMAC-SHA1, older).",
+        "schema": {"type": ["string", "null"], "default": "v3", "enum": ["v3", "v1"]},
+    },
+    "timeout": {
+        "label": "Timeout (seconds)",
+        "description": "How long to wait for the API's answer. A send that times out is reported as "
+        "'outcome unknown' and never re-sent automatically.",
+        "schema": {"type": ["number", "null"], "default": 10, "minimum": 0.1},
+    },
+    "max_qps": {
+        "label": "Max requests per second",
+        "description": "SendMessageToGlobe calls per second this connection may make (the account cap is "
+        "2,000/s). Split it between parallel tasks with an Airflow pool.",
+        "schema": {"type": ["number", "null"], "default": 2000, "minimum": 0.1},
+    },
+}
+
+CONNECTION_UI: dict[str, Any] = {
+    "hidden-fields": ["host", "schema", "port", "extra"],
+    "relabeling": {"login": "AccessKey ID", "password": "AccessKey Secret"},
+    "placeholders": {
+        "login": "LTAI5t... (leave empty to use ALIBABA_CLOUD_ACCESS_KEY_ID)",
+        "password": "AccessKey secret (or ALIBABA_CLOUD_ACCESS_KEY_SECRET)",
+        "region_id": "ap-southeast-1",
+        "endpoint": "https://dysmsapi.ap-southeast-1.aliyuncs.com",
+        "signature_version": "v3",
+    },
+}
+
+_MODULES = {
+    "hooks": ["airflow_provider_globesms.hooks.globesms"],
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    integration = "Alibaba Cloud SMS (international)"
+    info: dict[str, Any] = {
+        "package-name": "airflow-provider-globesms",
+        "name": "Alibaba Cloud SMS (international)",
+        "description": "Send SMS worldwide (outside the Chinese mainland) through Alibaba Cloud's "
+        "SendMessageToGlobe API: hook, bulk operator, delivery sensor and failure notifier.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": integration,
+                "external-doc-url": "https://www.alibabacloud.com/help/en/sms/",
+                "tags": ["alibaba", "service"],
+            }
+        ],
+        "connection-types": [
+            {
+                "connection-type": CONN_TYPE,
+                "hook-class-name": "airflow_provider_globesms.hooks.globesms.GlobeSmsHook",
+                "hook-name": HOOK_NAME,
+                "conn-fields": CONNECTION_FIELDS,
+                "ui-field-behaviour": CONNECTION_UI,
+            }
+        ],
+    }
+    for kind, modules in _MODULES.items():
+        info[kind] = [{"integration-name": integration, "python-modules": modules}]
+    return info

@@ -1,0 +1,69 @@
+"""The Dysms (Alibaba Cloud international SMS) client. Imports nothing from Airflow."""
+
+from __future__ import annotations
+
+from airflow_provider_globesms.client.client import (
+    BATCH_SEND,
+    DEFAULT_MAX_QPS,
+    QUERY,
+    SEND,
+    DysmsClient,
+    RetryPolicy,
+)
+from airflow_provider_globesms.client.errors import (
+    ApiError,
+    AuthenticationError,
+    BusinessError,
+    ConfigurationError,
+    GatewayError,
+    GlobeSmsError,
+    InvalidFieldError,
+    OutcomeUnknownError,
+    RequestNotSentError,
+    ServiceUnavailableError,
+    ThrottlingError,
+    TransportError,
+)
+from airflow_provider_globesms.client.models import (
+    BatchSendResult,
+    QueryMessageResult,
+    SendMessageRequest,
+    SendMessageResult,
+)
+from airflow_provider_globesms.client.phone import PhoneNumber, mask_number, parse_number
+from airflow_provider_globesms.client.segments import SegmentCount, count_segments
+from airflow_provider_globesms.client.signing import Credentials
+from airflow_provider_globesms.client.transport import Endpoint, Timeout
+
+__all__ = [
+    "BATCH_SEND",
+    "DEFAULT_MAX_QPS",
+    "QUERY",
+    "SEND",
+    "ApiError",
+    "AuthenticationError",
+    "BatchSendResult",
+    "BusinessError",
+    "ConfigurationError",
+    "Credentials",
+    "DysmsClient",
+    "Endpoint",
+    "GatewayError",
+    "GlobeSmsError",
+    "InvalidFieldError",
+    "OutcomeUnknownError",
+    "PhoneNumber",
+    "QueryMessageResult",
+    "RequestNotSentError",
+    "RetryPolicy",
+    "SegmentCount",
+    "SendMessageRequest",
+    "SendMessageResult",
+    "ServiceUnavailableError",
+    "ThrottlingError",
+    "Timeout",
+    "TransportError",
+    "count_segments",
+    "mask_number",
+    "parse_number",
+]

@@ -1,0 +1,117 @@
+"""Typed errors of the Dysms client.
+
+Three families, told apart by what a caller may do next:
+
+* ``InvalidFieldError``: our own validation refused a value before anything was sent.
+* ``ApiError``: the API answered and refused (gateway ``Code`` or business ``ResponseCode``).
+  Nothing was accepted, so a caller may fix and resend.
+* ``TransportError``: ``RequestNotSentError`` (provably never reached the API, safe to resend) or
+  ``OutcomeUnknownError`` (may have been accepted and billed: never resend blindly).
+
+Texts never carry the secret, the signature or a full phone number.
+"""
+
+from __future__ import annotations
+
+
+class GlobeSmsError(Exception):
+    """Base of every error raised by this package's client."""
+
+
+class ConfigurationError(GlobeSmsError):
+    """The client was configured in a way that cannot work (endpoint, credentials, options)."""
+
+
+class InvalidFieldError(GlobeSmsError):
+    """A value was refused by validation before any request was made.
+
+    Deliberately not a ``ValueError``: pydantic would wrap a ``ValueError`` raised in a validator,
+    and we want this exact type, with its field and masked value, to reach the caller.
+    """
+
+    def __init__(self, field: str, value: str | None, reason: str) -> None:
+        self.field = field
+        self.value = value  # already masked when it is a phone number
+        self.reason = reason
+        shown = f" {value!r}" if value is not None else ""
+        super().__init__(f"{field}{shown}: {reason}")
+
+
+class ApiError(GlobeSmsError):
+    """The API answered with a refusal."""
+
+    retryable = False
+
+    def __init__(
+        self,
+        code: str,
+        message: str = "",
+        *,
+        request_id: str | None = None,
+        http_status: int | None = None,
+        raw_code: str | None = None,
+    ) -> None:
+        self.code = code
+        self.raw_code = raw_code if raw_code is not None else code
+        self.message = message
+        self.request_id = request_id
+        self.http_status = http_status
+        parts = [self.raw_code]
+        if message:
+            parts.append(message)
+        if http_status is not None:
+            parts.append(f"HTTP {http_status}")
+        if request_id:
+            parts.append(f"RequestId {request_id}")
+        super().__init__(": ".join(parts[:2]) + "".join(f" ({p})" for p in parts[2:]))
+
+
+class GatewayError(ApiError):
+    """HTTP 4xx/5xx with a ``{Code, Message, RequestId}`` body: refused before the SMS service."""
+
+
+class AuthenticationError(GatewayError):
+    """Unknown or inactive key, bad signature, clock skew: the credentials or the clock are wrong."""
+
+
+class ThrottlingError(GatewayError):
+    """``Throttling*``: over a QPS cap. Safe to retry after ``retry_after`` seconds (when known)."""
+
+    retryable = True
+
+    def __init__(self, *args: object, retry_after: float | None = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.retry_after = retry_after
+
+
+class ServiceUnavailableError(GatewayError):
+    """503 / ``ServiceUnavailable``: the gateway refused the call unprocessed. Safe to retry."""
+
+    retryable = True
+
+
+class BusinessError(ApiError):
+    """``ResponseCode`` other than ``OK``; ``code`` is normalised without the ``isv.``/``isp.`` prefix."""
+
+
+class TransportError(GlobeSmsError):
+    """The HTTP exchange itself failed."""
+
+
+class RequestNotSentError(TransportError):
+    """The request provably never reached the API (connect failed, write failed, reset before reply)."""
+
+    retryable = True
+
+
+class OutcomeUnknownError(TransportError):
+    """The request was sent but no verdict came back (read timeout, 500, 502, 504).
+
+    The API bills on submission and has no idempotency key: the message may have been accepted.
+    """
+
+    def __init__(self, reason: str, *, request_id: str | None = None, code: str | None = None) -> None:
+        self.reason = reason
+        self.request_id = request_id
+        self.code = code
+        super().__init__(f"outcome unknown, the message may have been accepted: {reason}")

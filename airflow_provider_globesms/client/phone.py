@@ -1,0 +1,110 @@
+"""Phone numbers: parse to Alibaba's wire form, refuse what the API cannot take, mask for logs.
+
+The API wants the country dialing code and the number as bare digits (``85291234567``). People write
+``+852 9123 4567``; Alibaba's own samples write ``85291234567``. Both are accepted here. A number without
+its country code cannot be told apart from one that has it, so such forms fail validity checks and the
+error says to include the code.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
+
+from airflow_provider_globesms.client.errors import InvalidFieldError
+
+MAINLAND_CHINA_CODE = 86
+_MASK = "****"
+_SEPARATORS = str.maketrans("", "", " -.()\u00a0")
+_NUMBER_LIKE = re.compile(r"\+?\d[\d \-]{6,18}\d")
+
+
+@dataclass(frozen=True, slots=True)
+class PhoneNumber:
+    """A validated number. ``e164`` is ``+85291234567``; ``wire`` is what the API takes."""
+
+    country_code: int
+    national_number: str
+
+    @property
+    def wire(self) -> str:
+        return f"{self.country_code}{self.national_number}"
+
+    @property
+    def e164(self) -> str:
+        return f"+{self.wire}"
+
+    @property
+    def region(self) -> str:
+        """ISO region (``HK``) of the number, or ``ZZ`` when phonenumbers has none."""
+        return phonenumbers.region_code_for_country_code(self.country_code)
+
+    @property
+    def masked(self) -> str:
+        return f"+{self.country_code}{_MASK}{self.national_number[-4:]}"
+
+
+def mask_number(raw: object) -> str:
+    """Mask any value that may be a phone number: ``+852****5678``; garbage masks to its tail only."""
+    text = str(raw).strip()
+    digits = text.translate(_SEPARATORS).lstrip("+")
+    if digits.isdigit() and len(digits) >= 8:
+        for size in (1, 2, 3):
+            code = int(digits[:size])
+            if code in COUNTRY_CODE_TO_REGION_CODE:
+                return f"+{digits[:size]}{_MASK}{digits[-4:]}"
+    if len(text) <= 4:
+        return _MASK
+    return f"{_MASK}{text[-4:]}" if len(text) > 6 else f"{_MASK}{text[-2:]}"
+
+
+def scrub_numbers(text: str) -> str:
+    """Mask every run of digits that could be a phone number inside free text (server messages)."""
+    return _NUMBER_LIKE.sub(lambda m: mask_number(m.group(0)), text)
+
+
+def parse_number(raw: object, field: str = "to") -> PhoneNumber:
+    """Validate ``raw`` as an international mobile number the API can reach.
+
+    Raises ``InvalidFieldError`` naming ``field``, the masked value and the reason.
+    """
+    if not isinstance(raw, str | int) or isinstance(raw, bool):
+        raise InvalidFieldError(field, None, f"expected a phone number string, got {type(raw).__name__}")
+    text = str(raw).strip()
+    if not text:
+        raise InvalidFieldError(field, None, "phone number is empty")
+    compact = text.translate(_SEPARATORS)
+    if compact.startswith("+"):
+        digits = compact[1:]
+    elif compact.startswith("00"):
+        # An international call prefix depends on the caller's country; ask for the plain form.
+        raise InvalidFieldError(
+            field, mask_number(text), "write the number as +<country code><number>, not with a 00 prefix"
+        )
+    else:
+        digits = compact  # Alibaba's own form: country code and number, no '+'
+    if not digits.isdigit():
+        raise InvalidFieldError(field, mask_number(text), "phone number may hold only digits after '+'")
+    try:
+        parsed = phonenumbers.parse("+" + digits, None)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidFieldError(field, mask_number(text), f"not a phone number ({exc._msg})") from None
+    if parsed.country_code == MAINLAND_CHINA_CODE:
+        raise InvalidFieldError(
+            field,
+            mask_number(text),
+            "numbers in the Chinese mainland (+86) cannot be sent through SendMessageToGlobe",
+        )
+    if not phonenumbers.is_valid_number(parsed):
+        raise InvalidFieldError(
+            field,
+            mask_number(text),
+            "not a valid international number: include the country dialing code (e.g. +852 9123 4567)",
+        )
+    national = str(parsed.national_number)
+    if parsed.italian_leading_zero:
+        national = "0" * (parsed.number_of_leading_zeros or 1) + national
+    return PhoneNumber(int(parsed.country_code or 0), national)

@@ -1,0 +1,219 @@
+"""HTTP transport: endpoints, a keep-alive connection pool, and an exact record of how far a call got.
+
+Why not ``requests`` or ``urllib3.PoolManager``: every SMS is billed on submission and the API has no
+idempotency key, so after a failure we must know whether the request could have reached the API. A
+pool's ``urlopen`` folds connect, write and read failures into one error. Here each exchange runs in
+three explicit phases on urllib3's connection classes (which bring TLS verification and socket options):
+
+* connect fails               -> ``Phase.CONNECT``: nothing left this machine.
+* writing the request fails   -> ``Phase.WRITE``: the server closed before it had the whole request.
+* no reply byte, conn. reset  -> ``Phase.DROPPED``: reset or closed before any reply.
+* timeout or broken reply     -> ``Phase.READ``: sent, outcome unknown.
+
+Skipping the pool's per-call machinery also keeps the hot path cheap (see ``bench/client_cpu.py``).
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import ssl
+import threading
+from collections import deque
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import certifi
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from airflow_provider_globesms.client.errors import ConfigurationError
+from airflow_provider_globesms.client.http11 import PeerClosed, encode_request, read_reply
+from airflow_provider_globesms.client.signing import SignedRequest
+
+DEFAULT_REGION = "ap-southeast-1"
+DEFAULT_HOST = "dysmsapi.aliyuncs.com"
+REGION_HOSTS = {
+    "ap-southeast-1": "dysmsapi.ap-southeast-1.aliyuncs.com",
+    "ap-southeast-5": "dysmsapi.ap-southeast-5.aliyuncs.com",
+    "eu-central-1": "dysmsapi.eu-central-1.aliyuncs.com",
+    "us-east-1": "dysmsapi.us-east-1.aliyuncs.com",
+    "cn-hongkong": "dysmsapi-xman.cn-hongkong.aliyuncs.com",
+    "cn-beijing": "dysmsapi-proxy.cn-beijing.aliyuncs.com",
+}
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost.localdomain"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    scheme: str
+    host: str
+    port: int
+
+    @property
+    def host_header(self) -> str:
+        default = 443 if self.scheme == "https" else 80
+        return self.host if self.port == default else f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://{self.host_header}"
+
+    @classmethod
+    def resolve(cls, region_id: str | None = None, endpoint: str | None = None) -> Endpoint:
+        """An explicit ``endpoint`` wins over ``region_id``; plain HTTP only for loopback hosts."""
+        if endpoint:
+            text = endpoint.strip()
+            if "://" not in text:
+                # The SDK's form (``127.0.0.1:8787``): HTTPS unless it is a loopback address.
+                bare = urlsplit(f"//{text}")
+                text = f"{'http' if is_loopback(bare.hostname or '') else 'https'}://{text}"
+            parts = urlsplit(text)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigurationError(f"endpoint {endpoint!r} is not an http(s) URL")
+            if parts.path not in ("", "/") or parts.query:
+                raise ConfigurationError(f"endpoint {endpoint!r} must be a bare URL without a path")
+            if parts.scheme == "http" and not is_loopback(parts.hostname):
+                raise ConfigurationError(
+                    f"endpoint {endpoint!r} uses plain HTTP to a non-loopback host; use https:// "
+                    "(plain HTTP is allowed only for 127.0.0.1/localhost, e.g. the local emulator)"
+                )
+            try:
+                port = parts.port
+            except ValueError as exc:
+                raise ConfigurationError(f"endpoint {endpoint!r}: {exc}") from None
+            return cls(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
+        region = (region_id or DEFAULT_REGION).strip()
+        return cls("https", REGION_HOSTS.get(region, DEFAULT_HOST), 443)
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    connect: float = 5.0
+    read: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.connect <= 0 or self.read <= 0:
+            raise ConfigurationError("timeouts must be positive numbers of seconds")
+
+
+class Phase(enum.Enum):
+    CONNECT = "connect"
+    WRITE = "write"
+    DROPPED = "dropped"
+    READ = "read"
+
+
+class ExchangeError(Exception):
+    """Internal: an exchange failed in ``phase``; the client turns it into a public error."""
+
+    def __init__(self, phase: Phase, cause: BaseException) -> None:
+        self.phase = phase
+        self.cause = cause
+        super().__init__(f"{phase.value}: {type(cause).__name__}: {cause}")
+
+
+@dataclass(frozen=True, slots=True)
+class RawResponse:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+
+_ssl_context: ssl.SSLContext | None = None
+_ssl_lock = threading.Lock()
+
+
+def _default_ssl_context() -> ssl.SSLContext:
+    global _ssl_context
+    with _ssl_lock:
+        if _ssl_context is None:
+            _ssl_context = ssl.create_default_context(cafile=certifi.where())
+        return _ssl_context
+
+
+class ConnectionPool:
+    """Thread-safe LIFO pool of keep-alive connections to one endpoint.
+
+    The pool never blocks: callers bring their own concurrency (threads) and the pool keeps up to
+    ``maxsize`` idle connections for them; surplus connections are closed when released.
+    """
+
+    def __init__(self, endpoint: Endpoint, timeout: Timeout, maxsize: int = 10, user_agent: str = "") -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.maxsize = max(1, maxsize)
+        self.user_agent = user_agent
+        self._idle: deque[HTTPConnection] = deque()
+        self._closed = False
+
+    def _new_connection(self) -> HTTPConnection:
+        if self.endpoint.scheme == "https":
+            return HTTPSConnection(
+                self.endpoint.host,
+                self.endpoint.port,
+                timeout=self.timeout.connect,
+                ssl_context=_default_ssl_context(),
+            )
+        return HTTPConnection(self.endpoint.host, self.endpoint.port, timeout=self.timeout.connect)
+
+    def _checkout(self) -> HTTPConnection:
+        while True:
+            try:
+                conn = self._idle.pop()
+            except IndexError:
+                return self._new_connection()
+            # A keep-alive connection the server has closed shows as readable: drop it unused.
+            if conn.is_connected:
+                return conn
+            conn.close()
+
+    def _release(self, conn: HTTPConnection, reusable: bool) -> None:
+        if reusable and not self._closed and len(self._idle) < self.maxsize:
+            self._idle.append(conn)
+        else:
+            conn.close()
+
+    def exchange(self, request: SignedRequest) -> RawResponse:
+        """Send one request and read the whole reply, or raise ``ExchangeError`` naming the phase."""
+        conn = self._checkout()
+        if conn.sock is None:
+            try:
+                conn.connect()
+            except (OSError, Urllib3Error) as exc:
+                conn.close()
+                raise ExchangeError(Phase.CONNECT, exc) from None
+        sock = conn.sock
+        assert sock is not None
+        headers = request.headers
+        if self.user_agent and "user-agent" not in headers:
+            headers = {**headers, "user-agent": self.user_agent}
+        try:
+            sock.settimeout(self.timeout.read)
+            sock.sendall(encode_request(request.method, request.target, headers, request.body))
+        except OSError as exc:
+            conn.close()
+            raise ExchangeError(Phase.WRITE, exc) from None
+        try:
+            reply = read_reply(sock, request.method)
+        except PeerClosed as exc:
+            conn.close()
+            raise ExchangeError(Phase.DROPPED, exc) from None
+        except OSError as exc:  # timeouts, TLS errors, malformed, truncated or reset replies
+            conn.close()
+            raise ExchangeError(Phase.READ, exc) from None
+        self._release(conn, reply.keep_alive)
+        return RawResponse(reply.status, reply.headers, reply.body)
+
+    def close(self) -> None:
+        self._closed = True
+        while self._idle:
+            self._idle.pop().close()

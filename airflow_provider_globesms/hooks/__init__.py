@@ -1,0 +1,1 @@
+"""hooks of the Alibaba Cloud SMS (international) provider."""

@@ -1,0 +1,283 @@
+"""GlobeSmsHook: an Airflow connection turned into a ``DysmsClient``.
+
+The hook only translates: connection fields and extras (or the official Alibaba provider's
+``alibaba_cloud`` connection, or Alibaba's standard environment variables) become client settings.
+Nothing touches the network until the first call; the client is built once per hook and shared by
+every thread of a task.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import suppress
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+from airflow.sdk import BaseHook
+
+from airflow_provider_globesms import CONN_TYPE, CONNECTION_FIELDS, CONNECTION_UI, HOOK_NAME
+from airflow_provider_globesms.client import (
+    AuthenticationError,
+    BatchSendResult,
+    BusinessError,
+    ConfigurationError,
+    Credentials,
+    DysmsClient,
+    GlobeSmsError,
+    QueryMessageResult,
+    SendMessageResult,
+    mask_number,
+)
+from airflow_provider_globesms.client.signing import SIGNATURE_VERSIONS
+from airflow_provider_globesms.client.transport import DEFAULT_REGION, Endpoint
+
+ALIBABA_CLOUD_CONN_TYPE = "alibaba_cloud"
+ENV_ACCESS_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
+ENV_ACCESS_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"  # noqa: S105 - a variable name
+ENV_SECURITY_TOKEN = "ALIBABA_CLOUD_SECURITY_TOKEN"  # noqa: S105 - a variable name
+# A MessageId that cannot exist: QueryMessage on it proves the key and signature and sends nothing.
+PROBE_MESSAGE_ID = "0"
+
+
+@dataclass(frozen=True)
+class GlobeSmsSettings:
+    """Everything the client needs, resolved from one connection. Secrets stay out of the repr."""
+
+    conn_id: str
+    access_key_id: str
+    access_key_secret: str = field(repr=False)
+    security_token: str | None = field(default=None, repr=False)
+    region_id: str = DEFAULT_REGION
+    endpoint: str | None = None
+    signature_version: str = "v3"
+    timeout: float | None = None
+    max_qps: float | None = None
+    credentials_from: str = "connection"
+
+
+def _blank_to_none(value: Any) -> Any:
+    return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+
+class GlobeSmsHook(BaseHook):
+    """Send SMS through Alibaba Cloud's international SMS API.
+
+    :param globesms_conn_id: connection of type ``globesms`` (or ``alibaba_cloud``).
+    :param max_qps: cap on SendMessageToGlobe calls per second; overrides the connection's ``max_qps``.
+    :param timeout: seconds to wait for an answer; overrides the connection's ``timeout``.
+    :param max_connections: keep-alive connections to pool; raise it for concurrent bulk sends.
+    """
+
+    conn_name_attr = "globesms_conn_id"
+    default_conn_name = "globesms_default"
+    conn_type = CONN_TYPE
+    hook_name = HOOK_NAME
+
+    def __init__(
+        self,
+        globesms_conn_id: str = default_conn_name,
+        *,
+        max_qps: float | None = None,
+        timeout: float | None = None,
+        max_connections: int = 10,
+    ) -> None:
+        super().__init__()
+        self.globesms_conn_id = globesms_conn_id
+        self._max_qps = max_qps
+        self._timeout = timeout
+        self.max_connections = max_connections
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(globesms_conn_id={self.globesms_conn_id!r})"
+
+    # --- connection -> settings -------------------------------------------------------------------
+
+    @cached_property
+    def settings(self) -> GlobeSmsSettings:
+        conn = self.get_connection(self.globesms_conn_id)
+        return self.settings_from_connection(conn)
+
+    def settings_from_connection(self, conn: Any) -> GlobeSmsSettings:
+        conn_id = conn.conn_id or self.globesms_conn_id
+        extras: dict[str, Any] = dict(conn.extra_dejson or {})
+        conn_type = (conn.conn_type or CONN_TYPE).replace("-", "_")
+
+        def extra(name: str, *aliases: str) -> Any:
+            for key in (name, *aliases):
+                for candidate in (key, f"extra__{conn_type}__{key}"):
+                    value = _blank_to_none(extras.get(candidate))
+                    if value is not None:
+                        return value
+            return None
+
+        def number(name: str) -> float | None:
+            value = extra(name)
+            if value is None:
+                return None
+            try:
+                parsed = float(value)
+            except (TypeError, ValueError):
+                parsed = -1.0
+            if parsed <= 0:
+                raise ConfigurationError(
+                    f"connection {conn_id!r}: extra {name!r} must be a positive number, got {value!r}"
+                )
+            return parsed
+
+        key_id = _blank_to_none(conn.login) or extra("access_key_id")
+        secret = _blank_to_none(conn.password) or extra("access_key_secret")
+        token = extra("security_token")
+        source = "connection"
+        if not key_id and not secret:
+            key_id = _blank_to_none(os.environ.get(ENV_ACCESS_KEY_ID))
+            secret = _blank_to_none(os.environ.get(ENV_ACCESS_KEY_SECRET))
+            token = token or _blank_to_none(os.environ.get(ENV_SECURITY_TOKEN))
+            source = "environment"
+        if not key_id or not secret:
+            raise ConfigurationError(
+                f"connection {conn_id!r} has no AccessKey: set its login (AccessKey ID) and password "
+                f"(AccessKey Secret), or the environment variables {ENV_ACCESS_KEY_ID} and {ENV_ACCESS_KEY_SECRET}"
+            )
+        self._mask(secret, token)
+
+        signature_version = str(extra("signature_version") or "v3").lower()
+        if signature_version not in SIGNATURE_VERSIONS:
+            raise ConfigurationError(
+                f"connection {conn_id!r}: extra 'signature_version' must be one of "
+                f"{', '.join(SIGNATURE_VERSIONS)}, got {signature_version!r}"
+            )
+        settings = GlobeSmsSettings(
+            conn_id=conn_id,
+            access_key_id=str(key_id),
+            access_key_secret=str(secret),
+            security_token=str(token) if token else None,
+            region_id=str(extra("region_id", "region") or DEFAULT_REGION),
+            endpoint=extra("endpoint"),
+            signature_version=signature_version,
+            timeout=number("timeout"),
+            max_qps=number("max_qps"),
+            credentials_from=source,
+        )
+        Endpoint.resolve(settings.region_id, settings.endpoint)  # a bad endpoint fails here, clearly
+        return settings
+
+    @staticmethod
+    def _mask(*secrets: str | None) -> None:
+        """Register secrets with Airflow's log masker (connection passwords already are; env vars not)."""
+        try:
+            from airflow.sdk.log import mask_secret
+        except ImportError:  # pragma: no cover - older task SDKs
+            return
+        for secret in secrets:
+            if secret:
+                mask_secret(secret)
+
+    # --- client --------------------------------------------------------------------------------
+
+    @cached_property
+    def client(self) -> DysmsClient:
+        s = self.settings
+        return DysmsClient(
+            Credentials(s.access_key_id, s.access_key_secret, s.security_token),
+            region_id=s.region_id,
+            endpoint=s.endpoint,
+            signature_version=s.signature_version,
+            timeout=self._timeout or s.timeout,
+            max_qps=self._max_qps or s.max_qps,
+            max_connections=self.max_connections,
+        )
+
+    def get_conn(self) -> DysmsClient:
+        return self.client
+
+    @property
+    def max_qps(self) -> float:
+        """SendMessageToGlobe calls per second this hook allows itself."""
+        return self.client.max_qps
+
+    def close(self) -> None:
+        if "client" in self.__dict__:
+            self.client.close()
+            del self.__dict__["client"]
+
+    # --- operations -----------------------------------------------------------------------------
+
+    def send_message(self, to: str, message: str, **options: Any) -> SendMessageResult:
+        """SendMessageToGlobe to one number. Options: ``sender``, ``sms_type``, ``task_id``,
+        ``validity_period``, ``channel_id``. Validates everything before sending."""
+        result = self.client.send_message(to, message, **options)
+        self.log.info(
+            "SMS to %s accepted: MessageId %s, %d segment(s), RequestId %s",
+            mask_number(to),
+            result.message_id,
+            result.segments,
+            result.request_id,
+        )
+        return result
+
+    def batch_send(self, to: list[str], message: str | list[str], **options: Any) -> BatchSendResult:
+        """BatchSendMessageToGlobe: up to 1,000 numbers, one text or one text per number (1 call/s)."""
+        result = self.client.batch_send(to, message, **options)
+        self.log.info(
+            "Batch of %d SMS: %d accepted, %d failed, RequestId %s",
+            len(to),
+            result.success_count,
+            len(result.failed_list),
+            result.request_id,
+        )
+        return result
+
+    def query_message(self, message_id: str) -> QueryMessageResult:
+        """QueryMessage: delivery status of one message."""
+        return self.client.query_message(message_id)
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Prove the key and the signature with a QueryMessage on a MessageId that cannot exist.
+
+        QueryMessage is free and sends no SMS. Any business answer means the gateway accepted our
+        signature; a gateway refusal names what is wrong.
+        """
+        try:
+            client = self.client
+            with suppress(BusinessError):  # e.g. no such message: the call itself was authenticated
+                client.query_message(PROBE_MESSAGE_ID)
+            return True, (
+                f"Authenticated to {client.endpoint.url} as {client.credentials.access_key_id} "
+                f"({client.signature_version.upper()} signature)."
+            )
+        except AuthenticationError as exc:
+            return False, f"Credentials refused: {exc}"
+        except GlobeSmsError as exc:
+            return False, str(exc)
+        except Exception as exc:  # the UI shows this text; never a traceback with secrets
+            return False, f"{type(exc).__name__}: {exc}"
+
+    # --- connection form on Airflow 3.1 (3.2+ reads conn-fields from get_provider_info) ----------
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        return {
+            "hidden_fields": list(CONNECTION_UI["hidden-fields"]),
+            "relabeling": dict(CONNECTION_UI["relabeling"]),
+            "placeholders": dict(CONNECTION_UI["placeholders"]),
+        }
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        try:
+            from flask_appbuilder.fieldwidgets import (  # type: ignore[import-not-found,import-untyped,unused-ignore]
+                BS3PasswordFieldWidget,
+                BS3TextFieldWidget,
+            )
+            from flask_babel import lazy_gettext  # type: ignore[import-not-found,import-untyped,unused-ignore]
+            from wtforms import PasswordField, StringField  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        except ImportError:
+            return {}
+        widgets: dict[str, Any] = {}
+        for name, spec in CONNECTION_FIELDS.items():
+            secret = spec["schema"].get("format") == "password"
+            field_class = PasswordField if secret else StringField
+            widget = BS3PasswordFieldWidget() if secret else BS3TextFieldWidget()
+            widgets[name] = field_class(lazy_gettext(spec["label"]), widget=widget, description=spec["description"])
+        return widgets

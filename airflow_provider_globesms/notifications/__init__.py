@@ -1,0 +1,1 @@
+"""notifications of the Alibaba Cloud SMS (international) provider."""

@@ -1,0 +1,1 @@
+"""operators of the Alibaba Cloud SMS (international) provider."""

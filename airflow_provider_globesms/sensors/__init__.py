@@ -1,0 +1,1 @@
+"""sensors of the Alibaba Cloud SMS (international) provider."""

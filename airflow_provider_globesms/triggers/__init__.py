@@ -1,0 +1,1 @@
+"""triggers of the Alibaba Cloud SMS (international) provider."""
