@@ -1,0 +1,156 @@
+"""The emulator's ASGI application.
+
+``POST /`` (the API) is served by a plain ASGI handler: it is the hot path, and routing, dependency
+injection and response models would cost more than the gateway's own work. Everything under
+``/_emulator/`` is a small FastAPI app: inspection, statistics and run-time fault control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import msgspec
+from fastapi import Body, FastAPI, HTTPException, Query
+
+from airflow_provider_globesms.client.errors import InvalidFieldError
+from airflow_provider_globesms.client.phone import parse_number
+from airflow_provider_globesms.emulator.gateway import Gateway
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_encode_json = msgspec.json.Encoder().encode  # UTF-8 JSON, a few times faster than json.dumps
+
+
+def reset_connection(send: Send) -> bool:
+    """Abort the client's TCP connection with a RST (SO_LINGER 0), as a failing load balancer would.
+
+    ASGI has no such verb; uvicorn's ``send`` is a method of the request cycle that owns the transport.
+    """
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is None:
+        return False
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+    return True
+
+
+def build_inspection_app(gateway: Gateway) -> FastAPI:
+    app = FastAPI(
+        title="globesms emulator",
+        description="Inspection and control of the local Alibaba Cloud SMS (international) emulator.",
+        docs_url="/_emulator/docs",
+        openapi_url="/_emulator/openapi.json",
+        redoc_url=None,
+    )
+
+    # Every endpoint is async: it runs on the event loop thread, the only one touching the gateway.
+
+    @app.get("/_emulator/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/_emulator/messages")
+    async def messages(
+        to: str | None = Query(None, description="a phone number, with or without '+'"),
+        task_id: str | None = Query(None, description="the TaskId (campaign id) sent with the messages"),
+        limit: int = Query(1000, ge=1, le=100_000),
+        offset: int = Query(0, ge=0),
+    ) -> dict[str, Any]:
+        wire = None
+        if to:
+            try:
+                wire = parse_number(to).wire
+            except InvalidFieldError:
+                wire = to.lstrip("+")
+        now = gateway.clock()
+        found = gateway.store.find(to=wire, task_id=task_id, limit=limit, offset=offset)
+        return {
+            "count": gateway.store.count(to=wire, task_id=task_id),
+            "messages": [m.as_json(now) for m in found],
+        }
+
+    @app.delete("/_emulator/messages")
+    async def clear_messages() -> dict[str, int]:
+        return {"deleted": gateway.reset_state()}
+
+    @app.get("/_emulator/stats")
+    async def stats() -> dict[str, Any]:
+        return gateway.stats()
+
+    @app.get("/_emulator/faults")
+    async def get_faults() -> dict[str, Any]:
+        return gateway.config.faults.as_dict()
+
+    @app.patch("/_emulator/faults")
+    @app.post("/_emulator/faults")
+    async def set_faults(values: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        try:
+            gateway.config.faults.update(values)
+        except (ValueError, TypeError) as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        return gateway.config.faults.as_dict()
+
+    @app.get("/_emulator/settings")
+    async def get_settings() -> dict[str, Any]:
+        return gateway.config.public()
+
+    @app.patch("/_emulator/settings")
+    async def set_settings(values: dict[str, float] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        try:
+            gateway.config.update(values)
+        except (ValueError, TypeError) as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        return gateway.config.public()
+
+    return app
+
+
+class EmulatorApp:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.inspection = build_inspection_app(gateway)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/":
+            await self.api(scope, receive, send)
+        else:
+            await self.inspection(scope, receive, send)
+
+    async def api(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers: dict[str, str] = {}
+        for raw_name, raw_value in scope["headers"]:
+            name = raw_name.decode("latin-1").lower()
+            value = raw_value.decode("latin-1")
+            headers[name] = f"{headers[name]},{value}" if name in headers else value
+        outcome = self.gateway.handle(scope["method"], scope["query_string"], headers, body)
+        if outcome.reset and reset_connection(send):
+            return
+        if outcome.latency:
+            await asyncio.sleep(outcome.latency)
+        if outcome.hold:
+            await asyncio.sleep(outcome.hold)
+        payload = _encode_json(outcome.body)
+        response_headers = [
+            (b"content-type", b"application/json;charset=utf-8"),
+            (b"content-length", str(len(payload)).encode()),
+            *((name.encode(), value.encode()) for name, value in outcome.headers.items()),
+        ]
+        await send({"type": "http.response.start", "status": outcome.status or 503, "headers": response_headers})
+        await send({"type": "http.response.body", "body": payload})

@@ -1,0 +1,123 @@
+"""``globesms-emulator`` / ``python -m airflow_provider_globesms.emulator``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from airflow_provider_globesms.emulator.config import DEFAULT_KEYS, EmulatorConfig, Faults
+
+
+def _ratio(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not a share between 0 and 1")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="globesms-emulator",
+        description="Local emulator of Alibaba Cloud's international SMS API (Dysmsapi 2018-05-01). "
+        "Point the globesms connection's endpoint, or the official SDK, at the URL it prints.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 picks a free one)")
+    keys = p.add_argument_group("keys (default: AKID / SECRET)")
+    keys.add_argument("--access-key-id", action="append", default=[], help="an AccessKeyId; repeatable")
+    keys.add_argument("--access-key-secret", action="append", default=[], help="its secret, in the same order")
+    keys.add_argument(
+        "--keys-file", type=Path, help="a JSON object {id: secret} or lines 'id:secret' (# comments allowed)"
+    )
+    limits = p.add_argument_group("limits and simulation")
+    limits.add_argument("--qps", type=_positive, default=2000.0, help="SendMessageToGlobe cap per key (default 2000)")
+    limits.add_argument("--latency-ms", type=_non_negative, default=0.0, help="latency added to every API call")
+    limits.add_argument("--latency-jitter-ms", type=_non_negative, default=0.0, help="+/- jitter on that latency")
+    limits.add_argument(
+        "--delivery-delay", type=_non_negative, default=1.0, help="seconds until a receipt is final (default 1)"
+    )
+    limits.add_argument("--failure-rate", type=_ratio, default=0.0, help="share of messages whose receipt fails")
+    limits.add_argument("--db", default=":memory:", help="SQLite file for messages (default: in memory)")
+    limits.add_argument("--seed", type=int, help="random seed, for repeatable runs")
+    faults = p.add_argument_group("faults (shares of send calls; change at run time via /_emulator/faults)")
+    faults.add_argument("--throttle-ratio", type=_ratio, default=0.0, help="answer 400 Throttling.User")
+    faults.add_argument("--error-ratio", type=_ratio, default=0.0, help="answer 503 ServiceUnavailable")
+    faults.add_argument("--reset-ratio", type=_ratio, default=0.0, help="reset the connection, unprocessed")
+    faults.add_argument("--hang-ratio", type=_ratio, default=0.0, help="accept, then hold the reply")
+    faults.add_argument("--hang-seconds", type=_non_negative, default=30.0, help="how long to hold (default 30)")
+    return p
+
+
+def read_keys(args: argparse.Namespace) -> dict[str, str]:
+    if len(args.access_key_id) != len(args.access_key_secret):
+        raise SystemExit("globesms-emulator: give one --access-key-secret per --access-key-id")
+    keys = dict(zip(args.access_key_id, args.access_key_secret, strict=True))
+    if args.keys_file:
+        text = args.keys_file.read_text()
+        if text.lstrip().startswith("{"):
+            keys.update({str(k): str(v) for k, v in json.loads(text).items()})
+        else:
+            for number, line in enumerate(text.splitlines(), 1):
+                line = line.strip()
+                if not line or line.startswith("#"):
+                    continue
+                key_id, sep, secret = line.partition(":")
+                if not sep or not key_id or not secret:
+                    raise SystemExit(f"globesms-emulator: {args.keys_file}:{number}: expected 'id:secret'")
+                keys[key_id.strip()] = secret.strip()
+    return keys or dict(DEFAULT_KEYS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    from airflow_provider_globesms.emulator.server import serve_forever
+
+    config = EmulatorConfig(
+        keys=read_keys(args),
+        qps=args.qps,
+        latency_ms=args.latency_ms,
+        latency_jitter_ms=args.latency_jitter_ms,
+        delivery_delay=args.delivery_delay,
+        failure_rate=args.failure_rate,
+        db=args.db,
+        seed=args.seed,
+        faults=Faults(
+            throttle=args.throttle_ratio,
+            error_5xx=args.error_ratio,
+            reset=args.reset_ratio,
+            hang=args.hang_ratio,
+            hang_seconds=args.hang_seconds,
+        ),
+    )
+
+    def ready(url: str) -> None:
+        print(f"globesms-emulator listening on {url} (keys: {', '.join(sorted(config.keys))})", flush=True)
+        print(f"  inspect: {url}/_emulator/messages  stats: {url}/_emulator/stats", flush=True)
+
+    try:
+        serve_forever(config, args.host, args.port, ready)
+    except OSError as exc:
+        print(f"globesms-emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    print("globesms-emulator stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Running the emulator: in the foreground (the CLI) or in a background thread (tests, the demo)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from airflow_provider_globesms.emulator.app import EmulatorApp
+from airflow_provider_globesms.emulator.config import EmulatorConfig
+from airflow_provider_globesms.emulator.gateway import Gateway
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling us when its sockets accept connections."""
+
+    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None = None) -> None:
+        super().__init__(config)
+        self.on_ready = on_ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.on_ready is not None and not self.should_exit:
+            self.on_ready()
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def uvicorn_config(app: EmulatorApp) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        log_config=None,  # never reconfigure the host process's logging (Airflow, pytest)
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        lifespan="off",
+        http="httptools",
+        loop="uvloop",
+        backlog=2048,
+        timeout_keep_alive=75,
+        timeout_graceful_shutdown=2,
+    )
+
+
+def serve_forever(config: EmulatorConfig, host: str, port: int, on_ready: Callable[[str], None]) -> None:
+    """Serve in this (main) thread until SIGINT/SIGTERM; uvicorn handles the signals."""
+    gateway = Gateway(config)
+    sock = bind(host, port)
+    actual = sock.getsockname()[1]
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{actual}"
+    server = _Server(uvicorn_config(EmulatorApp(gateway)), on_ready=lambda: on_ready(url))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+        gateway.store.close()
+
+
+class EmulatorServer:
+    """The emulator on a free loopback port in a background thread.
+
+    >>> with EmulatorServer(EmulatorConfig(delivery_delay=0.2)) as emulator:
+    ...     hook_endpoint = emulator.url
+    """
+
+    def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.config = config or EmulatorConfig()
+        self.host = host
+        self.gateway = Gateway(self.config)
+        self._sock = bind(host, port)
+        self.port: int = self._sock.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        self._ready = threading.Event()
+        self._server = _Server(uvicorn_config(EmulatorApp(self.gateway)), on_ready=self._ready.set)
+        self._thread: threading.Thread | None = None
+
+    def start(self, timeout: float = 10.0) -> EmulatorServer:
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, name="globesms-emulator", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            self.stop()
+            raise RuntimeError(f"the emulator did not start within {timeout} s")
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._sock.close()
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- the inspection API, over HTTP (thread-safe by construction) ------------------------------
+
+    def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(payload).encode() if payload is not None else None
+        request = urllib.request.Request(  # noqa: S310 - our own loopback URL
+            self.url + path, data=data, method=method, headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            return json.loads(response.read())
+
+    def messages(
+        self, *, to: str | None = None, task_id: str | None = None, limit: int = 100_000
+    ) -> list[dict[str, Any]]:
+        query = urllib.parse.urlencode({k: v for k, v in {"to": to, "task_id": task_id, "limit": limit}.items() if v})
+        return list(self._call("GET", f"/_emulator/messages?{query}")["messages"])
+
+    def stats(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/_emulator/stats"))
+
+    def set_faults(self, **faults: Any) -> dict[str, Any]:
+        """Shares (``throttle=0.3``), ``hang_seconds``, or ``script=["throttle", "hang"]`` for the next calls."""
+        return dict(self._call("PATCH", "/_emulator/faults", faults))
+
+    def set_settings(self, **settings: float) -> dict[str, Any]:
+        return dict(self._call("PATCH", "/_emulator/settings", settings))
+
+    def clear(self) -> int:
+        return int(self._call("DELETE", "/_emulator/messages")["deleted"])

@@ -1,0 +1,221 @@
+"""Accepted messages, kept in SQLite (in memory unless ``--db`` names a file).
+
+The simulated carrier needs no background job: each message is stored with the moment its receipt
+becomes final and the final verdict (drawn at acceptance with ``failure_rate``). Until that moment
+QueryMessage reports it as being sent (Status 3); after it, delivered (1) or failed (2).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+from typing import Any
+
+STATUS_DELIVERED, STATUS_FAILED, STATUS_SENDING = 1, 2, 3
+GATEWAY_TZ = timezone(timedelta(hours=8))  # receipt dates come in +0800, as the real ones do
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    message_id TEXT PRIMARY KEY,
+    access_key_id TEXT NOT NULL,
+    action TEXT NOT NULL,
+    to_number TEXT NOT NULL,
+    sender TEXT,
+    message TEXT NOT NULL,
+    segments INTEGER NOT NULL,
+    encoding TEXT NOT NULL,
+    sms_type TEXT,
+    task_id TEXT,
+    channel_id TEXT,
+    validity_period INTEGER,
+    country TEXT,
+    region TEXT,
+    carrier TEXT,
+    submitted_at REAL NOT NULL,
+    final_at REAL NOT NULL,
+    final_status INTEGER NOT NULL,
+    error_code TEXT NOT NULL,
+    error_description TEXT NOT NULL,
+    request_id TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_to ON messages (to_number);
+CREATE INDEX IF NOT EXISTS messages_task ON messages (task_id);
+"""
+
+_COLUMNS = (
+    "message_id",
+    "access_key_id",
+    "action",
+    "to_number",
+    "sender",
+    "message",
+    "segments",
+    "encoding",
+    "sms_type",
+    "task_id",
+    "channel_id",
+    "validity_period",
+    "country",
+    "region",
+    "carrier",
+    "submitted_at",
+    "final_at",
+    "final_status",
+    "error_code",
+    "error_description",
+    "request_id",
+)
+_INSERT = f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+
+
+def receipt_date(epoch: float | None) -> str:
+    if epoch is None:
+        return ""
+    return format_datetime(datetime.fromtimestamp(epoch, GATEWAY_TZ))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    message_id: str
+    access_key_id: str
+    action: str
+    to_number: str
+    sender: str | None
+    message: str
+    segments: int
+    encoding: str
+    sms_type: str | None
+    task_id: str | None
+    channel_id: str | None
+    validity_period: int | None
+    country: str | None
+    region: str | None
+    carrier: str | None
+    submitted_at: float
+    final_at: float
+    final_status: int
+    error_code: str
+    error_description: str
+    request_id: str
+
+    def status(self, now: float) -> int:
+        return self.final_status if now >= self.final_at else STATUS_SENDING
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        status = self.status(now)
+        final = status != STATUS_SENDING
+        return {
+            "message_id": self.message_id,
+            "to": self.to_number,
+            "from": self.sender,
+            "message": self.message,
+            "segments": self.segments,
+            "encoding": self.encoding,
+            "type": self.sms_type,
+            "task_id": self.task_id,
+            "channel_id": self.channel_id,
+            "validity_period": self.validity_period,
+            "action": self.action,
+            "access_key_id": self.access_key_id,
+            "status": {STATUS_DELIVERED: "delivered", STATUS_FAILED: "failed"}.get(status, "sending"),
+            "status_code": status,
+            "error_code": self.error_code if final else None,
+            "submitted_at": self.submitted_at,
+            "final_at": self.final_at,
+            "send_date": receipt_date(self.submitted_at),
+            "receive_date": receipt_date(self.final_at) if final else None,
+            "number_detail": {"country": self.country, "region": self.region, "carrier": self.carrier},
+            "request_id": self.request_id,
+        }
+
+
+class MessageStore:
+    """Used from the server's event loop thread only.
+
+    Inserts are buffered and written in one transaction per batch (at most ``FLUSH_EVERY`` messages
+    or ``FLUSH_AFTER`` seconds old); every read writes the buffer first, so reads see everything.
+    """
+
+    FLUSH_EVERY = 256
+    FLUSH_AFTER = 0.25
+
+    def __init__(self, path: str = ":memory:") -> None:
+        self.path = path
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        if path != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._pending: dict[str, StoredMessage] = {}
+        self._oldest_pending = 0.0
+
+    def add(self, message: StoredMessage) -> None:
+        if not self._pending:
+            self._oldest_pending = time.monotonic()
+        self._pending[message.message_id] = message
+        if len(self._pending) >= self.FLUSH_EVERY or time.monotonic() - self._oldest_pending > self.FLUSH_AFTER:
+            self.flush()
+
+    def add_many(self, messages: list[StoredMessage]) -> None:
+        for message in messages:
+            self.add(message)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        rows = [tuple(getattr(m, c) for c in _COLUMNS) for m in self._pending.values()]
+        self._pending.clear()
+        self._db.execute("BEGIN")
+        self._db.executemany(_INSERT, rows)
+        self._db.execute("COMMIT")
+
+    def get(self, message_id: str) -> StoredMessage | None:
+        pending = self._pending.get(message_id)
+        if pending is not None:
+            return pending
+        row = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM messages WHERE message_id = ?", (message_id,))
+        found = row.fetchone()
+        return StoredMessage(*found) if found else None
+
+    @staticmethod
+    def _where(to: str | None, task_id: str | None) -> tuple[str, list[str]]:
+        conditions = [(column, value) for column, value in (("to_number", to), ("task_id", task_id)) if value]
+        clause = " AND ".join(f"{column} = ?" for column, _ in conditions)
+        return (f"WHERE {clause}" if clause else ""), [value for _, value in conditions]
+
+    def find(
+        self, *, to: str | None = None, task_id: str | None = None, limit: int = 1000, offset: int = 0
+    ) -> list[StoredMessage]:
+        self.flush()
+        clause, args = self._where(to, task_id)
+        rows = self._db.execute(
+            f"SELECT {', '.join(_COLUMNS)} FROM messages {clause} ORDER BY submitted_at, rowid LIMIT ? OFFSET ?",
+            (*args, limit, offset),
+        )
+        return [StoredMessage(*r) for r in rows.fetchall()]
+
+    def count(self, *, to: str | None = None, task_id: str | None = None) -> int:
+        self.flush()
+        clause, args = self._where(to, task_id)
+        return int(self._db.execute(f"SELECT COUNT(*) FROM messages {clause}", args).fetchone()[0])
+
+    def status_counts(self, now: float | None = None) -> dict[str, int]:
+        self.flush()
+        now = time.time() if now is None else now
+        row = self._db.execute(
+            "SELECT SUM(final_at > ?), SUM(final_at <= ? AND final_status = 1), "
+            "SUM(final_at <= ? AND final_status = 2), COALESCE(SUM(segments), 0) FROM messages",
+            (now, now, now),
+        ).fetchone()
+        return {"sending": row[0] or 0, "delivered": row[1] or 0, "failed": row[2] or 0, "segments": row[3]}
+
+    def clear(self) -> int:
+        self.flush()
+        return int(self._db.execute("DELETE FROM messages").rowcount)
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()
