@@ -221,10 +221,10 @@ class Gateway:
             outcome.hold = self.config.faults.hang_seconds
         elif fault == "internal_error":
             # Accepted and stored, yet the caller sees a 500: the ambiguous case.
-            refusal = GatewayRefusal(
+            internal = GatewayRefusal(
                 500, "InternalError", "The request processing has failed due to some unknown error."
             )
-            return self._refusal(refusal, headers, request_id, counts)
+            return self._refusal(internal, headers, request_id, counts)
         return outcome
 
     def _draw_fault(self, action: str) -> str | None:
