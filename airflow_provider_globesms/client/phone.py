@@ -19,7 +19,9 @@ from airflow_provider_globesms.client.errors import InvalidFieldError
 MAINLAND_CHINA_CODE = 86
 _MASK = "****"
 _SEPARATORS = str.maketrans("", "", " -.()\u00a0")
-_NUMBER_LIKE = re.compile(r"\+?\d[\d \-]{6,18}\d")
+# 7 to 15 digits (E.164's longest), optionally split by single spaces or dashes, standing alone: not
+# part of a hash, an id or a longer digit run.
+_NUMBER_LIKE = re.compile(r"(?<![\w+])\+?\d(?:[ \-]?\d){6,14}(?![\w])")
 
 
 @dataclass(frozen=True, slots=True)

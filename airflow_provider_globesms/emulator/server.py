@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import socket
 import threading
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from types import FrameType
 from typing import Any
 
 import uvicorn
@@ -18,11 +21,34 @@ from airflow_provider_globesms.emulator.gateway import Gateway
 
 
 class _Server(uvicorn.Server):
-    """uvicorn's server, telling us when its sockets accept connections."""
+    """uvicorn's server, telling us when its sockets accept connections.
+
+    Stopping on SIGINT/SIGTERM is a normal end for the emulator: the first signal shuts it down
+    gracefully and the command exits 0 (uvicorn would re-raise the signal afterwards); a second one
+    forces the exit.
+    """
 
     def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.on_ready = on_ready
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            if self.should_exit:
+                self.force_exit = True
+            self.should_exit = True
+
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -103,6 +129,7 @@ class EmulatorServer:
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
+            self.gateway.store.close()  # writes buffered messages (matters with a db file)
         self._sock.close()
 
     def __enter__(self) -> EmulatorServer:

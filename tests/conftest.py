@@ -1,0 +1,94 @@
+"""Shared test set-up: an isolated AIRFLOW_HOME on SQLite, the emulator fixtures, DAG-run helpers.
+
+The environment is fixed here, at import, because Airflow reads its configuration once, on first import.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="globesms-airflow-home-"))
+(_AIRFLOW_HOME / "dags").mkdir()
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(_AIRFLOW_HOME / "dags")
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__ALLOWED_DESERIALIZATION_CLASSES_REGEXP"] = r"airflow_provider_globesms\..*"
+os.environ.pop("AIRFLOW_CONN_GLOBESMS_DEFAULT", None)
+for _name in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "ALIBABA_CLOUD_SECURITY_TOKEN"):
+    os.environ.pop(_name, None)
+
+import json  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
+from typing import Any  # noqa: E402
+
+import pytest  # noqa: E402
+
+from airflow_provider_globesms.emulator import EmulatorServer  # noqa: E402
+
+pytest_plugins = ["airflow_provider_globesms.emulator.pytest_plugin"]
+
+AIRFLOW_HOME = _AIRFLOW_HOME
+
+
+def connection_json(endpoint: str, **extra: Any) -> str:
+    """The one-variable connection of the README, pointed at ``endpoint``."""
+    login = extra.pop("login", "AKID")
+    password = extra.pop("password", "SECRET")
+    return json.dumps(
+        {"conn_type": "globesms", "login": login, "password": password, "extra": {"endpoint": endpoint, **extra}}
+    )
+
+
+@pytest.fixture
+def globesms_conn(
+    monkeypatch: pytest.MonkeyPatch, globesms_emulator: EmulatorServer
+) -> Iterator[Callable[..., EmulatorServer]]:
+    """Point ``globesms_default`` at the emulator; call it again to change extras."""
+
+    def configure(conn_id: str = "globesms_default", **extra: Any) -> EmulatorServer:
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", connection_json(globesms_emulator.url, **extra))
+        _forget_cached_connections()
+        return globesms_emulator
+
+    configure()
+    yield configure
+    _forget_cached_connections()
+
+
+def _forget_cached_connections() -> None:
+    try:
+        from airflow.sdk.execution_time.cache import SecretCache
+    except ImportError:  # pragma: no cover
+        return
+    SecretCache.reset()  # type: ignore[no-untyped-call]
+
+
+@pytest.fixture(scope="session")
+def airflow_db() -> Path:
+    """Create the SQLite metadata database once per session (about two seconds)."""
+    from airflow.utils import db
+
+    db.initdb()
+    return AIRFLOW_HOME
+
+
+@pytest.fixture
+def run_dag(airflow_db: Path) -> Callable[..., Any]:
+    """Run an in-memory DAG with ``dag.test()``: it is serialized first, as the dag processor would."""
+
+    def run(dag: Any, **kwargs: Any) -> Any:
+        from airflow.dag_processing.bundles.manager import DagBundlesManager
+        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+        from airflow.utils.session import create_session
+
+        with create_session() as session:
+            DagBundlesManager().sync_bundles_to_db(session=session)  # type: ignore[no-untyped-call]
+        bag = DagBag(dag_folder=str(AIRFLOW_HOME / "dags"))
+        bag.bag_dag(dag)
+        sync_bag_to_db(bag, "dags-folder", None)
+        _forget_cached_connections()
+        return dag.test(**kwargs)
+
+    return run

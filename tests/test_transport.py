@@ -1,0 +1,148 @@
+"""Endpoint resolution and the HTTP/1.1 framing of replies, on real sockets."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from airflow_provider_globesms.client import ConfigurationError, Endpoint
+from airflow_provider_globesms.client.http11 import PeerClosed, ProtocolViolation, encode_request, read_reply
+
+
+@pytest.mark.parametrize(
+    ("region", "url"),
+    [
+        (None, "https://dysmsapi.ap-southeast-1.aliyuncs.com"),
+        ("ap-southeast-1", "https://dysmsapi.ap-southeast-1.aliyuncs.com"),
+        ("ap-southeast-5", "https://dysmsapi.ap-southeast-5.aliyuncs.com"),
+        ("eu-central-1", "https://dysmsapi.eu-central-1.aliyuncs.com"),
+        ("us-east-1", "https://dysmsapi.us-east-1.aliyuncs.com"),
+        ("cn-hongkong", "https://dysmsapi-xman.cn-hongkong.aliyuncs.com"),
+        ("cn-beijing", "https://dysmsapi-proxy.cn-beijing.aliyuncs.com"),
+        ("me-east-1", "https://dysmsapi.aliyuncs.com"),
+    ],
+)
+def test_endpoint_from_region(region: str | None, url: str) -> None:
+    assert Endpoint.resolve(region).url == url
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "url", "host_header"),
+    [
+        ("http://127.0.0.1:8787", "http://127.0.0.1:8787", "127.0.0.1:8787"),
+        ("127.0.0.1:8787", "http://127.0.0.1:8787", "127.0.0.1:8787"),  # the official SDK's form
+        ("http://localhost:8787/", "http://localhost:8787", "localhost:8787"),
+        ("http://[::1]:8787", "http://::1:8787", "::1:8787"),
+        ("https://sms.example.com", "https://sms.example.com", "sms.example.com"),
+        ("sms.example.com", "https://sms.example.com", "sms.example.com"),
+        ("https://sms.example.com:8443", "https://sms.example.com:8443", "sms.example.com:8443"),
+    ],
+)
+def test_explicit_endpoint_wins(endpoint: str, url: str, host_header: str) -> None:
+    resolved = Endpoint.resolve("eu-central-1", endpoint)
+    assert resolved.url == url
+    assert resolved.host_header == host_header
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "reason"),
+    [
+        ("http://dysmsapi.aliyuncs.com", "plain HTTP to a non-loopback host"),
+        ("http://10.0.0.5:8787", "plain HTTP to a non-loopback host"),
+        ("ftp://127.0.0.1", r"not an http\(s\) URL"),
+        ("https://sms.example.com/api", "without a path"),
+        ("https://sms.example.com:99999", "Port out of range"),
+    ],
+)
+def test_bad_endpoints_are_refused_clearly(endpoint: str, reason: str) -> None:
+    with pytest.raises(ConfigurationError, match=reason):
+        Endpoint.resolve(None, endpoint)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    a.settimeout(5)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def serve(sock: socket.socket, *chunks: bytes, close: bool = False) -> threading.Thread:
+    def run() -> None:
+        for chunk in chunks:
+            sock.sendall(chunk)
+        if close:
+            sock.shutdown(socket.SHUT_WR)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_content_length_reply(pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = pair
+    serve(server, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhe", b"llo").join()
+    reply = read_reply(client)
+    assert (reply.status, reply.body, reply.keep_alive) == (200, b"hello", True)
+    assert reply.headers["x-a"] == "1, 2"
+
+
+def test_chunked_reply_with_extensions_and_trailers(pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = pair
+    serve(
+        server,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n",
+        b"0\r\nTrailer: x\r\n\r\n",
+    ).join()
+    assert read_reply(client).body == b"Wikipedia"
+
+
+def test_interim_reply_is_skipped(pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = pair
+    serve(server, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n").join()
+    assert read_reply(client).status == 201
+
+
+def test_close_delimited_reply_is_not_kept_alive(pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = pair
+    serve(server, b'HTTP/1.0 200 OK\r\n\r\n{"a": 1}', close=True).join()
+    reply = read_reply(client)
+    assert reply.body == b'{"a": 1}'
+    assert reply.keep_alive is False
+
+
+def test_connection_close_header(pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = pair
+    serve(server, b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").join()
+    assert read_reply(client).keep_alive is False
+
+
+def test_nothing_at_all_is_peer_closed(pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = pair
+    serve(server, close=True).join()
+    with pytest.raises(PeerClosed):
+        read_reply(client)
+
+
+def test_truncated_body_is_a_protocol_violation(pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = pair
+    serve(server, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", close=True).join()
+    with pytest.raises(ProtocolViolation, match="inside the reply body"):
+        read_reply(client)
+
+
+def test_garbage_is_a_protocol_violation(pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = pair
+    serve(server, b"SSH-2.0-OpenSSH_9.2\r\n\r\n").join()
+    with pytest.raises(ProtocolViolation, match="status line"):
+        read_reply(client)
+
+
+def test_request_encoding() -> None:
+    raw = encode_request("POST", "/?a=1", {"host": "h", "x-acs-action": "QueryMessage"})
+    assert raw == b"POST /?a=1 HTTP/1.1\r\nhost: h\r\nx-acs-action: QueryMessage\r\ncontent-length: 0\r\n\r\n"
