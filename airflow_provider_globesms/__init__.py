@@ -67,6 +67,25 @@ CONNECTION_UI: dict[str, Any] = {
 
 _MODULES = {
     "hooks": ["airflow_provider_globesms.hooks.globesms"],
+    "operators": ["airflow_provider_globesms.operators.globesms"],
+}
+
+CONFIG = {
+    "globesms": {
+        "description": "Alibaba Cloud SMS (international) provider.",
+        "options": {
+            "ledger_uri": {
+                "description": "Where SendGlobeSmsOperator keeps its send ledgers and results files: a local "
+                "directory (the default, $AIRFLOW_HOME/globesms) or any ObjectStoragePath URI (e.g. "
+                "s3://bucket/globesms) that every worker can reach. The ledger is what makes a retried, "
+                "killed or cleared task send nothing twice.",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "s3://my-bucket/globesms",
+                "default": None,
+            }
+        },
+    }
 }
 
 
@@ -97,4 +116,5 @@ def get_provider_info() -> dict[str, Any]:
     }
     for kind, modules in _MODULES.items():
         info[kind] = [{"integration-name": integration, "python-modules": modules}]
+    info["config"] = CONFIG
     return info

@@ -92,3 +92,41 @@ def run_dag(airflow_db: Path) -> Callable[..., Any]:
         return dag.test(**kwargs)
 
     return run
+
+
+def xcom_values(dag_run: Any, task_id: str, key: str = "return_value") -> list[Any]:
+    """XCom values a task pushed in a finished ``dag.test()`` run (one per map index, in order)."""
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        query = XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id, key=key)
+        rows = sorted(session.scalars(query).all(), key=lambda r: r.map_index)
+        return [XComModel.deserialize_value(r) for r in rows]
+
+
+def task_states(dag_run: Any) -> dict[str, str]:
+    """``task_id`` (``task_id[map_index]`` when mapped) -> final state of a ``dag.test()`` run."""
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        tis = session.scalars(
+            select(TaskInstance).where(TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id)
+        ).all()
+        return {(ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): str(ti.state) for ti in tis}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def memory_object_storage() -> None:
+    """``memory://`` as an ObjectStoragePath scheme: a stand-in for s3:// that never leaves the process.
+
+    Providers plug filesystems in through Airflow's registry (``get_fs`` per scheme); this does the same
+    for fsspec's in-memory filesystem, test-only.
+    """
+    from airflow.sdk.io import fs
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    fs._BUILTIN_SCHEME_TO_FS["memory"] = lambda _conn_id, options: MemoryFileSystem(**options)
+    fs._register_filesystems.cache_clear()

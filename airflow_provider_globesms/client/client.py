@@ -29,7 +29,6 @@ from pydantic import ValidationError as PydanticValidationError
 
 from airflow_provider_globesms import __version__
 from airflow_provider_globesms.client.errors import (
-    ApiError,
     AuthenticationError,
     BusinessError,
     ConfigurationError,
@@ -77,6 +76,7 @@ QUERY = "QueryMessage"
 DEFAULT_MAX_QPS = 2000.0  # SendMessageToGlobe cap per account on the newest API page
 BATCH_QPS = 1.0
 QUERY_QPS = 300.0
+QPS_HEADROOM = 0.02
 
 _AUTH_CODES = re.compile(
     r"^(InvalidAccessKeyId|SignatureDoesNotMatch|InvalidTimeStamp|SignatureNonceUsed|"
@@ -154,13 +154,13 @@ class DysmsClient:
         self.max_message_length = max_message_length
         self.max_qps = float(max_qps or DEFAULT_MAX_QPS)
         self._sleep = sleep
-        self._pool = ConnectionPool(
-            self.endpoint, self.timeout, maxsize=max_connections, user_agent=user_agent or default_user_agent()
-        )
+        self.user_agent = user_agent or default_user_agent()
+        self._pool = ConnectionPool(self.endpoint, self.timeout, maxsize=max_connections, user_agent=self.user_agent)
+        # Paced 2% under each cap: the jitter between our admission and the gateway's count stays inside it.
         self.limiters = {
-            SEND: RateLimiter(self.max_qps),
+            SEND: RateLimiter(self.max_qps, headroom=QPS_HEADROOM),
             BATCH_SEND: RateLimiter(BATCH_QPS),
-            QUERY: RateLimiter(QUERY_QPS),
+            QUERY: RateLimiter(QUERY_QPS, headroom=QPS_HEADROOM),
         }
         self._context = {"max_message_length": max_message_length}
         self._stats: Counter[str] = Counter()
@@ -192,8 +192,33 @@ class DysmsClient:
         ``channel_id``. Raises ``InvalidFieldError`` before sending anything when a value is refused."""
         return self.send(self.build_send_request(to, message, **options))
 
-    def send(self, request: SendMessageRequest) -> SendMessageResult:
-        return self._call(SEND, request.to_params(), SendMessageResult, masked_to=mask_number(request.to))
+    def send(
+        self, request: SendMessageRequest, before_exchange: Callable[[SignedRequest], None] | None = None
+    ) -> SendMessageResult:
+        """Send a validated request. ``before_exchange`` sees each signed attempt just before its bytes
+        leave (after the rate limiter): the bulk sender records it there, to replay it after a crash."""
+        return self._call(
+            SEND,
+            request.to_params(),
+            SendMessageResult,
+            masked_to=mask_number(request.to),
+            before_exchange=before_exchange,
+        )
+
+    def replay_send(self, signed: SignedRequest) -> SendMessageResult:
+        """Send a stored, already signed SendMessageToGlobe again, byte for byte, once.
+
+        The gateway refuses a nonce it has already seen (``SignatureNonceUsed``) within the 15 minutes
+        it accepts a timestamp, so the answer settles whether the first attempt arrived: accepted now
+        means it never did (and is now sent once); ``SignatureNonceUsed`` means it did.
+        """
+        limiter = self.limiters[SEND]
+        limiter.pace()
+        try:
+            raw = self._pool.exchange(signed, before_write=limiter.admit)
+        except ExchangeError as exc:
+            raise self._exchange_error(SEND, exc, idempotent=False) from None
+        return self._parse(SEND, raw, SendMessageResult)
 
     def batch_send(self, to: Iterable[object], message: object, **options: Any) -> BatchSendResult:
         """BatchSendMessageToGlobe: up to 1,000 numbers; ``message`` one text, or a list of one per number."""
@@ -220,60 +245,70 @@ class DysmsClient:
         *,
         masked_to: str = "",
         idempotent: bool = False,
+        before_exchange: Callable[[SignedRequest], None] | None = None,
     ) -> R:
         limiter = self.limiters[action]
-        last_error: GlobeSmsError | None = None
-        attempts = self.retry.max_attempts
-        for attempt in range(1, attempts + 1):
-            limiter.acquire()
+        for attempt in range(1, self.retry.max_attempts + 1):
+            limiter.pace()
+            signed = self.sign(action, params)
+            if before_exchange is not None:
+                before_exchange(signed)
             started = time.perf_counter()
             try:
-                raw = self._pool.exchange(self.sign(action, params))
-                result = self._parse(action, raw, model)
-            except ExchangeError as exc:
-                error = self._exchange_error(action, exc, idempotent)
-                if isinstance(error, OutcomeUnknownError):
-                    self._count(f"{action}.unknown")
-                    log.warning("%s %s: %s", action, masked_to, error)
-                    raise error from None
-                last_error, wait = error, self.retry.backoff(attempt)
-            except ThrottlingError as exc:
-                last_error, wait = exc, exc.retry_after or self.retry.backoff(attempt)
-                limiter.hold(wait)  # every thread of this client backs off, not just this one
-            except ServiceUnavailableError as exc:
-                last_error, wait = exc, self.retry.backoff(attempt)
-            except OutcomeUnknownError as exc:
-                if not idempotent:
-                    self._count(f"{action}.unknown")
-                    log.warning("%s %s: %s", action, masked_to, exc)
-                    raise
-                last_error, wait = exc, self.retry.backoff(attempt)
-            except ApiError:
-                self._count(f"{action}.refused")
-                raise
+                result = self._parse(action, self._pool.exchange(signed, before_write=limiter.admit), model)
+            except (ExchangeError, GlobeSmsError) as exc:
+                self._sleep(self._retry_or_raise(action, exc, attempt, idempotent, masked_to))
+                continue
+            self._succeeded(action, result, masked_to, started, attempt)
+            return result
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _retry_or_raise(
+        self, action: str, exc: ExchangeError | GlobeSmsError, attempt: int, idempotent: bool, masked_to: str
+    ) -> float:
+        """Seconds to wait before the next attempt after ``exc``; raises when it must not be retried.
+
+        Shared by the blocking and the asyncio call loops, so both follow one retry rule.
+        """
+        error = self._exchange_error(action, exc, idempotent) if isinstance(exc, ExchangeError) else exc
+        if isinstance(error, ThrottlingError):
+            wait = error.retry_after or self.retry.backoff(attempt)
+            self.limiters[action].hold(wait)  # every caller of this client backs off, not just this one
+        elif isinstance(error, ServiceUnavailableError | RequestNotSentError) or (
+            idempotent and isinstance(error, OutcomeUnknownError)
+        ):
+            wait = self.retry.backoff(attempt)
+        else:
+            if isinstance(error, OutcomeUnknownError):
+                self._count(f"{action}.unknown")
+                log.warning("%s %s: %s", action, masked_to, error)
             else:
-                self._count(f"{action}.ok")
-                log.debug(
-                    "%s %s: %s RequestId=%s in %.1f ms (attempt %d)",
-                    action,
-                    masked_to,
-                    getattr(result, "response_code", None),
-                    getattr(result, "request_id", None),
-                    (time.perf_counter() - started) * 1000,
-                    attempt,
-                )
-                return result
-            self._count(f"{action}.retry")
-            if attempt < attempts:
-                log.debug(
-                    "%s %s: %s; retry %d/%d in %.3f s", action, masked_to, last_error, attempt, attempts - 1, wait
-                )
-                self._sleep(wait)
-        assert last_error is not None
-        self._count(f"{action}.gave_up")
-        raise last_error
+                self._count(f"{action}.refused")
+            raise error from None
+        self._count(f"{action}.retry")
+        if attempt >= self.retry.max_attempts:
+            self._count(f"{action}.gave_up")
+            raise error from None
+        log.debug(
+            "%s %s: %s; retry %d/%d in %.3f s", action, masked_to, error, attempt, self.retry.max_attempts - 1, wait
+        )
+        return wait
+
+    def _succeeded(self, action: str, result: BaseModel, masked_to: str, started: float, attempt: int) -> None:
+        self._count(f"{action}.ok")
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s: %s RequestId=%s in %.1f ms (attempt %d)",
+                action,
+                masked_to,
+                getattr(result, "response_code", None),
+                getattr(result, "request_id", None),
+                (time.perf_counter() - started) * 1000,
+                attempt,
+            )
 
     def _exchange_error(self, action: str, exc: ExchangeError, idempotent: bool) -> GlobeSmsError:
+        """The public error for a failed exchange: not sent (retryable) or outcome unknown."""
         cause = f"{type(exc.cause).__name__}: {scrub_numbers(str(exc.cause))}"
         where = self.endpoint.url
         if exc.phase is Phase.CONNECT:

@@ -1,10 +1,13 @@
-"""Minimal HTTP/1.1 framing for one request/response on an already connected socket.
+"""Minimal HTTP/1.1 framing for one request/response on a connected socket or stream.
 
 ``http.client`` parses every reply's headers with the ``email`` package and validates every header it
 writes with regular expressions; on this hot path that is most of a send's CPU (measured in
 ``bench/client_cpu.py``). Our requests are fixed in shape (``POST /?query``, empty body, a dozen
-headers we build ourselves), so writing them is one ``sendall``. Replies are read per RFC 9112:
+headers we build ourselves), so writing them is one write. Replies are read per RFC 9112:
 ``Content-Length``, ``chunked``, or until close; interim 1xx replies are skipped.
+
+``ReplyParser`` holds no I/O: the blocking transport feeds it from ``socket.recv`` and the asyncio
+transport from ``StreamReader.read``, so both frame replies identically.
 """
 
 from __future__ import annotations
@@ -15,15 +18,15 @@ from dataclasses import dataclass
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
-_RECV = 65536
+RECV_SIZE = 65536
 
 
 class ProtocolViolation(OSError):
-    """The peer's reply is not valid HTTP/1.1 (or is larger than we accept)."""
+    """The peer's reply is not valid HTTP/1.1, is cut short, or is larger than we accept."""
 
 
 class PeerClosed(ConnectionResetError):
-    """The peer closed the connection before sending a single byte of a reply."""
+    """The peer closed or reset the connection before sending a single byte of a reply."""
 
 
 @dataclass(slots=True)
@@ -38,83 +41,6 @@ def encode_request(method: str, target: str, headers: Mapping[str, str], body: b
     """Serialise a request. Header names and values are ours, never user input with CR/LF in it."""
     head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     return f"{method} {target} HTTP/1.1\r\n{head}content-length: {len(body)}\r\n\r\n".encode() + body
-
-
-class _Reader:
-    __slots__ = ("buf", "received", "sock")
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buf = bytearray()
-        self.received = 0
-
-    def fill(self) -> bool:
-        chunk = self.sock.recv(_RECV)
-        if not chunk:
-            return False
-        self.received += len(chunk)
-        self.buf += chunk
-        return True
-
-    def head(self) -> bytes:
-        while True:
-            end = self.buf.find(b"\r\n\r\n")
-            if end >= 0:
-                head = bytes(self.buf[:end])
-                del self.buf[: end + 4]
-                return head
-            if len(self.buf) > MAX_HEAD_BYTES:
-                raise ProtocolViolation("reply headers larger than 64 KiB")
-            if not self.fill():
-                if self.received == 0:
-                    raise PeerClosed("connection closed before any reply")
-                raise ProtocolViolation("connection closed inside the reply headers")
-
-    def exactly(self, size: int) -> bytes:
-        if size > MAX_BODY_BYTES:
-            raise ProtocolViolation(f"reply body of {size} bytes is larger than we accept")
-        while len(self.buf) < size:
-            if not self.fill():
-                raise ProtocolViolation("connection closed inside the reply body")
-        data = bytes(self.buf[:size])
-        del self.buf[:size]
-        return data
-
-    def line(self) -> bytes:
-        while True:
-            end = self.buf.find(b"\r\n")
-            if end >= 0:
-                line = bytes(self.buf[:end])
-                del self.buf[: end + 2]
-                return line
-            if len(self.buf) > MAX_HEAD_BYTES or not self.fill():
-                raise ProtocolViolation("bad chunked encoding")
-
-    def chunked(self) -> bytes:
-        body = bytearray()
-        while True:
-            size_text = self.line().split(b";", 1)[0].strip()
-            try:
-                size = int(size_text, 16)
-            except ValueError:
-                raise ProtocolViolation("bad chunk size") from None
-            if size == 0:
-                while self.line():  # trailers, up to the empty line
-                    pass
-                return bytes(body)
-            body += self.exactly(size)
-            if len(body) > MAX_BODY_BYTES:
-                raise ProtocolViolation("reply body larger than we accept")
-            if self.exactly(2) != b"\r\n":
-                raise ProtocolViolation("bad chunk terminator")
-
-    def until_close(self) -> bytes:
-        while self.fill():
-            if len(self.buf) > MAX_BODY_BYTES:
-                raise ProtocolViolation("reply body larger than we accept")
-        data = bytes(self.buf)
-        self.buf.clear()
-        return data
 
 
 def _parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
@@ -133,42 +59,149 @@ def _parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
     return parts[0], int(parts[1]), headers
 
 
+class ReplyParser:
+    """Incremental parser of one reply: ``feed`` bytes until it returns the ``Reply``; ``eof`` when the
+    peer closed."""
+
+    _HEAD, _LENGTH, _CHUNK_SIZE, _CHUNK_DATA, _TRAILERS, _UNTIL_CLOSE = range(6)
+
+    def __init__(self, method: str = "POST") -> None:
+        self.method = method
+        self.received = 0
+        self._buf = bytearray()
+        self._state = self._HEAD
+        self._status = 0
+        self._headers: dict[str, str] = {}
+        self._keep_alive = True
+        self._body = bytearray()
+        self._need = 0
+
+    def feed(self, data: bytes) -> Reply | None:
+        self.received += len(data)
+        self._buf += data
+        return self._advance()
+
+    def eof(self) -> Reply:
+        """The peer closed the connection: finish a close-delimited body or explain what was cut."""
+        if self.received == 0:
+            raise PeerClosed("connection closed before any reply")
+        if self._state == self._UNTIL_CLOSE:
+            self._body += self._buf
+            self._buf.clear()
+            return self._done(keep_alive=False)
+        where = "headers" if self._state == self._HEAD else "body"
+        raise ProtocolViolation(f"connection closed inside the reply {where}")
+
+    def _done(self, keep_alive: bool) -> Reply:
+        # Bytes after the reply were never asked for: do not trust this connection again.
+        return Reply(self._status, self._headers, bytes(self._body), keep_alive and not self._buf)
+
+    def _line(self) -> bytes | None:
+        end = self._buf.find(b"\r\n")
+        if end < 0:
+            if len(self._buf) > MAX_HEAD_BYTES:
+                raise ProtocolViolation("bad chunked encoding")
+            return None
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 2]
+        return line
+
+    def _take_body(self) -> bool:
+        take = min(self._need, len(self._buf))
+        self._body += self._buf[:take]
+        del self._buf[:take]
+        self._need -= take
+        if len(self._body) > MAX_BODY_BYTES:
+            raise ProtocolViolation("reply body larger than we accept")
+        return self._need == 0
+
+    def _advance(self) -> Reply | None:
+        while True:
+            if self._state == self._HEAD:
+                end = self._buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(self._buf) > MAX_HEAD_BYTES:
+                        raise ProtocolViolation("reply headers larger than 64 KiB")
+                    return None
+                version, status, headers = _parse_head(bytes(self._buf[:end]))
+                del self._buf[: end + 4]
+                if 100 <= status < 200 and status != 101:
+                    continue  # interim reply; the real one follows
+                self._status, self._headers = status, headers
+                connection = headers.get("connection", "").lower()
+                self._keep_alive = "close" not in connection and (version != "HTTP/1.0" or "keep-alive" in connection)
+                if self.method == "HEAD" or status in (204, 304):
+                    return self._done(self._keep_alive)
+                if "chunked" in headers.get("transfer-encoding", "").lower():
+                    self._state = self._CHUNK_SIZE
+                elif "content-length" in headers:
+                    try:
+                        self._need = int(headers["content-length"].split(",")[0])
+                    except ValueError:
+                        raise ProtocolViolation("bad Content-Length") from None
+                    if self._need > MAX_BODY_BYTES:
+                        raise ProtocolViolation(f"reply body of {self._need} bytes is larger than we accept")
+                    self._state = self._LENGTH
+                else:
+                    self._state = self._UNTIL_CLOSE
+            elif self._state == self._LENGTH:
+                if not self._take_body():
+                    return None
+                return self._done(self._keep_alive)
+            elif self._state == self._CHUNK_SIZE:
+                line = self._line()
+                if line is None:
+                    return None
+                try:
+                    self._need = int(line.split(b";", 1)[0].strip(), 16)
+                except ValueError:
+                    raise ProtocolViolation("bad chunk size") from None
+                self._state = self._TRAILERS if self._need == 0 else self._CHUNK_DATA
+            elif self._state == self._CHUNK_DATA:
+                if not self._take_body():
+                    return None
+                if len(self._buf) < 2:
+                    self._need = 0
+                    return None
+                if self._buf[:2] != b"\r\n":
+                    raise ProtocolViolation("bad chunk terminator")
+                del self._buf[:2]
+                self._state = self._CHUNK_SIZE
+            elif self._state == self._TRAILERS:
+                line = self._line()
+                if line is None:
+                    return None
+                if not line:  # the empty line after any trailers ends the reply
+                    return self._done(self._keep_alive)
+            else:  # _UNTIL_CLOSE
+                self._body += self._buf
+                self._buf.clear()
+                if len(self._body) > MAX_BODY_BYTES:
+                    raise ProtocolViolation("reply body larger than we accept")
+                return None
+
+
 def read_reply(sock: socket.socket, method: str = "POST") -> Reply:
-    """Read one reply. Raises ``PeerClosed`` when the peer closed or reset the connection before a
-    single reply byte, ``ProtocolViolation`` on malformed or truncated replies (a reset mid-reply
-    included), and socket timeouts as they are."""
-    reader = _Reader(sock)
+    """Read one reply from a blocking socket. Raises ``PeerClosed`` when the peer closed or reset the
+    connection before a single reply byte, ``ProtocolViolation`` on malformed or truncated replies (a
+    reset mid-reply included), and socket timeouts as they are."""
+    parser = ReplyParser(method)
     try:
-        return _read(reader, method)
+        while True:
+            data = sock.recv(RECV_SIZE)
+            if not data:
+                return parser.eof()
+            reply = parser.feed(data)
+            if reply is not None:
+                return reply
     except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
-        if isinstance(exc, PeerClosed):
-            raise
-        if reader.received == 0:
-            raise PeerClosed(f"connection reset before any reply ({exc})") from exc
-        raise ProtocolViolation(f"connection reset inside the reply ({exc})") from exc
+        raise reset_error(parser, exc) from exc
 
 
-def _read(reader: _Reader, method: str) -> Reply:
-    while True:
-        version, status, headers = _parse_head(reader.head())
-        if 100 <= status < 200 and status != 101:
-            continue  # interim reply; the real one follows
-        break
-    connection = headers.get("connection", "").lower()
-    keep_alive = "close" not in connection and (version != "HTTP/1.0" or "keep-alive" in connection)
-    if method == "HEAD" or status in (204, 304):
-        body = b""
-    elif "chunked" in headers.get("transfer-encoding", "").lower():
-        body = reader.chunked()
-    elif "content-length" in headers:
-        try:
-            length = int(headers["content-length"].split(",")[0])
-        except ValueError:
-            raise ProtocolViolation("bad Content-Length") from None
-        body = reader.exactly(length)
-    else:
-        body = reader.until_close()
-        keep_alive = False
-    if reader.buf:
-        keep_alive = False  # bytes nobody asked for: do not trust this connection again
-    return Reply(status, headers, body, keep_alive)
+def reset_error(parser: ReplyParser, exc: BaseException) -> OSError:
+    """A reset is ``PeerClosed`` before any reply byte, a truncated reply after."""
+    if isinstance(exc, PeerClosed):
+        return exc
+    if parser.received == 0:
+        return PeerClosed(f"connection reset before any reply ({exc})")
+    return ProtocolViolation(f"connection reset inside the reply ({exc})")

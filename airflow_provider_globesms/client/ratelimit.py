@@ -1,10 +1,14 @@
 """A rate limiter that never lets a one-second window exceed the cap.
 
-GCRA (the "virtual scheduling" form of a leaky bucket): each call reserves the next free slot, slots
-are ``1/rate`` apart, and a caller sleeps until its slot. With no burst allowance, any one-second window
-holds at most ``rate`` slots, which is what the gateway counts. One limiter serves threads (``acquire``)
-and coroutines (``acquire_async``) alike: reserving is a few arithmetic operations under a lock, the
-waiting happens outside it.
+Two stages. Pacing: GCRA (the "virtual scheduling" form of a leaky bucket) hands out slots ``1/rate``
+apart, a little under the cap (``headroom``), so sends are spread evenly. Guard: at the moment a
+caller is admitted, the admissions of the trailing second are counted and the caller waits if the
+cap is reached. Pacing alone is not enough: a caller that wakes late (a busy event loop, the GIL)
+sends late, bunching with the next ones, and a window the gateway counts could then hold more than
+the cap. The headroom absorbs the jitter added after admission, on the network and on the server.
+
+One limiter serves threads (``acquire``) and coroutines (``acquire_async``): the bookkeeping is a few
+operations under a lock, the waiting happens outside it.
 """
 
 from __future__ import annotations
@@ -12,38 +16,79 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 
 
 class RateLimiter:
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, headroom: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
+        if not 0.0 <= headroom < 1.0:
+            raise ValueError("headroom must be a share between 0 and 1")
         self.rate = float(rate)
-        self._interval = 1.0 / self.rate
+        # Admissions allowed in any one-second window: the cap, less half the headroom for the jitter
+        # that arrives after admission (network, the server's own queue).
+        self.cap = max(1, int(rate * (1.0 - headroom / 2)))
+        self._interval = 1.0 / (self.rate * (1.0 - headroom))
         self._clock = clock
         self._lock = threading.Lock()
         self._next_slot = 0.0
+        self._admitted: deque[float] = deque()
 
     def reserve(self) -> float:
-        """Take the next slot; return how many seconds to wait until it (0 when it is now)."""
+        """Take the next paced slot; return how many seconds to wait until it (0 when it is now)."""
         with self._lock:
             now = self._clock()
             slot = self._next_slot if self._next_slot > now else now
             self._next_slot = slot + self._interval
         return slot - now
 
+    def _admit(self) -> float:
+        """Admit now if the trailing second has room; else return how long until it has.
+
+        Call it as close as possible to the moment the request is written: what the gateway counts.
+        """
+        with self._lock:
+            now = self._clock()
+            edge = now - 1.0
+            admitted = self._admitted
+            while admitted and admitted[0] <= edge:
+                admitted.popleft()
+            if len(admitted) < self.cap:
+                admitted.append(now)
+                return 0.0
+            return admitted[0] - edge
+
     def hold(self, seconds: float) -> None:
         """Push every later slot back, e.g. when the server said to wait (throttled)."""
         with self._lock:
             self._next_slot = max(self._next_slot, self._clock() + seconds)
 
-    def acquire(self) -> None:
+    def pace(self) -> None:
+        """Wait for the next paced slot (first stage)."""
         delay = self.reserve()
         if delay > 0:
             time.sleep(delay)
 
-    async def acquire_async(self) -> None:
+    def admit(self) -> None:
+        """Wait until the trailing second has room (second stage, right before writing)."""
+        while (delay := self._admit()) > 0:
+            time.sleep(delay)
+
+    def acquire(self) -> None:
+        self.pace()
+        self.admit()
+
+    async def pace_async(self) -> None:
         delay = self.reserve()
         if delay > 0:
             await asyncio.sleep(delay)
+
+    async def admit_async(self) -> None:
+        while (delay := self._admit()) > 0:
+            await asyncio.sleep(delay)
+
+    async def acquire_async(self) -> None:
+        await self.pace_async()
+        await self.admit_async()

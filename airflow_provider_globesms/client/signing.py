@@ -41,12 +41,32 @@ class Credentials:
 
 @dataclass(frozen=True, slots=True)
 class SignedRequest:
-    """What goes on the wire: ``target`` is the path with its query string."""
+    """What goes on the wire: ``target`` is the path with its query string.
+
+    Kept (as JSON) in the send ledger so that a request whose answer was lost can be replayed byte for
+    byte. It holds the signature, never the secret; with STS credentials it holds the token, which is
+    why ledgers belong in storage as private as the connection itself.
+    """
 
     method: str
     target: str
     headers: dict[str, str]
     body: bytes = b""
+
+    def to_json(self) -> dict[str, object]:
+        return {"method": self.method, "target": self.target, "headers": self.headers, "body": self.body.decode()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> SignedRequest:
+        headers = data.get("headers")
+        if not isinstance(headers, dict):
+            raise ValueError("a stored request needs its headers")
+        return cls(
+            str(data["method"]),
+            str(data["target"]),
+            {str(k): str(v) for k, v in headers.items()},
+            str(data.get("body") or "").encode(),
+        )
 
 
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")

@@ -20,6 +20,7 @@ import ipaddress
 import ssl
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -132,7 +133,7 @@ _ssl_context: ssl.SSLContext | None = None
 _ssl_lock = threading.Lock()
 
 
-def _default_ssl_context() -> ssl.SSLContext:
+def default_ssl_context() -> ssl.SSLContext:
     global _ssl_context
     with _ssl_lock:
         if _ssl_context is None:
@@ -161,7 +162,7 @@ class ConnectionPool:
                 self.endpoint.host,
                 self.endpoint.port,
                 timeout=self.timeout.connect,
-                ssl_context=_default_ssl_context(),
+                ssl_context=default_ssl_context(),
             )
         return HTTPConnection(self.endpoint.host, self.endpoint.port, timeout=self.timeout.connect)
 
@@ -182,8 +183,12 @@ class ConnectionPool:
         else:
             conn.close()
 
-    def exchange(self, request: SignedRequest) -> RawResponse:
-        """Send one request and read the whole reply, or raise ``ExchangeError`` naming the phase."""
+    def exchange(self, request: SignedRequest, before_write: Callable[[], None] | None = None) -> RawResponse:
+        """Send one request and read the whole reply, or raise ``ExchangeError`` naming the phase.
+
+        ``before_write`` runs once the connection is ready, just before the request is written (the
+        rate limiter's admission: it should count the moment the gateway will count).
+        """
         conn = self._checkout()
         if conn.sock is None:
             try:
@@ -196,9 +201,12 @@ class ConnectionPool:
         headers = request.headers
         if self.user_agent and "user-agent" not in headers:
             headers = {**headers, "user-agent": self.user_agent}
+        payload = encode_request(request.method, request.target, headers, request.body)
+        if before_write is not None:
+            before_write()
         try:
             sock.settimeout(self.timeout.read)
-            sock.sendall(encode_request(request.method, request.target, headers, request.body))
+            sock.sendall(payload)
         except OSError as exc:
             conn.close()
             raise ExchangeError(Phase.WRITE, exc) from None

@@ -1,0 +1,636 @@
+"""Bulk sending: validate -> render -> rate-limit -> send -> record, in constant memory.
+
+``Campaign.prepare`` turns one recipient row into a validated request (or a ``RowError`` naming the
+row, the masked number, the field and the reason). ``validate`` runs that over every row before
+anything is sent. ``BulkSender`` then streams the rows again through a pool of threads: the client's
+rate limiter paces them at the account's QPS cap (latency, not CPU, is what bounds a send, so
+throughput comes from many in flight), and the ledger makes every message exactly-once across
+retries, killed workers and cleared tasks (see ``ledger``).
+
+Nothing here imports Airflow; the operator passes in the renderer, the rows and the stores.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+import msgspec
+from tabulate import tabulate
+
+from airflow_provider_globesms.client import aio
+from airflow_provider_globesms.client.aio import AsyncDysmsClient
+from airflow_provider_globesms.client.client import DysmsClient
+from airflow_provider_globesms.client.errors import (
+    ApiError,
+    AuthenticationError,
+    BusinessError,
+    GlobeSmsError,
+    InvalidFieldError,
+    OutcomeUnknownError,
+    RequestNotSentError,
+)
+from airflow_provider_globesms.client.ledger import (
+    SENT_STATES,
+    LedgerEntry,
+    SegmentLedger,
+    SqliteLedger,
+    Status,
+    message_key,
+)
+from airflow_provider_globesms.client.phone import mask_number
+from airflow_provider_globesms.client.recipients import Row, UnreadableRow
+from airflow_provider_globesms.client.segments import count_segments
+from airflow_provider_globesms.client.signing import SignedRequest
+
+log = logging.getLogger(__name__)
+
+REPLAY_WINDOW = 14 * 60  # the gateway accepts a timestamp for 15 minutes; keep a margin
+
+
+class LineLogger(Protocol):
+    """What the bulk sender logs to: a ``logging.Logger``, or Airflow's task logger."""
+
+    def info(self, msg: str, /, *args: Any) -> Any: ...
+
+    def warning(self, msg: str, /, *args: Any) -> Any: ...
+
+    def exception(self, msg: str, /, *args: Any) -> Any: ...
+
+
+class RenderError(Exception):
+    """The message template could not be rendered for a row (e.g. a missing variable)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    row: int
+    to: str  # masked
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    """A validated message: the API parameters, ready to sign."""
+
+    row: int
+    to: str  # the wire form, e.g. 85291234567
+    params: dict[str, str]
+    key: str
+    segments: int
+    encoding: str
+
+    @property
+    def text(self) -> str:
+        return self.params["Message"]
+
+
+@dataclass
+class Campaign:
+    """One bulk send: the client, how to render a row's text, the options and the ledger scope."""
+
+    client: DysmsClient
+    render: Callable[[Mapping[str, Any]], str]
+    scope: Sequence[str]  # dag, run, task, map index: part of every message key
+    options: dict[str, Any] = field(default_factory=dict)  # sender, sms_type, task_id, validity_period...
+    to_field: str = "to"
+
+    def check_options(self) -> dict[str, str]:
+        """Refuse bad options (sender ID, TaskId...) once, before reading any row; return their API
+        parameters (``From``, ``Type``...)."""
+        probe = self.client.build_send_request("+85291234567", "option check", **self.options)
+        return {k: v for k, v in probe.to_params().items() if k not in ("To", "Message")}
+
+    def prepare(self, row: int, data: Mapping[str, Any] | UnreadableRow) -> PreparedMessage | RowError:
+        if isinstance(data, UnreadableRow):
+            return RowError(row, "", "(row)", data.reason)
+        raw_to = data.get(self.to_field)
+        if raw_to is None or (isinstance(raw_to, str) and not raw_to.strip()):
+            return RowError(row, "", self.to_field, "no phone number")
+        try:
+            text = self.render(data)
+        except RenderError as exc:
+            return RowError(row, mask_number(raw_to), "message", str(exc))
+        try:
+            request = self.client.build_send_request(raw_to, text, **self.options)
+        except InvalidFieldError as exc:
+            name = self.to_field if exc.field == "to" else exc.field
+            return RowError(row, mask_number(raw_to), name, exc.reason)
+        count = count_segments(text)
+        key = message_key(self.scope, request.to, text)
+        return PreparedMessage(row, request.to, request.to_params(), key, count.segments, count.encoding)
+
+
+@dataclass
+class ValidationReport:
+    total: int = 0
+    valid: int = 0
+    invalid: int = 0
+    segments: int = 0
+    encodings: Counter[str] = field(default_factory=Counter)
+    invalid_by_field: Counter[str] = field(default_factory=Counter)
+    errors: list[RowError] = field(default_factory=list)  # the first ones only: memory stays flat
+    max_errors: int = 50
+
+    def add(self, outcome: PreparedMessage | RowError) -> None:
+        self.total += 1
+        if isinstance(outcome, RowError):
+            self.invalid += 1
+            self.invalid_by_field[outcome.field] += 1
+            if len(self.errors) < self.max_errors:
+                self.errors.append(outcome)
+        else:
+            self.valid += 1
+            self.segments += outcome.segments
+            self.encodings[outcome.encoding] += 1
+
+    def table(self) -> str:
+        rows = [[e.row, e.to or "-", e.field, e.reason] for e in self.errors]
+        text = str(tabulate(rows, headers=["row", "to", "field", "reason"], tablefmt="simple"))
+        hidden = self.invalid - len(self.errors)
+        if hidden > 0:
+            by_field = ", ".join(f"{name}: {count}" for name, count in self.invalid_by_field.most_common())
+            text += f"\n... and {hidden} more invalid rows (by field: {by_field})"
+        return text
+
+
+class Deduplicator:
+    """Remembers every message key of a run on disk, to report a repeated number-and-text pair."""
+
+    def __init__(self, directory: str | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="globesms-dedup-", dir=directory)
+        self._db = sqlite3.connect(f"{self._dir.name}/keys.sqlite3", isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=OFF")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("CREATE TABLE keys (key TEXT PRIMARY KEY, row INTEGER NOT NULL) WITHOUT ROWID")
+        self._db.execute("BEGIN")
+        self._since_commit = 0
+
+    def first_row(self, key: str, row: int) -> int | None:
+        """``None`` the first time ``key`` is seen, else the row that had it first."""
+        found = self._db.execute("SELECT row FROM keys WHERE key = ?", (key,)).fetchone()
+        if found:
+            return int(found[0])
+        self._db.execute("INSERT INTO keys VALUES (?, ?)", (key, row))
+        self._since_commit += 1
+        if self._since_commit >= 10_000:
+            self._db.execute("COMMIT")
+            self._db.execute("BEGIN")
+            self._since_commit = 0
+        return None
+
+    def close(self) -> None:
+        self._db.close()
+        self._dir.cleanup()
+
+
+class Spill:
+    """The validated messages of the first pass, on disk, streamed back by the send pass.
+
+    The send pass then neither renders nor validates again: it sends exactly what was validated,
+    and memory stays flat for any number of rows.
+    """
+
+    def __init__(self, campaign: Campaign, directory: str | None = None) -> None:
+        self._file = tempfile.TemporaryFile(mode="w+b", dir=directory, prefix="globesms-spill-")  # noqa: SIM115
+        self._options = campaign.check_options()
+        self._encode = msgspec.json.Encoder().encode
+
+    def add(self, outcome: PreparedMessage | RowError) -> None:
+        if isinstance(outcome, RowError):
+            record: list[Any] = [outcome.row, None, outcome.to, outcome.field, outcome.reason]
+        else:
+            record = [outcome.row, outcome.to, outcome.text, outcome.segments, outcome.encoding, outcome.key]
+        self._file.write(self._encode(record) + b"\n")
+
+    def __iter__(self) -> Iterator[PreparedMessage | RowError]:
+        self._file.flush()
+        self._file.seek(0)
+        decode = msgspec.json.Decoder().decode
+        for line in self._file:
+            record = decode(line)
+            if record[1] is None:
+                yield RowError(record[0], record[2], record[3], record[4])
+            else:
+                row, to, text, segments, encoding, key = record
+                params = {**self._options, "To": to, "Message": text}
+                yield PreparedMessage(row, to, params, key, segments, encoding)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Spill:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def validate(
+    campaign: Campaign,
+    rows: Iterable[Row],
+    *,
+    max_errors: int = 50,
+    on_row: Callable[[PreparedMessage | RowError], None] | None = None,
+    workdir: str | None = None,
+) -> ValidationReport:
+    """Check and render every row, and find repeated number-and-text pairs, without sending anything."""
+    report = ValidationReport(max_errors=max_errors)
+    seen = Deduplicator(workdir)
+    try:
+        for number, data in rows:
+            outcome = campaign.prepare(number, data)
+            if isinstance(outcome, PreparedMessage):
+                first = seen.first_row(outcome.key, outcome.row)
+                if first is not None:
+                    outcome = RowError(
+                        outcome.row,
+                        mask_number(outcome.to),
+                        campaign.to_field,
+                        f"same number and text as row {first}",
+                    )
+            report.add(outcome)
+            if on_row is not None:
+                on_row(outcome)
+    finally:
+        seen.close()
+    return report
+
+
+class ResultsWriter:
+    """One JSON line per recipient (number, status, MessageId, segments, error) into a binary file."""
+
+    def __init__(self, handle: IO[bytes], campaign_id: str | None = None) -> None:
+        self._handle = handle
+        self._campaign_id = campaign_id
+        self._lock = threading.Lock()
+        self._encode = msgspec.json.Encoder().encode
+        self.lines = 0
+
+    def write(self, row: int, to: str, status: str, **fields: Any) -> None:
+        record = {"row": row, "to": to, "status": status, "campaign_id": self._campaign_id}
+        record.update((k, v) for k, v in fields.items() if v is not None)
+        line = self._encode(record) + b"\n"
+        with self._lock:
+            self._handle.write(line)
+            self.lines += 1
+
+
+@dataclass
+class SendSummary:
+    total: int = 0
+    invalid: int = 0
+    sent: int = 0  # submitted in this run
+    accepted: int = 0
+    received: int = 0  # provably received by the API, answer lost (no MessageId)
+    unknown: int = 0  # outcome unknown, from this run
+    unknown_previous: int = 0  # unknown from an earlier attempt, not resent
+    failed: int = 0
+    failed_by_code: Counter[str] = field(default_factory=Counter)
+    skipped_already_sent: int = 0
+    recovered: int = 0  # pending messages of a crashed attempt, settled now
+    segments: int = 0  # billed segments of messages accepted or received in this run
+    seconds: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "invalid": self.invalid,
+            "sent": self.sent,
+            "accepted": self.accepted,
+            "received_without_id": self.received,
+            "unknown": self.unknown,
+            "unknown_previous_attempts": self.unknown_previous,
+            "failed": self.failed,
+            "failed_by_code": dict(self.failed_by_code),
+            "skipped_already_sent": self.skipped_already_sent,
+            "recovered_after_crash": self.recovered,
+            "segments": self.segments,
+            "seconds": round(self.seconds, 3),
+            "rate_per_second": round(self.rate, 1),
+        }
+
+
+class Progress:
+    """Logs one line every ``interval`` seconds while a bulk send runs (never one per message)."""
+
+    def __init__(self, summary: SendSummary, total: int, interval: float, logger: LineLogger) -> None:
+        self.summary = summary
+        self.total = total
+        self.interval = interval
+        self.logger = logger
+        self.done = 0
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="globesms-progress", daemon=True)
+
+    def __enter__(self) -> Progress:
+        if self.interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.logger.info(self.line())
+
+    def line(self) -> str:
+        s = self.summary
+        elapsed = max(time.monotonic() - self._started, 1e-9)
+        rate = s.sent / elapsed
+        left = max(self.total - self.done, 0)
+        eta = f"{left / rate:.0f}s" if rate > 0 else "-"
+        share = f"{100 * self.done / self.total:.0f}%" if self.total else "-"
+        return (
+            f"progress: {self.done}/{self.total} ({share}), {rate:.0f} sends/s, ETA {eta}; "
+            f"accepted {s.accepted}, failed {s.failed}, unknown {s.unknown}, already sent {s.skipped_already_sent}"
+        )
+
+
+class BulkSender:
+    """Sends prepared messages concurrently on one event loop, exactly once per ledger key."""
+
+    def __init__(
+        self,
+        campaign: Campaign,
+        ledger: SqliteLedger,
+        results: ResultsWriter,
+        *,
+        concurrency: int = 64,
+        resend_unknown: bool = False,
+        confirm_unknown: bool = True,
+        confirm_delay: float = 1.0,
+        progress_interval: float = 10.0,
+        logger: LineLogger = log,
+    ) -> None:
+        self.campaign = campaign
+        self.client = campaign.client
+        self.ledger = ledger
+        self.results = results
+        self.concurrency = max(1, concurrency)
+        self.resend_unknown = resend_unknown
+        self.confirm_unknown = confirm_unknown
+        self.confirm_delay = confirm_delay
+        self.progress_interval = progress_interval
+        self.logger = logger
+        self.summary = SendSummary()
+        self._lock = threading.Lock()  # the progress thread reads the summary
+        self._progress: Progress | None = None
+        self._fatal: BaseException | None = None
+        self._aclient: AsyncDysmsClient | None = None
+        # Pending records of one event-loop turn, committed together before any of them is sent.
+        self._pending_batch: list[tuple[LedgerEntry, asyncio.Future[None]]] = []
+        # A remote ledger's writes are slow I/O: keep them off the event loop.
+        self._ledger_threads = (
+            ThreadPoolExecutor(2, thread_name_prefix="globesms-ledger") if isinstance(ledger, SegmentLedger) else None
+        )
+
+    def run(self, items: Iterable[PreparedMessage | RowError], total: int) -> SendSummary:
+        """Send every validated message that must be sent (``items`` usually a ``Spill``); blocks until done."""
+        try:
+            return aio.run(self.run_async(items, total))
+        finally:
+            if self._ledger_threads is not None:
+                self._ledger_threads.shutdown()
+
+    async def run_async(self, items: Iterable[PreparedMessage | RowError], total: int) -> SendSummary:
+        started = time.monotonic()
+        self._aclient = AsyncDysmsClient(self.client, max_connections=self.concurrency)
+        try:
+            await self.recover()
+            slots = asyncio.Semaphore(self.concurrency)
+            tasks: set[asyncio.Task[None]] = set()
+
+            def finished(task: asyncio.Task[None]) -> None:
+                tasks.discard(task)
+                slots.release()
+                if not task.cancelled() and task.exception() is not None and self._fatal is None:
+                    self._fatal = task.exception()  # e.g. the ledger cannot be written: stop sending
+
+            with Progress(self.summary, total, self.progress_interval, self.logger) as progress:
+                self._progress = progress
+                for message in self._plan(items):
+                    await slots.acquire()
+                    if self._fatal is not None:
+                        slots.release()
+                        break
+                    task = asyncio.create_task(self._send_one(message))
+                    tasks.add(task)
+                    task.add_done_callback(finished)
+                if tasks:
+                    await asyncio.wait(set(tasks))
+        finally:
+            await self._aclient.aclose()
+        if self._fatal is not None:
+            raise self._fatal
+        self.ledger.flush()
+        self.summary.seconds = time.monotonic() - started
+        return self.summary
+
+    # --- what a crashed or timed-out attempt left open ------------------------------------------
+
+    async def recover(self) -> int:
+        """Settle the messages a killed attempt left pending, by replaying their signed requests."""
+        pending = self.ledger.pending()
+        settled: Counter[str] = Counter()
+        for entry in pending:
+            status, extra = await self._settle(entry.request, entry.updated_at)
+            settled[status.value] += 1
+            self.ledger.record(LedgerEntry(entry.key, status, entry.row, entry.to, updated_at=time.time(), **extra))
+        if pending:
+            self.logger.warning(
+                "%d messages were in flight when an earlier attempt stopped; settled by replay: %s",
+                len(pending),
+                ", ".join(f"{k} {v}" for k, v in sorted(settled.items())),
+            )
+        self.summary.recovered = len(pending)
+        return len(pending)
+
+    async def _settle(self, request: SignedRequest | None, signed_at: float) -> tuple[Status, dict[str, Any]]:
+        """Replay a signed request whose answer was lost; return what that proves."""
+        if request is None or not self.confirm_unknown:
+            return Status.UNKNOWN, {"error": "outcome unknown"}
+        if time.time() - signed_at > REPLAY_WINDOW:
+            return Status.UNKNOWN, {"error": "outcome unknown; too old to confirm by replay"}
+        assert self._aclient is not None
+        for attempt in range(3):
+            try:
+                result = await self._aclient.replay_send(request)
+            except AuthenticationError as exc:
+                if exc.code == "SignatureNonceUsed":
+                    return Status.RECEIVED, {"error": "received by the API; its answer was lost"}
+                return Status.UNKNOWN, {"error_code": exc.code, "error": f"outcome unknown ({exc.code})"}
+            except BusinessError as exc:
+                # The nonce was fresh, so the first attempt never arrived, and this one was refused.
+                return Status.FAILED, {"error_code": exc.code, "error": exc.message}
+            except RequestNotSentError:
+                await asyncio.sleep(0.5 * (attempt + 1))
+                continue
+            except GlobeSmsError as exc:
+                # Throttled, 5xx, timed out again...: the replay proves nothing either way.
+                code = getattr(exc, "code", None)
+                return Status.UNKNOWN, {"error_code": code, "error": f"outcome unknown ({type(exc).__name__})"}
+            return Status.ACCEPTED, {"message_id": result.message_id, "segments": result.segments}
+        return Status.UNKNOWN, {"error": "outcome unknown; the API could not be reached to confirm"}
+
+    # --- planning and sending -------------------------------------------------------------------
+
+    def _plan(self, items: Iterable[PreparedMessage | RowError]) -> Iterator[PreparedMessage]:
+        """Yield what must be sent; account for invalid rows and what earlier attempts settled."""
+        # A first attempt has an empty ledger and (validation saw to it) no repeated keys: no look-ups.
+        look_up = bool(self.ledger.counts())
+        for prepared in items:
+            self.summary.total += 1
+            if isinstance(prepared, RowError):
+                self.summary.invalid += 1
+                self.results.write(prepared.row, "", "invalid", field=prepared.field, error=prepared.reason)
+                continue
+            if not look_up:
+                yield prepared
+                continue
+            entry = self.ledger.get(prepared.key)
+            if entry is not None and entry.status in SENT_STATES:
+                self._count_done(skipped=True)
+                self.results.write(
+                    prepared.row,
+                    prepared.to,
+                    entry.status.value,
+                    message_id=entry.message_id,
+                    segments=entry.segments or prepared.segments,
+                    note="sent by an earlier attempt",
+                )
+                continue
+            if entry is not None and entry.status is Status.UNKNOWN and not self.resend_unknown:
+                with self._lock:
+                    self.summary.unknown_previous += 1
+                self._count_done()
+                self.results.write(
+                    prepared.row,
+                    prepared.to,
+                    "unknown",
+                    segments=prepared.segments,
+                    error=entry.error,
+                    note="unknown since an earlier attempt; not resent",
+                )
+                continue
+            yield prepared
+
+    def _count_done(self, skipped: bool = False) -> None:
+        with self._lock:
+            if skipped:
+                self.summary.skipped_already_sent += 1
+            if self._progress is not None:
+                self._progress.done += 1
+
+    async def _mark_pending(self, message: PreparedMessage, signed: SignedRequest) -> None:
+        """Return once the pending record is durable: group-committed with the rest of this loop turn."""
+        loop = asyncio.get_running_loop()
+        entry = LedgerEntry(
+            message.key, Status.PENDING, message.row, message.to, request=signed, updated_at=time.time()
+        )
+        done: asyncio.Future[None] = loop.create_future()
+        if not self._pending_batch:
+            loop.call_soon(self._commit_pending)
+        self._pending_batch.append((entry, done))
+        await done
+
+    def _commit_pending(self) -> None:
+        batch, self._pending_batch = self._pending_batch, []
+        entries = [entry for entry, _ in batch]
+
+        def settle(error: BaseException | None) -> None:
+            for _, done in batch:
+                if not done.done():
+                    done.set_exception(error) if error is not None else done.set_result(None)
+
+        if self._ledger_threads is None:
+            try:
+                self.ledger.mark_pending_many(entries)  # one local transaction for the whole turn
+            except Exception as exc:
+                settle(exc)
+            else:
+                settle(None)
+            return
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._ledger_threads, self.ledger.mark_pending_many, entries)
+        future.add_done_callback(lambda f: settle(f.exception()))
+
+    async def _send_one(self, message: PreparedMessage) -> None:
+        assert self._aclient is not None
+        last: list[SignedRequest] = []
+
+        async def before_exchange(signed: SignedRequest) -> None:
+            await self._mark_pending(message, signed)
+            last[:] = [signed]
+
+        extra: dict[str, Any]
+        try:
+            result = await self._aclient.send_params(message.params, before_exchange=before_exchange)
+            status, extra = Status.ACCEPTED, {"message_id": result.message_id, "segments": result.segments}
+        except OutcomeUnknownError as exc:
+            if last:
+                await asyncio.sleep(self.confirm_delay)
+                status, extra = await self._settle(last[0], time.time())
+                if status is Status.UNKNOWN:
+                    extra.setdefault("error", str(exc))
+            else:
+                status, extra = Status.UNKNOWN, {"error": str(exc)}
+        except (ApiError, RequestNotSentError) as exc:
+            code = getattr(exc, "code", None) or type(exc).__name__
+            status, extra = Status.FAILED, {"error_code": code, "error": str(exc)}
+        except Exception as exc:  # a bug must not lose track of a message
+            # If the request may have left, say so; if it never did, it may be sent again.
+            status = Status.UNKNOWN if last else Status.FAILED
+            extra = {"error_code": type(exc).__name__, "error": str(exc)}
+            self.logger.exception("row %d: unexpected error while sending", message.row)
+        self._finish(message, status, extra)
+
+    def _finish(self, message: PreparedMessage, status: Status, extra: dict[str, Any]) -> None:
+        segments = int(extra.pop("segments", 0) or message.segments)
+        entry = LedgerEntry(
+            message.key, status, message.row, message.to, segments=segments, updated_at=time.time(), **extra
+        )
+        self.ledger.record(entry)
+        self.results.write(
+            message.row,
+            message.to,
+            status.value,
+            message_id=entry.message_id,
+            segments=segments,
+            error_code=entry.error_code,
+            error=entry.error,
+        )
+        with self._lock:
+            s = self.summary
+            s.sent += 1
+            if status is Status.ACCEPTED:
+                s.accepted += 1
+                s.segments += segments
+            elif status is Status.RECEIVED:
+                s.received += 1
+                s.segments += segments
+            elif status is Status.UNKNOWN:
+                s.unknown += 1
+            else:
+                s.failed += 1
+                s.failed_by_code[entry.error_code or "unknown"] += 1
+            if self._progress is not None:
+                self._progress.done += 1

@@ -1,0 +1,483 @@
+"""SendGlobeSmsOperator: one SMS, a list, or a templated campaign to millions, exactly once.
+
+The operator translates Airflow things into the client's bulk pipeline (``client.bulk``): the task
+context and Jinja environment become a per-recipient renderer, the task instance becomes the ledger's
+scope and location, ``ObjectStoragePath`` opens recipient files and stores results, and the summary
+becomes the (small) XCom.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+import jinja2
+from airflow.sdk import BaseOperator, ObjectStoragePath, conf
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from tabulate import tabulate
+
+from airflow_provider_globesms.client import DEFAULT_MAX_QPS, mask_number
+from airflow_provider_globesms.client.bulk import (
+    BulkSender,
+    Campaign,
+    PreparedMessage,
+    RenderError,
+    ResultsWriter,
+    RowError,
+    SendSummary,
+    Spill,
+    ValidationReport,
+    validate,
+)
+from airflow_provider_globesms.client.ledger import SegmentLedger, SqliteLedger
+from airflow_provider_globesms.client.recipients import (
+    Row,
+    SourceError,
+    file_format,
+    rows_from_csv,
+    rows_from_jsonl,
+    rows_from_records,
+)
+from airflow_provider_globesms.client.validation import MAX_TASK_ID_LENGTH
+from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+CONFIG_SECTION = "globesms"
+MAX_CONCURRENCY = 512
+# Sends in flight needed to hold the cap: rate x latency. 0.3 s covers Alibaba's 100-300 ms.
+LATENCY_BUDGET = 0.3
+EACH_LOGGED_UP_TO = 10  # campaigns this small log every outcome; larger ones log progress
+
+
+def _safe(part: str) -> str:
+    """A path segment from an Airflow id (run ids hold ':' and '+')."""
+    return re.sub(r"[^A-Za-z0-9._=-]", "_", part)
+
+
+def default_campaign_id(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    """Deterministic TaskId for receipts: readable ids plus a digest of the run id (1-255 chars)."""
+    run_digest = hashlib.sha256(run_id.encode()).hexdigest()[:10]
+    parts = [dag_id, task_id, *([str(map_index)] if map_index >= 0 else []), run_digest]
+    campaign = ".".join(_safe(p) for p in parts)
+    if len(campaign) > MAX_TASK_ID_LENGTH:
+        campaign = campaign[: MAX_TASK_ID_LENGTH - 13] + "." + hashlib.sha256(campaign.encode()).hexdigest()[:12]
+    return campaign
+
+
+def storage_path(location: str) -> ObjectStoragePath:
+    """``ObjectStoragePath`` for a URI or a plain local path."""
+    if "://" not in location:
+        location = "file://" + os.path.abspath(os.path.expanduser(location))
+    return ObjectStoragePath(location)
+
+
+def is_local(location: str) -> bool:
+    return "://" not in location or location.startswith("file://")
+
+
+def local_path(location: str) -> Path:
+    return Path(location.removeprefix("file://")).expanduser()
+
+
+class SendGlobeSmsOperator(BaseOperator):
+    """Send SMS through Alibaba Cloud's international API (SendMessageToGlobe).
+
+    Give either ``to`` (one number or a list) or ``recipients`` (rows, each with a ``to`` field and any
+    other fields, as a list, an XComArg, or the path/URI of a ``.csv`` or ``.jsonl`` file). ``message`` is
+    a Jinja template rendered once per recipient with the row as ``recipient`` on top of the task
+    context: ``"Hi {{ recipient.name }}, your code is {{ recipient.code }}"``. A missing variable is an
+    error, never an empty string.
+
+    Every recipient is validated and every text rendered before the first send. Problems come as one
+    table (row, masked number, field, reason); with ``on_invalid="fail"`` (the default) the task then
+    fails having sent nothing, with ``"skip"`` the valid rows are sent and the rest reported.
+
+    Sends run concurrently under a rate limiter at ``max_qps`` (else the connection's, else 2,000/s).
+    A ledger keyed by task instance, number and text makes every message exactly-once across retries,
+    killed workers and cleared tasks; an answer that never came is reported "unknown" and not resent
+    unless ``resend_unknown=True``.
+
+    Returns (XCom) a small summary: counts, segments, the campaign id and ``results_uri``, a JSON Lines
+    file with one line per recipient (number, status, MessageId, segments, error) that
+    ``GlobeSmsDeliverySensor`` reads.
+
+    :param message: the text, a Jinja template (or a ``.txt``/``.j2`` template file).
+    :param to: one number or a list of numbers (``+85291234567`` or ``85291234567``).
+    :param recipients: rows with a ``to`` field (see ``to_field``), an XComArg, or a CSV/JSONL path or URI
+        (local or any ``ObjectStoragePath``, e.g. ``s3://...``), read as a stream.
+    :param to_field: the column or key holding the number in ``recipients``.
+    :param sender: sender ID (``From``): letters and digits up to 11, or digits up to 15.
+    :param sms_type: ``OTP``, ``NOTIFY`` or ``MKT``.
+    :param validity_period: seconds the carrier keeps trying.
+    :param channel_id: Alibaba channel id.
+    :param campaign_id: Alibaba's ``TaskId``, echoed in receipts; by default derived from the dag, run,
+        task and map index.
+    :param globesms_conn_id: the connection (type ``globesms``).
+    :param max_qps: SendMessageToGlobe calls per second for this task; split the account's cap between
+        parallel (mapped) tasks.
+    :param concurrency: sends in flight at once; by default enough to hold ``max_qps`` at 300 ms latency.
+    :param on_invalid: ``"fail"`` (send nothing if any row is invalid) or ``"skip"``.
+    :param dry_run: validate, render and count segments; send nothing.
+    :param resend_unknown: resend messages whose outcome an earlier attempt could not learn.
+    :param ledger_uri: where ledgers live: a directory or any ``ObjectStoragePath`` URI shared by your
+        workers. Default: ``[globesms] ledger_uri``, else ``$AIRFLOW_HOME/globesms``.
+    :param results_uri: where to write the results file; default: beside the ledger.
+    :param progress_interval: seconds between progress lines in the log.
+    :param max_errors_shown: invalid rows listed in the table (all are counted).
+    """
+
+    template_fields: Sequence[str] = (
+        "message",
+        "to",
+        "recipients",
+        "sender",
+        "sms_type",
+        "validity_period",
+        "channel_id",
+        "campaign_id",
+        "ledger_uri",
+        "results_uri",
+    )
+    template_ext: Sequence[str] = (".txt", ".j2")
+    template_fields_renderers: ClassVar[dict[str, str]] = {"message": "jinja", "recipients": "json"}
+    ui_color = "#ff6a00"
+
+    def __init__(
+        self,
+        *,
+        message: str,
+        to: str | list[str] | None = None,
+        recipients: Any = None,
+        to_field: str = "to",
+        sender: str | None = None,
+        sms_type: str | None = None,
+        validity_period: int | str | None = None,
+        channel_id: str | None = None,
+        campaign_id: str | None = None,
+        globesms_conn_id: str = GlobeSmsHook.default_conn_name,
+        max_qps: float | None = None,
+        concurrency: int | None = None,
+        on_invalid: Literal["fail", "skip"] = "fail",
+        dry_run: bool = False,
+        resend_unknown: bool = False,
+        ledger_uri: str | None = None,
+        results_uri: str | None = None,
+        progress_interval: float = 10.0,
+        max_errors_shown: int = 50,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (to is None) == (recipients is None):
+            raise ValueError("give exactly one of `to` (numbers) or `recipients` (rows, XComArg or a file)")
+        if on_invalid not in ("fail", "skip"):
+            raise ValueError(f"on_invalid must be 'fail' or 'skip', not {on_invalid!r}")
+        if max_qps is not None and max_qps <= 0:
+            raise ValueError("max_qps must be positive")
+        if concurrency is not None and concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.message = message
+        self.to = to
+        self.recipients = recipients
+        self.to_field = to_field
+        self.sender = sender
+        self.sms_type = sms_type
+        self.validity_period = validity_period
+        self.channel_id = channel_id
+        self.campaign_id = campaign_id
+        self.globesms_conn_id = globesms_conn_id
+        self.max_qps = max_qps
+        self.concurrency = concurrency
+        self.on_invalid = on_invalid
+        self.send_nothing = dry_run  # BaseOperator.dry_run() is a method; keep it one
+        self.resend_unknown = resend_unknown
+        self.ledger_uri = ledger_uri
+        self.results_uri = results_uri
+        self.progress_interval = progress_interval
+        self.max_errors_shown = max_errors_shown
+        self._message_template: jinja2.Template | None = None
+
+    # --- templating: the message is rendered per recipient, not once ----------------------------
+
+    def _do_render_template_fields(
+        self,
+        parent: Any,
+        template_fields: Iterable[str],
+        context: Context,
+        jinja_env: jinja2.Environment,
+        seen_oids: set[int],
+    ) -> None:
+        # Airflow renders every template field through here, mapped tasks included. The message is
+        # compiled, not rendered: it is rendered later, once per recipient.
+        fields = list(template_fields)
+        super()._do_render_template_fields(parent, [f for f in fields if f != "message"], context, jinja_env, seen_oids)
+        if "message" in fields:
+            self._message_template = self._compile_message(jinja_env)
+
+    def _compile_message(self, jinja_env: jinja2.Environment) -> jinja2.Template:
+        # Missing variables are errors, whatever the DAG's `template_undefined` says.
+        strict = jinja_env.overlay(undefined=jinja2.StrictUndefined)
+        message = self.message
+        if not isinstance(message, str):
+            raise ValueError(f"message must be text, got {type(message).__name__}")
+        if message.endswith(tuple(self.template_ext)):
+            return strict.get_template(message)
+        return strict.from_string(message)
+
+    def _renderer(self, context: Context) -> Callable[[Mapping[str, Any]], str]:
+        template = self._message_template
+        if template is None:  # execute() called without Airflow's rendering (tests, subclasses)
+            self.render_template_fields(context)
+            template = self._message_template
+        assert template is not None
+        base = dict(context)
+
+        def render(row: Mapping[str, Any]) -> str:
+            try:
+                return template.render({**base, "recipient": row})
+            except jinja2.UndefinedError as exc:
+                raise RenderError(f"template: {exc.message}") from None
+            except jinja2.TemplateError as exc:
+                raise RenderError(f"template: {exc}") from None
+
+        return render
+
+    # --- where things are -------------------------------------------------------------------------
+
+    def _locations(self, context: Context) -> tuple[list[str], str, str]:
+        ti = context["ti"]
+        map_index = getattr(ti, "map_index", -1)
+        map_index = -1 if map_index is None else int(map_index)
+        scope = [ti.dag_id, ti.run_id, ti.task_id, str(map_index)]
+        base = (
+            self.ledger_uri
+            or conf.get(CONFIG_SECTION, "ledger_uri", fallback=None)
+            or os.path.join(os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "globesms")
+        )
+        sub = "/".join(
+            [_safe(ti.dag_id), _safe(ti.run_id), _safe(ti.task_id), str(map_index) if map_index >= 0 else "task"]
+        )
+        ledger_dir = f"{base.rstrip('/')}/{sub}"
+        results = self.results_uri or f"{ledger_dir}/results.jsonl"
+        return scope, ledger_dir, results
+
+    def _open_ledger(self, location: str, stack: ExitStack) -> SqliteLedger:
+        if is_local(location):
+            ledger: SqliteLedger = SqliteLedger(local_path(location) / "ledger.sqlite3")
+        else:
+            ledger = SegmentLedger(storage_path(location))
+        stack.callback(ledger.close)
+        return ledger
+
+    # --- recipients ---------------------------------------------------------------------------------
+
+    def _rows(self) -> tuple[Iterator[Row], str, str]:
+        """The rows, the field that holds the number, and a description for the log."""
+        if self.to is not None:
+            numbers = [self.to] if isinstance(self.to, str) else list(self.to)
+            return rows_from_records({"to": n} for n in numbers), "to", f"{len(numbers)} number(s)"
+        source = self.recipients
+        if isinstance(source, Mapping):
+            source = [source]
+        if isinstance(source, str | os.PathLike | ObjectStoragePath):
+            return self._file_rows(str(source)), self.to_field, f"file {source}"
+        if isinstance(source, list | tuple):
+            return rows_from_records(source), self.to_field, f"{len(source)} row(s)"
+        raise ValueError(
+            f"recipients must be a list of rows, an XComArg or a CSV/JSONL path, got {type(source).__name__}"
+        )
+
+    def _file_rows(self, location: str) -> Iterator[Row]:
+        kind = file_format(location)
+        path = storage_path(location)
+        compression = "gzip" if location.lower().endswith(".gz") else None
+        with path.open("rt", encoding="utf-8", newline="", compression=compression) as handle:  # type: ignore[no-untyped-call]
+            if kind == "csv":
+                yield from rows_from_csv(handle, self.to_field)
+            else:
+                yield from rows_from_jsonl(handle)
+
+    # --- execute ----------------------------------------------------------------------------------
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        scope, ledger_dir, results_location = self._locations(context)
+        ti = context["ti"]
+        dag_id, run_id, task_id, map_index = scope
+        campaign_id = self.campaign_id or default_campaign_id(dag_id, run_id, task_id, int(map_index))
+        hook = GlobeSmsHook(self.globesms_conn_id, max_qps=self.max_qps)
+        max_qps = float(self.max_qps or hook.settings.max_qps or DEFAULT_MAX_QPS)
+        concurrency = self.concurrency or max(1, min(MAX_CONCURRENCY, math.ceil(max_qps * LATENCY_BUDGET)))
+        rows, to_field, described = self._rows()
+        options = {
+            "sender": self.sender,
+            "sms_type": self.sms_type,
+            "task_id": campaign_id,
+            "validity_period": self.validity_period,
+            "channel_id": self.channel_id,
+        }
+        campaign = Campaign(
+            hook.client, self._renderer(context), scope, {k: v for k, v in options.items() if v is not None}, to_field
+        )
+        campaign.check_options()  # a bad sender ID fails here, once, before any row is read
+
+        with ExitStack() as stack:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="globesms-"))
+            results_file = Path(workdir) / "results.jsonl"
+            handle = stack.enter_context(results_file.open("wb"))
+            results = ResultsWriter(handle, campaign_id)
+            self.log.info(
+                "Campaign %s: validating %s at up to %g sends/s%s",
+                campaign_id,
+                described,
+                max_qps,
+                " (dry run: nothing will be sent)" if self.send_nothing else "",
+            )
+            if self.send_nothing:
+                report = self._validate(campaign, rows, workdir, lambda outcome: self._dry_line(results, outcome))
+                self._log_validation(report)
+                handle.close()
+                stored = self._store_results(results_file, results_location)
+                return self._summary(campaign_id, report, None, stored, dry_run=True)
+
+            spill = stack.enter_context(Spill(campaign, workdir))
+            report = self._validate(campaign, rows, workdir, spill.add)
+            self._log_validation(report)
+            if report.invalid and self.on_invalid == "fail":
+                raise AirflowFailException(
+                    f"{report.invalid} of {report.total} recipients are invalid; nothing was sent "
+                    f"(on_invalid='fail'; use 'skip' to send the valid ones):\n{report.table()}"
+                )
+            ledger = self._open_ledger(ledger_dir, stack)
+            self.log.info("Ledger: %r; results: %s", ledger, results_location)
+            sender = BulkSender(
+                campaign,
+                ledger,
+                results,
+                concurrency=concurrency,
+                resend_unknown=self.resend_unknown,
+                progress_interval=self.progress_interval,
+                logger=self.log,
+            )
+            summary = sender.run(spill, total=report.valid)
+            handle.close()
+            stored = self._store_results(results_file, results_location)
+        if report.valid <= EACH_LOGGED_UP_TO:
+            self._log_each(stored)
+        self._log_summary(summary)
+        out = self._summary(campaign_id, report, summary, stored, dry_run=False)
+        if summary.failed or summary.unknown:
+            ti.xcom_push(key="summary", value=out)
+            codes = ", ".join(f"{code} x{n}" for code, n in summary.failed_by_code.most_common()) or "-"
+            raise AirflowException(
+                f"{summary.failed} message(s) refused ({codes}) and {summary.unknown} with an unknown outcome; "
+                f"{summary.accepted} accepted. Details per recipient: {stored}. A retry resends the refused "
+                "ones and, unless resend_unknown=True, never the unknown ones."
+            )
+        return out
+
+    # --- helpers ----------------------------------------------------------------------------------
+
+    def _validate(
+        self, campaign: Campaign, rows: Iterator[Row], workdir: str, on_row: Callable[[Any], None]
+    ) -> ValidationReport:
+        try:
+            return validate(campaign, rows, max_errors=self.max_errors_shown, on_row=on_row, workdir=workdir)
+        except SourceError as exc:
+            raise AirflowFailException(f"recipients: {exc}") from None
+
+    @staticmethod
+    def _dry_line(results: ResultsWriter, outcome: PreparedMessage | RowError) -> None:
+        if isinstance(outcome, RowError):
+            results.write(outcome.row, "", "invalid", field=outcome.field, error=outcome.reason)
+        else:
+            results.write(outcome.row, outcome.to, "dry_run", segments=outcome.segments, encoding=outcome.encoding)
+
+    def _log_validation(self, report: ValidationReport) -> None:
+        encodings = ", ".join(f"{name} {count}" for name, count in sorted(report.encodings.items())) or "-"
+        self.log.info(
+            "Validated %d recipients: %d valid, %d invalid; %d segments to bill (%s)",
+            report.total,
+            report.valid,
+            report.invalid,
+            report.segments,
+            encodings,
+        )
+        if report.invalid:
+            action = "skipped" if self.on_invalid == "skip" else "refused"
+            self.log.warning("%d invalid recipients %s:\n%s", report.invalid, action, report.table())
+
+    def _log_each(self, results: str) -> None:
+        with storage_path(results).open("r") as handle:  # type: ignore[no-untyped-call]
+            for line in handle:
+                record = json.loads(line)
+                self.log.info(
+                    "SMS to %s: %s%s%s",
+                    mask_number(record.get("to")) if record.get("to") else "-",
+                    record["status"],
+                    f", MessageId {record['message_id']}" if record.get("message_id") else "",
+                    f" ({record.get('note') or record.get('error')})"
+                    if record.get("note") or record.get("error")
+                    else "",
+                )
+
+    def _log_summary(self, summary: SendSummary) -> None:
+        s = summary
+        rows = [
+            ["accepted", s.accepted],
+            ["received (answer lost)", s.received],
+            ["failed", s.failed],
+            ["unknown outcome", s.unknown],
+            ["unknown since earlier attempt", s.unknown_previous],
+            ["already sent earlier", s.skipped_already_sent],
+            ["invalid, skipped", s.invalid],
+            ["segments billed", s.segments],
+        ]
+        for code, count in s.failed_by_code.most_common():
+            rows.append([f"  failed: {code}", count])
+        table = tabulate([r for r in rows if r[1]], headers=["outcome", "count"], tablefmt="simple")
+        self.log.info("Sent %d messages in %.1f s (%.0f/s):\n%s", s.sent, s.seconds, s.rate, table)
+
+    @staticmethod
+    def _store_results(local: Path, location: str) -> str:
+        """Move the results file to its place; return its URI (what the sensor reads)."""
+        if is_local(location):
+            target = local_path(location)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".partial")
+            shutil.copyfile(local, partial)
+            os.replace(partial, target)  # readers never see half a file
+            return str(target)
+        destination = storage_path(location)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with local.open("rb") as source, destination.open("wb") as sink:  # type: ignore[no-untyped-call]
+            shutil.copyfileobj(source, sink, 1024 * 1024)
+        return str(destination)
+
+    @staticmethod
+    def _summary(
+        campaign_id: str, report: ValidationReport, summary: SendSummary | None, results: str, *, dry_run: bool
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "campaign_id": campaign_id,
+            "dry_run": dry_run,
+            "recipients": report.total,
+            "valid": report.valid,
+            "invalid": report.invalid,
+            "results_uri": results,
+        }
+        if summary is None:
+            out.update(segments=report.segments, encodings=dict(report.encodings))
+        else:
+            out.update(summary.as_dict())
+            out["invalid"] = report.invalid
+        return out
