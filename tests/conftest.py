@@ -101,7 +101,7 @@ def xcom_values(dag_run: Any, task_id: str, key: str = "return_value") -> list[A
 
     with create_session() as session:
         query = XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id, key=key)
-        rows = sorted(session.scalars(query).all(), key=lambda r: r.map_index)
+        rows: list[Any] = sorted(session.scalars(query).all(), key=lambda r: r.map_index)  # type: ignore[attr-defined]
         return [XComModel.deserialize_value(r) for r in rows]
 
 
@@ -126,7 +126,7 @@ def memory_object_storage() -> None:
     for fsspec's in-memory filesystem, test-only.
     """
     from airflow.sdk.io import fs
-    from fsspec.implementations.memory import MemoryFileSystem
+    from fsspec.implementations.memory import MemoryFileSystem  # type: ignore[import-untyped]
 
     fs._BUILTIN_SCHEME_TO_FS["memory"] = lambda _conn_id, options: MemoryFileSystem(**options)
     fs._register_filesystems.cache_clear()
