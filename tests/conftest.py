@@ -101,7 +101,8 @@ def xcom_values(dag_run: Any, task_id: str, key: str = "return_value") -> list[A
 
     with create_session() as session:
         query = XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id, key=key)
-        rows: list[Any] = sorted(session.scalars(query).all(), key=lambda r: r.map_index)  # type: ignore[attr-defined]
+        rows: list[Any] = list(session.scalars(query).all())
+        rows.sort(key=lambda r: r.map_index)
         return [XComModel.deserialize_value(r) for r in rows]
 
 
