@@ -22,7 +22,7 @@ from airflow_provider_globesms.client import (
 from airflow_provider_globesms.client.client import SEND
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 
-FAST = RetryPolicy(max_attempts=4, backoff_base=0.01, backoff_cap=0.05)
+FAST = RetryPolicy(max_attempts=4, max_throttled_attempts=4, backoff_base=0.01, backoff_cap=0.05)
 
 
 @pytest.fixture

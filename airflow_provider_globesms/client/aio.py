@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from airflow_provider_globesms.client.client import QUERY, SEND, DysmsClient
+from airflow_provider_globesms.client.client import QUERY, SEND, Attempts, DysmsClient
 from airflow_provider_globesms.client.errors import GlobeSmsError
 from airflow_provider_globesms.client.http11 import RECV_SIZE, PeerClosed, ReplyParser, encode_request, reset_error
 from airflow_provider_globesms.client.models import (
@@ -149,13 +149,7 @@ class AsyncDysmsClient:
     async def send(
         self, request: SendMessageRequest, before_exchange: Callable[[SignedRequest], Awaitable[None]] | None = None
     ) -> SendMessageResult:
-        return await self._call(
-            SEND,
-            request.to_params(),
-            SendMessageResult,
-            masked_to=mask_number(request.to),
-            before_exchange=before_exchange,
-        )
+        return await self.send_params(request.to_params(), before_exchange)
 
     async def send_params(
         self, params: Mapping[str, str], before_exchange: Callable[[SignedRequest], Awaitable[None]] | None = None
@@ -191,7 +185,9 @@ class AsyncDysmsClient:
     ) -> R:
         client = self.client
         limiter = client.limiters[action]
-        for attempt in range(1, client.retry.max_attempts + 1):
+        attempts = Attempts()
+        while True:
+            attempts.total += 1
             await limiter.pace_async()
             signed = client.sign(action, params)
             if before_exchange is not None:
@@ -201,11 +197,10 @@ class AsyncDysmsClient:
                 raw = await self._pool.exchange(signed, before_write=limiter.admit_async)
                 result = client._parse(action, raw, model)
             except (ExchangeError, GlobeSmsError) as exc:
-                await asyncio.sleep(client._retry_or_raise(action, exc, attempt, idempotent, masked_to))
+                await asyncio.sleep(client._retry_or_raise(action, exc, attempts, idempotent, masked_to))
                 continue
-            client._succeeded(action, result, masked_to, started, attempt)
+            client._succeeded(action, result, masked_to, started, attempts.total)
             return result
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def aclose(self) -> None:
         await self._pool.aclose()

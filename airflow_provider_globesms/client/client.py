@@ -90,15 +90,33 @@ R = TypeVar("R", bound=BaseModel)
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff with full jitter; ``max_attempts`` counts the first try."""
+    """Exponential backoff with full jitter.
 
-    max_attempts: int = 6
+    ``max_attempts`` bounds tries that failed for any retryable reason (the first try counts);
+    ``max_throttled_attempts`` bounds those refused by throttling, a refusal that only says "later":
+    under a busy account cap a message may be throttled several times before it gets through.
+    """
+
+    max_attempts: int = 8
+    max_throttled_attempts: int = 30
     backoff_base: float = 0.1
     backoff_cap: float = 10.0
     treat_reset_as_unsent: bool = True
 
     def backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.backoff_cap, self.backoff_base * (2 ** (attempt - 1))))
+
+
+@dataclass(slots=True)
+class Attempts:
+    """Tries of one call so far."""
+
+    total: int = 0
+    throttled: int = 0
+
+    @property
+    def other(self) -> int:
+        return self.total - self.throttled
 
 
 def normalize_code(code: str) -> str:
@@ -248,7 +266,9 @@ class DysmsClient:
         before_exchange: Callable[[SignedRequest], None] | None = None,
     ) -> R:
         limiter = self.limiters[action]
-        for attempt in range(1, self.retry.max_attempts + 1):
+        attempts = Attempts()
+        while True:
+            attempts.total += 1
             limiter.pace()
             signed = self.sign(action, params)
             if before_exchange is not None:
@@ -257,27 +277,30 @@ class DysmsClient:
             try:
                 result = self._parse(action, self._pool.exchange(signed, before_write=limiter.admit), model)
             except (ExchangeError, GlobeSmsError) as exc:
-                self._sleep(self._retry_or_raise(action, exc, attempt, idempotent, masked_to))
+                self._sleep(self._retry_or_raise(action, exc, attempts, idempotent, masked_to))
                 continue
-            self._succeeded(action, result, masked_to, started, attempt)
+            self._succeeded(action, result, masked_to, started, attempts.total)
             return result
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _retry_or_raise(
-        self, action: str, exc: ExchangeError | GlobeSmsError, attempt: int, idempotent: bool, masked_to: str
+        self, action: str, exc: ExchangeError | GlobeSmsError, attempts: Attempts, idempotent: bool, masked_to: str
     ) -> float:
         """Seconds to wait before the next attempt after ``exc``; raises when it must not be retried.
 
         Shared by the blocking and the asyncio call loops, so both follow one retry rule.
         """
         error = self._exchange_error(action, exc, idempotent) if isinstance(exc, ExchangeError) else exc
+        policy = self.retry
         if isinstance(error, ThrottlingError):
-            wait = error.retry_after or self.retry.backoff(attempt)
+            attempts.throttled += 1
+            wait = error.retry_after or policy.backoff(attempts.throttled)
             self.limiters[action].hold(wait)  # every caller of this client backs off, not just this one
+            exhausted = attempts.throttled >= policy.max_throttled_attempts
         elif isinstance(error, ServiceUnavailableError | RequestNotSentError) or (
             idempotent and isinstance(error, OutcomeUnknownError)
         ):
-            wait = self.retry.backoff(attempt)
+            wait = policy.backoff(attempts.other)
+            exhausted = attempts.other >= policy.max_attempts
         else:
             if isinstance(error, OutcomeUnknownError):
                 self._count(f"{action}.unknown")
@@ -286,12 +309,10 @@ class DysmsClient:
                 self._count(f"{action}.refused")
             raise error from None
         self._count(f"{action}.retry")
-        if attempt >= self.retry.max_attempts:
+        if exhausted:
             self._count(f"{action}.gave_up")
             raise error from None
-        log.debug(
-            "%s %s: %s; retry %d/%d in %.3f s", action, masked_to, error, attempt, self.retry.max_attempts - 1, wait
-        )
+        log.debug("%s %s: %s; retry %d in %.3f s", action, masked_to, error, attempts.total, wait)
         return wait
 
     def _succeeded(self, action: str, result: BaseModel, masked_to: str, started: float, attempt: int) -> None:

@@ -23,6 +23,7 @@ import enum
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import tempfile
 import threading
@@ -265,6 +266,9 @@ class StoragePath(Protocol):
     def open(self, mode: str = ...) -> IO[Any]: ...
 
 
+_SEGMENT_NAME = re.compile(r"\d{20}-[\w-]+-\d{6}-[po]\.jsonl")
+
+
 class SegmentLedger(SqliteLedger):
     """A ledger kept in object storage (shared by workers), mirrored in a local SQLite file.
 
@@ -294,7 +298,7 @@ class SegmentLedger(SqliteLedger):
 
     def _replay(self) -> None:
         try:
-            names = sorted(p.name for p in self.remote.iterdir() if p.name.endswith(".jsonl"))
+            names = sorted(p.name for p in self.remote.iterdir() if _SEGMENT_NAME.fullmatch(p.name))
         except FileNotFoundError:
             names = []
         batch: list[LedgerEntry] = []

@@ -130,6 +130,9 @@ class SendGlobeSmsOperator(BaseOperator):
     :param on_invalid: ``"fail"`` (send nothing if any row is invalid) or ``"skip"``.
     :param dry_run: validate, render and count segments; send nothing.
     :param resend_unknown: resend messages whose outcome an earlier attempt could not learn.
+    :param confirm_by_replay: when an answer is lost (timeout, 500, a killed worker), replay the exact
+        signed request: the gateway refuses a nonce it has seen (``SignatureNonceUsed``, for 15 minutes),
+        so its answer proves whether the first attempt arrived, without sending twice.
     :param ledger_uri: where ledgers live: a directory or any ``ObjectStoragePath`` URI shared by your
         workers. Default: ``[globesms] ledger_uri``, else ``$AIRFLOW_HOME/globesms``.
     :param results_uri: where to write the results file; default: beside the ledger.
@@ -171,6 +174,7 @@ class SendGlobeSmsOperator(BaseOperator):
         on_invalid: Literal["fail", "skip"] = "fail",
         dry_run: bool = False,
         resend_unknown: bool = False,
+        confirm_by_replay: bool = True,
         ledger_uri: str | None = None,
         results_uri: str | None = None,
         progress_interval: float = 10.0,
@@ -201,6 +205,7 @@ class SendGlobeSmsOperator(BaseOperator):
         self.on_invalid = on_invalid
         self.send_nothing = dry_run  # BaseOperator.dry_run() is a method; keep it one
         self.resend_unknown = resend_unknown
+        self.confirm_by_replay = confirm_by_replay
         self.ledger_uri = ledger_uri
         self.results_uri = results_uri
         self.progress_interval = progress_interval
@@ -275,7 +280,7 @@ class SendGlobeSmsOperator(BaseOperator):
         if is_local(location):
             ledger: SqliteLedger = SqliteLedger(local_path(location) / "ledger.sqlite3")
         else:
-            ledger = SegmentLedger(storage_path(location))
+            ledger = SegmentLedger(storage_path(location) / "ledger")
         stack.callback(ledger.close)
         return ledger
 
@@ -365,6 +370,7 @@ class SendGlobeSmsOperator(BaseOperator):
                 results,
                 concurrency=concurrency,
                 resend_unknown=self.resend_unknown,
+                confirm_unknown=self.confirm_by_replay,
                 progress_interval=self.progress_interval,
                 logger=self.log,
             )

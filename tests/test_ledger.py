@@ -1,0 +1,130 @@
+"""The send ledger: durable records, object-storage segments, and settling a crash by replay."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from airflow.sdk import ObjectStoragePath
+
+from airflow_provider_globesms.client import Credentials, DysmsClient
+from airflow_provider_globesms.client.bulk import BulkSender, Campaign, ResultsWriter, Spill, validate
+from airflow_provider_globesms.client.ledger import LedgerEntry, SegmentLedger, SqliteLedger, Status, message_key
+from airflow_provider_globesms.client.recipients import rows_from_records
+from airflow_provider_globesms.client.signing import SignedRequest
+from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
+from tests.emulator_helpers import send
+
+SCOPE = ("dag", "run", "task", "-1")
+
+
+def signed(n: int = 0) -> SignedRequest:
+    return SignedRequest("POST", f"/?To=852912345{n:02d}", {"host": "h", "authorization": "x"})
+
+
+def test_keys_depend_on_the_task_instance_number_and_text() -> None:
+    base = message_key(SCOPE, "85291234567", "hello")
+    assert base == message_key(SCOPE, "85291234567", "hello")
+    assert (
+        len(
+            {
+                base,
+                message_key(SCOPE, "85291234567", "hello!"),
+                message_key(SCOPE, "85291234568", "hello"),
+                message_key(("dag", "run", "task", "0"), "85291234567", "hello"),
+                message_key(("dag", "run2", "task", "-1"), "85291234567", "hello"),
+            }
+        )
+        == 5
+    )
+
+
+def test_sqlite_ledger_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    with SqliteLedger(path) as ledger:
+        ledger.mark_pending("k1", 1, "85291234567", signed(1))
+        ledger.mark_pending("k2", 2, "85291234568", signed(2))
+        ledger.record(LedgerEntry("k2", Status.ACCEPTED, 2, "85291234568", message_id="m2", segments=1))
+    with SqliteLedger(path) as reopened:
+        (pending,) = reopened.pending()
+        assert (pending.key, pending.request) == ("k1", signed(1))
+        accepted = reopened.get("k2")
+        assert accepted is not None
+        assert (accepted.status, accepted.message_id) == (Status.ACCEPTED, "m2")
+        assert reopened.counts() == {"pending": 1, "accepted": 1}
+
+
+def test_buffered_outcomes_are_visible_before_they_are_flushed(tmp_path: Path) -> None:
+    with SqliteLedger(tmp_path / "l.sqlite3") as ledger:
+        ledger.record(LedgerEntry("k", Status.FAILED, 1, "85291234567", error_code="X"))
+        entry = ledger.get("k")
+        assert entry is not None
+        assert entry.status is Status.FAILED
+
+
+@pytest.fixture(params=["pathlib", "object-storage"])
+def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
+    if request.param == "pathlib":
+        yield tmp_path / "remote"
+    else:
+        yield ObjectStoragePath(f"memory://ledgers/{tmp_path.name}")
+
+
+def test_segment_ledger_replays_its_log_elsewhere(remote: object) -> None:
+    first = SegmentLedger(remote)  # type: ignore[arg-type]
+    first.mark_pending_many(
+        [LedgerEntry(f"k{n}", Status.PENDING, n, "85291234567", request=signed(n)) for n in range(3)]
+    )
+    first.record(LedgerEntry("k0", Status.ACCEPTED, 0, "85291234567", message_id="m0"))
+    first.record(LedgerEntry("k1", Status.FAILED, 1, "85291234567", error_code="Throttling.User"))
+    first.close()
+    # Another worker, another local mirror: the same state.
+    second = SegmentLedger(remote)  # type: ignore[arg-type]
+    assert second.counts() == {"accepted": 1, "failed": 1, "pending": 1}
+    (pending,) = second.pending()
+    assert (pending.key, pending.request) == ("k2", signed(2))
+    second.close()
+
+
+def test_a_pending_batch_is_one_remote_write(remote: object) -> None:
+    ledger = SegmentLedger(remote)  # type: ignore[arg-type]
+    ledger.mark_pending_many([LedgerEntry(f"k{n}", Status.PENDING, n, "1", request=signed(n)) for n in range(50)])
+    names = [p.name for p in remote.iterdir()]  # type: ignore[attr-defined]
+    assert len(names) == 1
+    assert names[0].endswith("-p.jsonl")
+    ledger.close()
+
+
+def test_a_crash_is_settled_by_replaying_what_was_pending() -> None:
+    """Two messages were pending when a worker died: one had reached the API, one had not.
+
+    Replaying each stored request settles both: the gateway refuses the nonce it has seen (the message
+    arrived, so it is not resent) and accepts the one it has not (so it is sent, once).
+    """
+    with EmulatorServer(EmulatorConfig(delivery_delay=0)) as emulator, tempfile.TemporaryDirectory() as workdir:
+        client = DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
+        rows = [{"to": "+85291234567", "name": "Ann"}, {"to": "+6591234567", "name": "Bo"}]
+        campaign = Campaign(client, lambda r: f"Hi {r['name']}", SCOPE)
+        spill = Spill(campaign, workdir)
+        validate(campaign, rows_from_records(rows), on_row=spill.add, workdir=workdir)
+        arrived, never_left = list(spill)
+        ledger = SqliteLedger(Path(workdir) / "ledger.sqlite3")
+        for message in (arrived, never_left):
+            request = client.sign("SendMessageToGlobe", message.params)  # type: ignore[union-attr]
+            ledger.mark_pending(message.key, message.row, message.to, request)  # type: ignore[union-attr]
+            if message is arrived:
+                assert send(emulator, request).code == "OK"  # ...and then the worker died
+        with (Path(workdir) / "results.jsonl").open("wb") as handle:
+            sender = BulkSender(campaign, ledger, ResultsWriter(handle), progress_interval=0)
+            summary = sender.run(spill, total=2)
+        assert summary.recovered == 2
+        assert (summary.skipped_already_sent, summary.sent) == (2, 0)
+        by_number = {e.to: e for e in ledger.entries()}
+        assert by_number["85291234567"].status is Status.RECEIVED
+        assert by_number["6591234567"].status is Status.ACCEPTED
+        assert by_number["6591234567"].message_id
+        assert sorted(m["to"] for m in emulator.messages()) == ["6591234567", "85291234567"]
+        ledger.close()
+        spill.close()

@@ -1,0 +1,238 @@
+"""Exactly once under faults, retries and killed workers: every recipient counted in the emulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk import DAG
+
+from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer, Faults
+from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
+from tests.conftest import AIRFLOW_HOME, connection_json, task_states, xcom_values
+
+LOGICAL_DATE = datetime(2026, 11, 21, tzinfo=timezone.utc)
+
+
+def people(count: int, prefix: str = "9") -> list[dict[str, str]]:
+    return [{"to": f"+852{prefix}{n + 1000000:07d}", "name": f"Customer {n}"} for n in range(count)]
+
+
+def run(run_dag: Callable[..., Any], dag: DAG) -> Any:
+    return run_dag(dag, logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE)
+
+
+def per_number(emulator: EmulatorServer) -> Counter[str]:
+    return Counter(m["to"] for m in emulator.messages())
+
+
+@pytest.fixture
+def faulty(
+    monkeypatch: pytest.MonkeyPatch, globesms_emulator_factory: Callable[..., EmulatorServer]
+) -> Callable[..., EmulatorServer]:
+    """An emulator with the given faults, set as ``globesms_default``."""
+
+    def start(timeout: float | None = None, **faults: float) -> EmulatorServer:
+        emulator = globesms_emulator_factory(delivery_delay=0, seed=5, faults=Faults(**faults))
+        extra = {"timeout": timeout} if timeout else {}
+        monkeypatch.setenv("AIRFLOW_CONN_GLOBESMS_DEFAULT", connection_json(emulator.url, **extra))
+        return emulator
+
+    return start
+
+
+def test_30_percent_throttled_every_recipient_exactly_once(
+    run_dag: Callable[..., Any], faulty: Callable[..., EmulatorServer]
+) -> None:
+    emulator = faulty(throttle=0.3)
+    with DAG("rel_throttled", schedule=None) as dag:
+        SendGlobeSmsOperator(task_id="campaign", recipients=people(400), message="Hi {{ recipient.name }}")
+    dag_run = run(run_dag, dag)
+    assert task_states(dag_run) == {"campaign": "success"}
+    counts = per_number(emulator)
+    assert len(counts) == 400
+    assert set(counts.values()) == {1}
+    stats = emulator.stats()["actions"]["SendMessageToGlobe"]
+    assert stats["fault_throttle"] >= 100  # about 30% of the calls were refused, and retried
+    (summary,) = xcom_values(dag_run, "campaign")
+    assert summary["accepted"] == 400
+
+
+def test_5xx_and_resets_are_retried_exactly_once(
+    run_dag: Callable[..., Any], faulty: Callable[..., EmulatorServer]
+) -> None:
+    emulator = faulty(error_5xx=0.1, reset=0.1)
+    with DAG("rel_5xx_resets", schedule=None) as dag:
+        SendGlobeSmsOperator(task_id="campaign", recipients=people(400), message="Hi {{ recipient.name }}")
+    dag_run = run(run_dag, dag)
+    assert task_states(dag_run) == {"campaign": "success"}
+    counts = per_number(emulator)
+    assert (len(counts), set(counts.values())) == (400, {1})
+    stats = emulator.stats()["actions"]["SendMessageToGlobe"]
+    assert stats["fault_error_5xx"] >= 20
+    assert stats["fault_reset"] >= 20
+
+
+def test_accept_then_hang_is_never_resent_and_is_reported(
+    run_dag: Callable[..., Any], faulty: Callable[..., EmulatorServer]
+) -> None:
+    emulator = faulty(timeout=0.5, hang_seconds=3)
+    emulator.set_faults(script=["hang", "hang", "hang"])
+    with DAG("rel_hang", schedule=None) as dag:
+        SendGlobeSmsOperator(task_id="campaign", recipients=people(30), message="Hi {{ recipient.name }}")
+    dag_run = run(run_dag, dag)
+    counts = per_number(emulator)
+    assert (len(counts), set(counts.values())) == (30, {1})
+    (summary,) = xcom_values(dag_run, "campaign")
+    # The replay of the exact request met SignatureNonceUsed: the API has those three, without a MessageId.
+    assert (summary["accepted"], summary["received_without_id"], summary["unknown"]) == (27, 3, 0)
+    assert task_states(dag_run) == {"campaign": "success"}
+
+
+def test_without_replay_a_hang_is_unknown_fails_the_task_and_stays_unsent(
+    run_dag: Callable[..., Any], faulty: Callable[..., EmulatorServer]
+) -> None:
+    emulator = faulty(timeout=0.5, hang_seconds=3)
+    emulator.set_faults(script=["hang", "hang"])
+    with DAG("rel_hang_unconfirmed", schedule=None) as dag:
+        SendGlobeSmsOperator(
+            task_id="campaign", recipients=people(20), message="Hi {{ recipient.name }}", confirm_by_replay=False
+        )
+    first = run(run_dag, dag)
+    assert task_states(first) == {"campaign": "failed"}
+    (summary,) = xcom_values(first, "campaign", key="summary")
+    assert (summary["accepted"], summary["unknown"]) == (18, 2)
+    second = run(run_dag, dag)  # the retry: unknown ones are reported, never resent
+    assert task_states(second) == {"campaign": "success"}
+    (summary,) = xcom_values(second, "campaign")
+    assert (summary["skipped_already_sent"], summary["unknown_previous_attempts"], summary["sent"]) == (18, 2, 0)
+    assert set(per_number(emulator).values()) == {1}
+
+
+def test_resend_unknown_is_an_explicit_choice(
+    run_dag: Callable[..., Any], faulty: Callable[..., EmulatorServer]
+) -> None:
+    emulator = faulty(timeout=0.5, hang_seconds=2)
+    emulator.set_faults(script=["hang"])
+    with DAG("rel_resend_unknown", schedule=None) as dag:
+        SendGlobeSmsOperator(task_id="campaign", recipients=people(5), message="Hi", confirm_by_replay=False)
+    run(run_dag, dag)
+    with DAG("rel_resend_unknown", schedule=None) as dag:
+        SendGlobeSmsOperator(
+            task_id="campaign", recipients=people(5), message="Hi", confirm_by_replay=False, resend_unknown=True
+        )
+    second = run(run_dag, dag)
+    (summary,) = xcom_values(second, "campaign")
+    assert (summary["sent"], summary["accepted"]) == (1, 1)
+    assert sorted(per_number(emulator).values()) == [1, 1, 1, 1, 2]  # asked for, and done
+
+
+def test_an_object_storage_ledger_keeps_reruns_exactly_once(
+    run_dag: Callable[..., Any], faulty: Callable[..., EmulatorServer]
+) -> None:
+    emulator = faulty(throttle=0.1)
+    with DAG("rel_remote_ledger", schedule=None) as dag:
+        SendGlobeSmsOperator(
+            task_id="campaign",
+            recipients=people(60),
+            message="Hi {{ recipient.name }}",
+            ledger_uri="memory://shared-ledgers",
+        )
+    run(run_dag, dag)
+    second = run(run_dag, dag)
+    (summary,) = xcom_values(second, "campaign")
+    assert (summary["skipped_already_sent"], summary["sent"]) == (60, 0)
+    assert set(per_number(emulator).values()) == {1}
+
+
+# --- a worker killed at random points -----------------------------------------------------------------
+
+CHILD = """
+import json, sys
+from datetime import datetime, timezone
+from airflow.sdk import DAG
+from airflow.dag_processing.bundles.manager import DagBundlesManager
+from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+from airflow.utils.session import create_session
+from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
+
+when = datetime(2026, 11, 21, tzinfo=timezone.utc)
+with DAG("rel_killed", schedule=None) as dag:
+    SendGlobeSmsOperator(task_id="campaign", recipients=sys.argv[1], message="Hi {{ recipient.name }}",
+                         max_qps=float(sys.argv[2]), retries=0)
+with create_session() as session:
+    DagBundlesManager().sync_bundles_to_db(session=session)
+bag = DagBag(dag_folder=sys.argv[3])
+bag.bag_dag(dag)
+sync_bag_to_db(bag, "dags-folder", None)
+run = dag.test(logical_date=when, run_after=when)
+print("RESULT " + json.dumps({"state": str(run.state), "run_id": run.run_id}), flush=True)
+"""
+
+
+@pytest.fixture
+def killable_emulator(airflow_db: Path) -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorConfig(delivery_delay=0, latency_ms=30, seed=9)) as emulator:
+        yield emulator
+
+
+@pytest.mark.slow
+def test_worker_killed_at_random_points_still_sends_each_recipient_exactly_once(
+    killable_emulator: EmulatorServer, tmp_path: Path
+) -> None:
+    emulator = killable_emulator
+    recipients = tmp_path / "people.csv"
+    count = 2400
+    recipients.write_text("to,name\n" + "".join(f"+8529{n + 1000000:07d},C{n}\n" for n in range(count)))
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "AIRFLOW_CONN_GLOBESMS_DEFAULT": connection_json(emulator.url)}
+    command = [sys.executable, str(script), str(recipients), "200", str(AIRFLOW_HOME / "dags")]
+    rng = random.Random(20261121)
+    kills = 0
+    while kills < 5:
+        before = len(emulator.messages())
+        child = subprocess.Popen(
+            command,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        deadline = time.monotonic() + 120
+        while child.poll() is None and len(emulator.messages()) == before and time.monotonic() < deadline:
+            time.sleep(0.05)  # wait until this attempt is sending
+        time.sleep(rng.uniform(0.05, 1.5))
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+            kills += 1
+        child.communicate(timeout=60)
+        assert len(emulator.messages()) < count, "finished before five kills; send more recipients"
+    final = subprocess.run(
+        command,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    result = json.loads(final.stdout.split("RESULT ", 1)[1]) if "RESULT " in final.stdout else None
+    assert result is not None, final.stdout[-3000:] + final.stderr[-3000:]
+    assert result["state"] == "success", final.stdout[-3000:]
+    counts = per_number(emulator)
+    assert len(counts) == count
+    assert set(counts.values()) == {1}, Counter(counts.values())
+    assert "in flight when an earlier attempt stopped" in final.stdout or "settled by replay" in final.stdout
