@@ -43,8 +43,10 @@ def faulty(
 ) -> Callable[..., EmulatorServer]:
     """An emulator with the given faults, set as ``globesms_default``."""
 
-    def start(timeout: float | None = None, **faults: float) -> EmulatorServer:
-        emulator = globesms_emulator_factory(delivery_delay=0, seed=5, faults=Faults(**faults))
+    def start(timeout: float | None = None, **shares: float) -> EmulatorServer:
+        faults = Faults()
+        faults.update(shares)
+        emulator = globesms_emulator_factory(delivery_delay=0, seed=5, faults=faults)
         extra = {"timeout": timeout} if timeout else {}
         monkeypatch.setenv("AIRFLOW_CONN_GLOBESMS_DEFAULT", connection_json(emulator.url, **extra))
         return emulator
