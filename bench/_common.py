@@ -36,6 +36,33 @@ def emulator_process(*args: str) -> Iterator[tuple[str, int]]:
         process.communicate(timeout=30)
 
 
+def sdk_client(url: str, algorithm: str | None = None) -> object:
+    """The official SDK pointed at an emulator URL, the way its docs configure it."""
+    from alibabacloud_dysmsapi20180501.client import Client
+    from alibabacloud_tea_openapi import models as openapi_models
+
+    config = openapi_models.Config(
+        access_key_id="AKID",
+        access_key_secret="SECRET",
+        endpoint=url.removeprefix("http://"),
+        protocol="HTTP",
+        signature_algorithm=algorithm,
+    )
+    return Client(config)
+
+
+def sdk_send(client: object, to: str, text: str, task_id: str = "bench") -> object:
+    from alibabacloud_dysmsapi20180501 import models as sms_models
+
+    request = sms_models.SendMessageToGlobeRequest(to=to, message=text, task_id=task_id)
+    return client.send_message_to_globe(request)  # type: ignore[attr-defined]
+
+
+def number(n: int) -> str:
+    """Distinct valid Hong Kong mobile numbers, Alibaba's bare form."""
+    return f"8529{1000000 + n % 8999999:07d}"
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU of another process, from /proc (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

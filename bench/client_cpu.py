@@ -20,11 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emulator_process, median, save, table
-from alibabacloud_dysmsapi20180501 import models as sms_models
-from alibabacloud_dysmsapi20180501.client import Client as SdkClient
-from alibabacloud_tea_openapi import models as openapi_models
-from alibabacloud_tea_util import models as util_models
+from _common import emulator_process, median, number, save, sdk_client, sdk_send, table
 
 from airflow_provider_globesms.client import Credentials, DysmsClient
 
@@ -38,10 +34,6 @@ def cpu_per_call(send: Callable[[int], object], sends: int, offset: int) -> floa
     return (time.process_time() - started) / sends
 
 
-def number(n: int) -> str:
-    return f"8529{1000000 + n % 9000000:07d}"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sends", type=int, default=600, help="sends per client per round")
@@ -51,20 +43,8 @@ def main() -> int:
     with emulator_process("--qps", "1000000000", "--delivery-delay", "0") as (url, _pid):
         ours_v3 = DysmsClient(Credentials("AKID", "SECRET"), endpoint=url)
         ours_v1 = DysmsClient(Credentials("AKID", "SECRET"), endpoint=url, signature_version="v1")
-        host = url.removeprefix("http://")
-        sdk_v3 = SdkClient(
-            openapi_models.Config(access_key_id="AKID", access_key_secret="SECRET", endpoint=host, protocol="HTTP")
-        )
-        sdk_v1 = SdkClient(
-            openapi_models.Config(
-                access_key_id="AKID",
-                access_key_secret="SECRET",
-                endpoint=host,
-                protocol="HTTP",
-                signature_algorithm="v2",
-            )
-        )
-        runtime = util_models.RuntimeOptions()
+        sdk_v3 = sdk_client(url)
+        sdk_v1 = sdk_client(url, "v2")
 
         def text(n: int) -> str:
             return f"Hi customer {n}, your verification code is {n % 10000:04d}."
@@ -73,12 +53,8 @@ def main() -> int:
             # "+852..." as users write it: parsed and validated by the client on every send.
             return lambda n: client.send_message(f"+{number(n)}", text(n), task_id="bench")
 
-        def sdk(client: SdkClient) -> Callable[[int], object]:
-            def send(n: int) -> object:
-                request = sms_models.SendMessageToGlobeRequest(to=number(n), message=text(n), task_id="bench")
-                return client.send_message_to_globe_with_options(request, runtime)
-
-            return send
+        def sdk(client: object) -> Callable[[int], object]:
+            return lambda n: sdk_send(client, number(n), text(n))
 
         contenders = {
             "ours V3": ours(ours_v3),

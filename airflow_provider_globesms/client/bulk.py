@@ -47,10 +47,11 @@ from airflow_provider_globesms.client.ledger import (
     Status,
     message_key,
 )
-from airflow_provider_globesms.client.phone import mask_number
+from airflow_provider_globesms.client.phone import mask_number, parse_number
 from airflow_provider_globesms.client.recipients import Row, UnreadableRow
 from airflow_provider_globesms.client.segments import count_segments
 from airflow_provider_globesms.client.signing import SignedRequest
+from airflow_provider_globesms.client.validation import check_message
 
 log = logging.getLogger(__name__)
 
@@ -104,12 +105,15 @@ class Campaign:
     scope: Sequence[str]  # dag, run, task, map index: part of every message key
     options: dict[str, Any] = field(default_factory=dict)  # sender, sms_type, task_id, validity_period...
     to_field: str = "to"
+    _option_params: dict[str, str] | None = field(default=None, init=False, repr=False)
 
     def check_options(self) -> dict[str, str]:
         """Refuse bad options (sender ID, TaskId...) once, before reading any row; return their API
         parameters (``From``, ``Type``...)."""
-        probe = self.client.build_send_request("+85291234567", "option check", **self.options)
-        return {k: v for k, v in probe.to_params().items() if k not in ("To", "Message")}
+        if self._option_params is None:
+            probe = self.client.build_send_request("+85291234567", "option check", **self.options)
+            self._option_params = {k: v for k, v in probe.to_params().items() if k not in ("To", "Message")}
+        return self._option_params
 
     def prepare(self, row: int, data: Mapping[str, Any] | UnreadableRow) -> PreparedMessage | RowError:
         if isinstance(data, UnreadableRow):
@@ -121,14 +125,16 @@ class Campaign:
             text = self.render(data)
         except RenderError as exc:
             return RowError(row, mask_number(raw_to), "message", str(exc))
+        # The same checks as SendMessageRequest's, without building a model per row; the options
+        # were checked once (check_options).
         try:
-            request = self.client.build_send_request(raw_to, text, **self.options)
+            to = parse_number(raw_to, self.to_field).wire
+            check_message(text, self.client.max_message_length)
         except InvalidFieldError as exc:
-            name = self.to_field if exc.field == "to" else exc.field
-            return RowError(row, mask_number(raw_to), name, exc.reason)
+            return RowError(row, mask_number(raw_to), exc.field, exc.reason)
         count = count_segments(text)
-        key = message_key(self.scope, request.to, text)
-        return PreparedMessage(row, request.to, request.to_params(), key, count.segments, count.encoding)
+        params = {**self.check_options(), "To": to, "Message": text}
+        return PreparedMessage(row, to, params, message_key(self.scope, to, text), count.segments, count.encoding)
 
 
 @dataclass

@@ -245,11 +245,16 @@ class SendGlobeSmsOperator(BaseOperator):
             self.render_template_fields(context)
             template = self._message_template
         assert template is not None
-        base = dict(context)
+        variables = dict(context)
 
         def render(row: Mapping[str, Any]) -> str:
+            # One context for every row, only `recipient` changing: Template.render would copy the
+            # whole task context twice per row. Top-level {% set %} writes to the render's own locals.
+            variables["recipient"] = row
             try:
-                return template.render({**base, "recipient": row})
+                return template.environment.concat(
+                    template.root_render_func(template.new_context(variables, shared=True))
+                )
             except jinja2.UndefinedError as exc:
                 raise RenderError(f"template: {exc.message}") from None
             except jinja2.TemplateError as exc:
