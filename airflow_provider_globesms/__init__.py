@@ -68,6 +68,8 @@ CONNECTION_UI: dict[str, Any] = {
 _MODULES = {
     "hooks": ["airflow_provider_globesms.hooks.globesms"],
     "operators": ["airflow_provider_globesms.operators.globesms"],
+    "sensors": ["airflow_provider_globesms.sensors.globesms"],
+    "triggers": ["airflow_provider_globesms.triggers.globesms"],
 }
 
 CONFIG = {
@@ -116,5 +118,6 @@ def get_provider_info() -> dict[str, Any]:
     }
     for kind, modules in _MODULES.items():
         info[kind] = [{"integration-name": integration, "python-modules": modules}]
+    info["notifications"] = ["airflow_provider_globesms.notifications.globesms.GlobeSmsNotifier"]
     info["config"] = CONFIG
     return info

@@ -177,7 +177,9 @@ class GlobeSmsHook(BaseHook):
 
     @cached_property
     def client(self) -> DysmsClient:
-        s = self.settings
+        return self.client_from_settings(self.settings)
+
+    def client_from_settings(self, s: GlobeSmsSettings) -> DysmsClient:
         return DysmsClient(
             Credentials(s.access_key_id, s.access_key_secret, s.security_token),
             region_id=s.region_id,
@@ -187,6 +189,11 @@ class GlobeSmsHook(BaseHook):
             max_qps=self._max_qps or s.max_qps,
             max_connections=self.max_connections,
         )
+
+    async def aget_client(self) -> DysmsClient:
+        """The client, built from a connection read without blocking (in the triggerer)."""
+        conn = await self.aget_connection(self.globesms_conn_id)
+        return self.client_from_settings(self.settings_from_connection(conn))
 
     def get_conn(self) -> DysmsClient:
         return self.client

@@ -12,8 +12,6 @@ import hashlib
 import json
 import math
 import os
-import re
-import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
@@ -21,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import jinja2
-from airflow.sdk import BaseOperator, ObjectStoragePath, conf
+from airflow.sdk import BaseOperator, ObjectStoragePath
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from tabulate import tabulate
 
@@ -49,45 +47,33 @@ from airflow_provider_globesms.client.recipients import (
 )
 from airflow_provider_globesms.client.validation import MAX_TASK_ID_LENGTH
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
+from airflow_provider_globesms.storage import (
+    is_local,
+    local_path,
+    safe_segment,
+    storage_path,
+    store_file,
+    task_instance_location,
+    task_instance_scope,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-CONFIG_SECTION = "globesms"
 MAX_CONCURRENCY = 512
 # Sends in flight needed to hold the cap: rate x latency. 0.3 s covers Alibaba's 100-300 ms.
 LATENCY_BUDGET = 0.3
 EACH_LOGGED_UP_TO = 10  # campaigns this small log every outcome; larger ones log progress
 
 
-def _safe(part: str) -> str:
-    """A path segment from an Airflow id (run ids hold ':' and '+')."""
-    return re.sub(r"[^A-Za-z0-9._=-]", "_", part)
-
-
 def default_campaign_id(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
     """Deterministic TaskId for receipts: readable ids plus a digest of the run id (1-255 chars)."""
     run_digest = hashlib.sha256(run_id.encode()).hexdigest()[:10]
     parts = [dag_id, task_id, *([str(map_index)] if map_index >= 0 else []), run_digest]
-    campaign = ".".join(_safe(p) for p in parts)
+    campaign = ".".join(safe_segment(p) for p in parts)
     if len(campaign) > MAX_TASK_ID_LENGTH:
         campaign = campaign[: MAX_TASK_ID_LENGTH - 13] + "." + hashlib.sha256(campaign.encode()).hexdigest()[:12]
     return campaign
-
-
-def storage_path(location: str) -> ObjectStoragePath:
-    """``ObjectStoragePath`` for a URI or a plain local path."""
-    if "://" not in location:
-        location = "file://" + os.path.abspath(os.path.expanduser(location))
-    return ObjectStoragePath(location)
-
-
-def is_local(location: str) -> bool:
-    return "://" not in location or location.startswith("file://")
-
-
-def local_path(location: str) -> Path:
-    return Path(location.removeprefix("file://")).expanduser()
 
 
 class SendGlobeSmsOperator(BaseOperator):
@@ -266,20 +252,8 @@ class SendGlobeSmsOperator(BaseOperator):
 
     def _locations(self, context: Context) -> tuple[list[str], str, str]:
         ti = context["ti"]
-        map_index = getattr(ti, "map_index", -1)
-        map_index = -1 if map_index is None else int(map_index)
-        scope = [ti.dag_id, ti.run_id, ti.task_id, str(map_index)]
-        base = (
-            self.ledger_uri
-            or conf.get(CONFIG_SECTION, "ledger_uri", fallback=None)
-            or os.path.join(os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "globesms")
-        )
-        sub = "/".join(
-            [_safe(ti.dag_id), _safe(ti.run_id), _safe(ti.task_id), str(map_index) if map_index >= 0 else "task"]
-        )
-        ledger_dir = f"{base.rstrip('/')}/{sub}"
-        results = self.results_uri or f"{ledger_dir}/results.jsonl"
-        return scope, ledger_dir, results
+        ledger_dir = task_instance_location(ti, self.ledger_uri)
+        return task_instance_scope(ti), ledger_dir, self.results_uri or f"{ledger_dir}/results.jsonl"
 
     def _open_ledger(self, location: str, stack: ExitStack) -> SqliteLedger:
         if is_local(location):
@@ -356,7 +330,7 @@ class SendGlobeSmsOperator(BaseOperator):
                 report = self._validate(campaign, rows, workdir, lambda outcome: self._dry_line(results, outcome))
                 self._log_validation(report)
                 handle.close()
-                stored = self._store_results(results_file, results_location)
+                stored = store_file(results_file, results_location)
                 return self._summary(campaign_id, report, None, stored, dry_run=True)
 
             spill = stack.enter_context(Spill(campaign, workdir))
@@ -381,7 +355,7 @@ class SendGlobeSmsOperator(BaseOperator):
             )
             summary = sender.run(spill, total=report.valid)
             handle.close()
-            stored = self._store_results(results_file, results_location)
+            stored = store_file(results_file, results_location)
         if report.valid <= EACH_LOGGED_UP_TO:
             self._log_each(stored)
         self._log_summary(summary)
@@ -457,22 +431,6 @@ class SendGlobeSmsOperator(BaseOperator):
             rows.append([f"  failed: {code}", count])
         table = tabulate([r for r in rows if r[1]], headers=["outcome", "count"], tablefmt="simple")
         self.log.info("Sent %d messages in %.1f s (%.0f/s):\n%s", s.sent, s.seconds, s.rate, table)
-
-    @staticmethod
-    def _store_results(local: Path, location: str) -> str:
-        """Move the results file to its place; return its URI (what the sensor reads)."""
-        if is_local(location):
-            target = local_path(location)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(target.name + ".partial")
-            shutil.copyfile(local, partial)
-            os.replace(partial, target)  # readers never see half a file
-            return str(target)
-        destination = storage_path(location)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        with local.open("rb") as source, destination.open("wb") as sink:  # type: ignore[no-untyped-call]
-            shutil.copyfileobj(source, sink, 1024 * 1024)
-        return str(destination)
 
     @staticmethod
     def _summary(

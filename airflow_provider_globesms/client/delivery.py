@@ -1,0 +1,297 @@
+"""Delivery tracking: poll QueryMessage until every message is final, in constant memory.
+
+``DeliveryTracker`` keeps one row per message in a SQLite file (the receipts of a million-message
+campaign never sit in memory), polls the ones still pending under QueryMessage's 300/s cap, and
+reports delivered, failed by error code, pending, the delivery rate and time-to-deliver percentiles,
+computed inside SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+from tabulate import tabulate
+
+from airflow_provider_globesms.client.aio import AsyncDysmsClient
+from airflow_provider_globesms.client.errors import BusinessError, GlobeSmsError
+from airflow_provider_globesms.client.models import QueryMessageResult
+
+PENDING, DELIVERED, FAILED, EXPIRED, QUERY_FAILED, UNTRACKED = (
+    "pending",
+    "delivered",
+    "failed",
+    "expired",
+    "query_failed",
+    "untracked",
+)
+FINAL = (DELIVERED, FAILED, EXPIRED, QUERY_FAILED)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS receipts (
+    id INTEGER PRIMARY KEY,
+    row INTEGER,
+    to_number TEXT,
+    message_id TEXT,
+    segments INTEGER NOT NULL DEFAULT 0,
+    send_status TEXT,
+    status TEXT NOT NULL,
+    error_code TEXT,
+    error_description TEXT,
+    send_date TEXT,
+    receive_date TEXT,
+    seconds REAL,
+    checks INTEGER NOT NULL DEFAULT 0
+);
+CREATE UNIQUE INDEX IF NOT EXISTS receipts_message ON receipts (message_id) WHERE message_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS receipts_status ON receipts (status);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+"""
+_COLUMNS = (
+    "row",
+    "to_number",
+    "message_id",
+    "segments",
+    "send_status",
+    "status",
+    "error_code",
+    "error_description",
+    "send_date",
+    "receive_date",
+    "seconds",
+    "checks",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    queried: int
+    became_final: int
+    errors: int
+    seconds: float
+
+
+def receipt_status(result: QueryMessageResult) -> str:
+    if result.delivered:
+        return DELIVERED
+    if result.failed:
+        return EXPIRED if result.status == 6 else FAILED
+    return PENDING
+
+
+class DeliveryTracker:
+    """Receipts of one campaign, kept in SQLite at ``path`` (reopened, it carries on where it stopped)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=OFF")
+        self._db.executescript(_SCHEMA)
+
+    @property
+    def loaded(self) -> bool:
+        return self._db.execute("SELECT 1 FROM meta WHERE name = 'loaded'").fetchone() is not None
+
+    def load(self, messages: Iterable[Mapping[str, Any]]) -> int:
+        """Take the messages to track: results-file lines (``message_id``, ``to``, ``status``...) or bare
+        ``{"message_id": ...}``. Lines without a MessageId are kept, as untracked, for the report."""
+        self._db.execute("BEGIN")
+        count = 0
+        for count, record in enumerate(messages, 1):
+            message_id = record.get("message_id")
+            status = PENDING if message_id else UNTRACKED
+            self._db.execute(
+                "INSERT OR IGNORE INTO receipts (row, to_number, message_id, segments, send_status, status, error_code,"
+                " error_description) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.get("row", count),
+                    record.get("to"),
+                    message_id,
+                    int(record.get("segments") or 0),
+                    record.get("status"),
+                    status,
+                    None if message_id else record.get("error_code"),
+                    None if message_id else record.get("error"),
+                ),
+            )
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('loaded', ?)", (str(time.time()),))
+        self._db.execute("COMMIT")
+        return count
+
+    def pending(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM receipts WHERE status = ?", (PENDING,)).fetchone()[0])
+
+    @property
+    def done(self) -> bool:
+        return self.pending() == 0
+
+    def _pending_ids(self, after: int, limit: int) -> list[tuple[int, str]]:
+        rows = self._db.execute(
+            "SELECT id, message_id FROM receipts WHERE status = ? AND id > ? ORDER BY id LIMIT ?",
+            (PENDING, after, limit),
+        ).fetchall()
+        return [(int(r[0]), str(r[1])) for r in rows]
+
+    async def poll_round(self, client: AsyncDysmsClient, concurrency: int = 64, batch: int = 2000) -> Round:
+        """Query every pending message once (paced by the client's QueryMessage limiter)."""
+        started = time.monotonic()
+        queried = became_final = errors = 0
+        slots = asyncio.Semaphore(concurrency)
+
+        async def check(row_id: int, message_id: str) -> tuple[int, QueryMessageResult | BusinessError | None]:
+            async with slots:
+                try:
+                    return row_id, await client.query_message(message_id)
+                except BusinessError as exc:  # e.g. a MessageId the API does not know
+                    return row_id, exc
+                except GlobeSmsError:
+                    return row_id, None  # still pending; asked again next round
+
+        after = 0
+        while chunk := self._pending_ids(after, batch):
+            after = chunk[-1][0]
+            answers = await asyncio.gather(*(check(row_id, message_id) for row_id, message_id in chunk))
+            self._db.execute("BEGIN")
+            for row_id, answer in answers:
+                queried += 1
+                if answer is None:
+                    errors += 1
+                    self._db.execute("UPDATE receipts SET checks = checks + 1 WHERE id = ?", (row_id,))
+                    continue
+                update: tuple[str, str | None, str | None, str | None, str | None, float | None, str | None]
+                if isinstance(answer, BusinessError):
+                    update = (QUERY_FAILED, answer.code, answer.message, None, None, None, None)
+                else:
+                    status = receipt_status(answer)
+                    sent, received = answer.sent_at, answer.received_at
+                    seconds = (received - sent).total_seconds() if status == DELIVERED and sent and received else None
+                    update = (
+                        status,
+                        answer.error_code or None,
+                        answer.error_description or None,
+                        answer.send_date,
+                        answer.receive_date or None,
+                        seconds,
+                        answer.to,
+                    )
+                if update[0] != PENDING:
+                    became_final += 1
+                self._db.execute(
+                    "UPDATE receipts SET status = ?, error_code = ?, error_description = ?, send_date = ?,"
+                    " receive_date = ?, seconds = ?, to_number = COALESCE(to_number, ?), checks = checks + 1"
+                    " WHERE id = ?",
+                    (*update, row_id),
+                )
+            self._db.execute("COMMIT")
+        return Round(queried, became_final, errors, time.monotonic() - started)
+
+    # --- reporting --------------------------------------------------------------------------------
+
+    def _percentile(self, share: float) -> float | None:
+        count = int(
+            self._db.execute(
+                "SELECT COUNT(*) FROM receipts WHERE status = ? AND seconds IS NOT NULL", (DELIVERED,)
+            ).fetchone()[0]
+        )
+        if not count:
+            return None
+        offset = min(count - 1, max(0, round(share * count) - 1))
+        value = self._db.execute(
+            "SELECT seconds FROM receipts WHERE status = ? AND seconds IS NOT NULL ORDER BY seconds LIMIT 1 OFFSET ?",
+            (DELIVERED, offset),
+        ).fetchone()[0]
+        return round(float(value), 3)
+
+    def summary(self) -> dict[str, Any]:
+        counts = dict(self._db.execute("SELECT status, COUNT(*) FROM receipts GROUP BY status").fetchall())
+        by_code = self._db.execute(
+            "SELECT COALESCE(error_code, status), COUNT(*) FROM receipts WHERE status IN (?, ?, ?)"
+            " GROUP BY COALESCE(error_code, status) ORDER BY 2 DESC",
+            (FAILED, EXPIRED, QUERY_FAILED),
+        ).fetchall()
+        segments = self._db.execute(
+            "SELECT COALESCE(SUM(segments), 0) FROM receipts WHERE message_id IS NOT NULL"
+        ).fetchone()[0]
+        tracked = sum(v for k, v in counts.items() if k != UNTRACKED)
+        delivered = counts.get(DELIVERED, 0)
+        return {
+            "tracked": tracked,
+            "delivered": delivered,
+            "failed": counts.get(FAILED, 0) + counts.get(EXPIRED, 0),
+            "failed_by_code": {str(code): int(n) for code, n in by_code},
+            "query_failed": counts.get(QUERY_FAILED, 0),
+            "pending": counts.get(PENDING, 0),
+            "untracked": counts.get(UNTRACKED, 0),
+            "delivery_rate": round(delivered / tracked, 4) if tracked else None,
+            "p50_seconds_to_deliver": self._percentile(0.50),
+            "p95_seconds_to_deliver": self._percentile(0.95),
+            "segments": int(segments),
+        }
+
+    def table(self) -> str:
+        return summary_table(self.summary())
+
+    def records(self) -> Iterator[dict[str, Any]]:
+        """Every message with its receipt, in row order (streamed)."""
+        cursor = self._db.execute(f"SELECT {', '.join(_COLUMNS)} FROM receipts ORDER BY row, id")  # noqa: S608
+        for values in cursor:
+            record = dict(zip(_COLUMNS, values, strict=True))
+            record["to"] = record.pop("to_number")
+            record["delivery_status"] = record.pop("status")
+            yield {k: v for k, v in record.items() if v is not None}
+
+    def write_results(self, handle: IO[bytes]) -> int:
+        encode = msgspec.json.Encoder().encode
+        lines = 0
+        for record in self.records():
+            handle.write(encode(record) + b"\n")
+            lines += 1
+        return lines
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> DeliveryTracker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def summary_table(s: Mapping[str, Any]) -> str:
+    """The receipts table of a ``DeliveryTracker.summary()`` (also rebuilt from a trigger's event)."""
+    tracked = s["tracked"] or 1
+
+    def share(n: int) -> str:
+        return f"{100 * n / tracked:.1f}%"
+
+    rows: list[list[Any]] = [["delivered", s["delivered"], share(s["delivered"])]]
+    rows += [[f"failed: {code}", n, share(n)] for code, n in s["failed_by_code"].items()]
+    rows += [["still pending", s["pending"], share(s["pending"])]]
+    if s["untracked"]:
+        rows.append(["not tracked (no MessageId)", s["untracked"], ""])
+    rate = f"{100 * s['delivery_rate']:.1f}%" if s["delivery_rate"] is not None else "-"
+    p50, p95 = s["p50_seconds_to_deliver"], s["p95_seconds_to_deliver"]
+    rows += [
+        ["delivery rate", rate, ""],
+        ["time to deliver p50 / p95", f"{p50}s / {p95}s" if p50 is not None else "-", ""],
+        ["segments", s["segments"], ""],
+    ]
+    return str(tabulate(rows, headers=["receipts", "count", "share"], tablefmt="simple"))
+
+
+def read_jsonl(handle: IO[bytes] | IO[str]) -> Iterator[dict[str, Any]]:
+    decode = msgspec.json.Decoder().decode
+    for line in handle:
+        if line.strip():
+            record = decode(line)
+            if isinstance(record, dict):
+                yield record

@@ -1,0 +1,164 @@
+"""GlobeSmsNotifier: an SMS when a task or DAG fails, retries, succeeds, or misses a deadline.
+
+Use it in ``on_failure_callback``, ``on_retry_callback``, ``on_success_callback`` (task or DAG) and as
+a deadline alert callback. The message is a Jinja template over the callback's context; without one,
+a default names the DAG, the task, the run, the try and the log URL, fitted into one GSM-7 segment
+where possible (160 characters). A failure to send is logged with its reason and never raised: the
+error that triggered the alert must stay the one Airflow reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseNotifier
+
+from airflow_provider_globesms.client import (
+    GlobeSmsError,
+    InvalidFieldError,
+    SendMessageRequest,
+    SendMessageResult,
+    mask_number,
+)
+from airflow_provider_globesms.client.aio import AsyncDysmsClient
+from airflow_provider_globesms.client.segments import GSM7_SINGLE, count_segments
+from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
+
+if TYPE_CHECKING:
+    import jinja2
+    from airflow.sdk import Context
+
+
+def _get(obj: Any, name: str) -> Any:
+    """An attribute of an Airflow object, or a key of its serialized (dict) form."""
+    if obj is None:
+        return None
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(limit - 3, 1)] + "..."
+
+
+def default_message(context: Context | dict[str, Any]) -> str:
+    """``Airflow: etl.load failed (try 2) run scheduled__2026-11-21 <log URL>``, in one segment if it can."""
+    ti = context.get("task_instance") or context.get("ti")
+    dag_run = context.get("dag_run")
+    dag_id = _get(ti, "dag_id") or _get(context.get("dag"), "dag_id") or _get(dag_run, "dag_id") or "?"
+    task_id = _get(ti, "task_id")
+    what = f"{dag_id}.{task_id}" if task_id else str(dag_id)
+    state = _get(ti, "state") if ti is not None else _get(dag_run, "state")
+    if context.get("deadline") is not None or context.get("deadline_alert") is not None:
+        state = "missed its deadline"
+    state_text = str(getattr(state, "value", state) or "needs attention")
+    try_number = _get(ti, "try_number")
+    run_id = _get(ti, "run_id") or _get(dag_run, "run_id") or ""
+    url = str(_get(ti, "log_url") or "").removeprefix("https://").removeprefix("http://")
+
+    head = f"Airflow: {what} {state_text}" + (f" (try {try_number})" if try_number else "")
+    for candidate in (
+        f"{head} run {run_id} {url}",
+        f"{head} {url}",
+        f"{head} {url.split('?', 1)[0]}",
+        f"{head} run {run_id}",
+        head,
+    ):
+        text = " ".join(candidate.split())
+        if count_segments(text).units <= GSM7_SINGLE and count_segments(text).encoding == "GSM-7":
+            return text
+    return _short(" ".join(head.split()), GSM7_SINGLE)
+
+
+class GlobeSmsNotifier(BaseNotifier):
+    """Send an SMS alert from an Airflow callback.
+
+    :param to: one number or a list (``+85291234567``).
+    :param message: Jinja template over the callback context (e.g. ``"{{ dag.dag_id }}.{{ ti.task_id }}
+        failed"``); by default a one-segment summary with the log URL.
+    :param globesms_conn_id: the connection (type ``globesms``).
+    :param sender: sender ID (``From``).
+    :param sms_type: ``NOTIFY`` by default; ``OTP`` or ``MKT`` are possible.
+    """
+
+    template_fields: Sequence[str] = ("to", "message", "sender")
+
+    def __init__(
+        self,
+        *,
+        to: str | list[str],
+        message: str | None = None,
+        globesms_conn_id: str = GlobeSmsHook.default_conn_name,
+        sender: str | None = None,
+        sms_type: str | None = "NOTIFY",
+        context: Context | None = None,
+    ) -> None:
+        super().__init__(context=context)
+        self.to = to
+        self.message = message
+        self.globesms_conn_id = globesms_conn_id
+        self.sender = sender
+        self.sms_type = sms_type
+
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        # DAG-level callbacks may get the scheduler's serialized DAG, which has no Jinja environment:
+        # render with the default one rather than fail to alert.
+        if jinja_env is None and not hasattr(context.get("dag"), "get_template_env"):
+            jinja_env = self.get_template_env(dag=None)
+        super().render_template_fields(context, jinja_env)
+
+    def _render(self, template: Any, context: Any, dag: Any = None) -> Any:
+        dag = dag or context.get("dag")
+        return super()._render(template, context, dag if hasattr(dag, "get_template_env") else None)
+
+    def _requests(self, context: Context | dict[str, Any], hook: GlobeSmsHook) -> list[SendMessageRequest]:
+        """Validated requests, one per number; a number that fails validation is logged and dropped."""
+        text = self.message if self.message else default_message(context)
+        numbers = [self.to] if isinstance(self.to, str) else list(self.to)
+        requests = []
+        for number in numbers:
+            try:
+                requests.append(
+                    hook.client.build_send_request(number, text, sender=self.sender, sms_type=self.sms_type)
+                )
+            except InvalidFieldError as exc:
+                self.log.error("Alert SMS to %s not sent: %s", mask_number(number), exc)
+        return requests
+
+    def notify(self, context: Context) -> None:
+        try:
+            hook = GlobeSmsHook(self.globesms_conn_id)
+            for request in self._requests(context, hook):
+                try:
+                    self._accepted(request, hook.client.send(request))
+                except GlobeSmsError as exc:
+                    self._refused(request, exc)
+        except Exception as exc:  # never hide the error that triggered the alert
+            self.log.error("Alert SMS not sent: %s: %s", type(exc).__name__, exc)
+
+    async def async_notify(self, context: Context) -> None:
+        try:
+            hook = GlobeSmsHook(self.globesms_conn_id)
+            hook.__dict__["client"] = await hook.aget_client()  # the connection read without blocking
+            aclient = AsyncDysmsClient(hook.client)
+            try:
+                for request in self._requests(context, hook):
+                    try:
+                        self._accepted(request, await aclient.send(request))
+                    except GlobeSmsError as exc:
+                        self._refused(request, exc)
+            finally:
+                await aclient.aclose()
+        except Exception as exc:  # never hide the error that triggered the alert
+            self.log.error("Alert SMS not sent: %s: %s", type(exc).__name__, exc)
+
+    def _accepted(self, request: SendMessageRequest, result: SendMessageResult) -> None:
+        self.log.info("Alert SMS to %s accepted: MessageId %s", mask_number(request.to), result.message_id)
+
+    def _refused(self, request: SendMessageRequest, error: GlobeSmsError) -> None:
+        self.log.error("Alert SMS to %s not sent: %s", mask_number(request.to), error)
+
+
+send_globe_sms_notification = GlobeSmsNotifier

@@ -1,0 +1,108 @@
+"""GlobeSmsDeliveryTrigger: waits, in the triggerer, until a campaign's receipts are final.
+
+Async and serializable (only ids, URIs and numbers in its kwargs). It builds its own client, with its
+own QueryMessage rate limiter, and keeps receipts in a private temporary SQLite file, so memory stays
+flat for any campaign. Its one output is the receipts file it writes at the end, atomically, to a
+location fixed by the sensor: running it again (a restarted triggerer) rewrites the same file. It
+never sends anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_globesms.client.aio import AsyncDysmsClient
+from airflow_provider_globesms.client.delivery import DeliveryTracker, read_jsonl
+from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
+from airflow_provider_globesms.storage import storage_path, store_file
+
+log = logging.getLogger(__name__)
+
+
+def load_source(tracker: DeliveryTracker, source: str | list[str]) -> int:
+    """Load what to track: a results file (URI or path) or a list of MessageIds."""
+    if isinstance(source, str):
+        with storage_path(source).open("rb") as handle:  # type: ignore[no-untyped-call]
+            return tracker.load(read_jsonl(handle))
+    return tracker.load({"message_id": str(message_id), "row": n} for n, message_id in enumerate(source, 1))
+
+
+class GlobeSmsDeliveryTrigger(BaseTrigger):
+    """Polls QueryMessage until every message is final or ``timeout_at`` (epoch seconds) passes.
+
+    :param source: the send results file (path or URI) or a list of MessageIds.
+    :param results_uri: where to write the receipts (one JSON line per message).
+    """
+
+    def __init__(
+        self,
+        *,
+        source: str | list[str],
+        results_uri: str,
+        globesms_conn_id: str = GlobeSmsHook.default_conn_name,
+        poll_interval: float = 30.0,
+        timeout_at: float | None = None,
+        concurrency: int = 64,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.source = source
+        self.results_uri = results_uri
+        self.globesms_conn_id = globesms_conn_id
+        self.poll_interval = poll_interval
+        self.timeout_at = timeout_at
+        self.concurrency = concurrency
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "source": self.source,
+                "results_uri": self.results_uri,
+                "globesms_conn_id": self.globesms_conn_id,
+                "poll_interval": self.poll_interval,
+                "timeout_at": self.timeout_at,
+                "concurrency": self.concurrency,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        client = await GlobeSmsHook(self.globesms_conn_id, max_connections=self.concurrency).aget_client()
+        aclient = AsyncDysmsClient(client, max_connections=self.concurrency)
+        with tempfile.TemporaryDirectory(prefix="globesms-receipts-") as workdir:
+            tracker = DeliveryTracker(Path(workdir) / "receipts.sqlite3")
+            try:
+                await asyncio.to_thread(load_source, tracker, self.source)
+                status = "done"
+                while True:
+                    round_ = await tracker.poll_round(aclient, concurrency=self.concurrency)
+                    pending = tracker.pending()
+                    self.log.info(
+                        "receipts: queried %d in %.1f s, %d became final, %d still pending",
+                        round_.queried,
+                        round_.seconds,
+                        round_.became_final,
+                        pending,
+                    )
+                    if pending == 0:
+                        break
+                    if self.timeout_at is not None and time.time() + self.poll_interval >= self.timeout_at:
+                        status = "timeout"
+                        break
+                    await asyncio.sleep(self.poll_interval)
+                results = Path(workdir) / "receipts.jsonl"
+                with results.open("wb") as handle:
+                    tracker.write_results(handle)
+                stored = await asyncio.to_thread(store_file, results, self.results_uri)
+                summary = tracker.summary()
+            finally:
+                tracker.close()
+                await aclient.aclose()
+        yield TriggerEvent({"status": status, "summary": summary, "results_uri": stored})  # type: ignore[no-untyped-call]
