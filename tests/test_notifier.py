@@ -192,3 +192,22 @@ def test_templated_recipients(run_dag: Callable[..., Any], globesms_conn: Any) -
         publish()
     run_dag(dag)
     assert [m["to"] for m in emulator.messages()] == ["6591234567"]
+
+
+def test_airflow_accepts_the_notifier_as_a_deadline_alert_callback() -> None:
+    from datetime import timedelta
+
+    from airflow.providers.standard.operators.empty import EmptyOperator
+    from airflow.sdk.definitions.callback import AsyncCallback
+    from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    alert = DeadlineAlert(
+        reference=DeadlineReference.DAGRUN_QUEUED_AT,
+        interval=timedelta(hours=1),
+        callback=AsyncCallback(GlobeSmsNotifier, kwargs={"to": [ON_CALL], "message": "nightly is late"}),
+    )
+    with DAG("ntf_deadline", schedule=None, deadline=alert) as dag:
+        EmptyOperator(task_id="noop")
+    serialized = DagSerialization.serialize_dag(dag)
+    assert "airflow_provider_globesms.notifications.globesms.GlobeSmsNotifier" in str(serialized)

@@ -1,0 +1,103 @@
+"""The example DAGs import cleanly and run to success against the emulator, as the demo runs them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk import DAG
+
+from tests.conftest import task_states, xcom_values
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
+
+
+def load(name: str) -> DAG:
+    """The DAG of one example file, collected the way the dag processor collects it."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(EXAMPLES / f"{name}.py"))
+    assert bag.import_errors == {}
+    dag: DAG = bag.dags[name]
+    return dag
+
+
+def test_every_example_imports_without_dagbag_errors() -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(EXAMPLES))
+    assert bag.import_errors == {}
+    assert set(bag.dag_ids) == {
+        "globesms_daily_notification",
+        "globesms_templated_campaign",
+        "globesms_failure_alerts",
+        "globesms_fan_out",
+    }
+
+
+def test_daily_notification(run_dag: Callable[..., Any], globesms_conn: Any) -> None:
+    emulator = globesms_conn()
+    dag_run = run_dag(load("globesms_daily_notification"))
+    assert task_states(dag_run) == {"report_ready": "success"}
+    assert len(emulator.messages()) == 3
+    assert all(m["from"] == "Reports" for m in emulator.messages())
+
+
+def test_templated_campaign_with_receipts(run_dag: Callable[..., Any], globesms_conn: Any) -> None:
+    emulator = globesms_conn()
+    dag_run = run_dag(load("globesms_templated_campaign"))
+    assert task_states(dag_run) == {
+        "send_reminders": "success",
+        "wait_for_receipts": "success",
+        "summarize": "success",
+    }
+    (sent,) = xcom_values(dag_run, "send_reminders")
+    assert (sent["accepted"], sent["invalid"]) == (10, 2)  # the mainland and the unallocated number
+    assert {m["to"] for m in emulator.messages()} >= {"85291234567", "886912345678"}
+    (delivered,) = xcom_values(dag_run, "wait_for_receipts")
+    assert delivered["delivered"] == 10
+
+
+@pytest.mark.parametrize(
+    ("simulate", "state", "alerts"),
+    [
+        ("none", "success", 0),
+        ("transient", "success", 1),  # the retry alert
+        ("outage", "failed", 3),  # the retry alert, the task's failure alert, the DAG's failure alert
+    ],
+)
+def test_failure_alerts(
+    run_dag: Callable[..., Any], globesms_conn: Any, simulate: str, state: str, alerts: int
+) -> None:
+    emulator = globesms_conn()
+    dag_run = run_dag(load("globesms_failure_alerts"), run_conf={"simulate": simulate})
+    assert dag_run.state == state
+    texts = [m["message"] for m in emulator.messages()]
+    assert len(texts) == alerts
+    if simulate == "outage":
+        assert texts[0] == "globesms_failure_alerts.load failed, retrying (try 1)"
+        assert texts[1].startswith("Airflow: globesms_failure_alerts.load failed (try 2)")
+        assert texts[2].startswith("DAG globesms_failure_alerts failed on ")
+
+
+def test_fan_out(run_dag: Callable[..., Any], globesms_conn: Any, tmp_path: Path) -> None:
+    from airflow.models.pool import Pool
+
+    emulator = globesms_conn()
+    Pool.create_or_update_pool("globesms", slots=4, description="SMS shards", include_deferred=False)
+    big = tmp_path / "large.csv"
+    big.write_text("to,name,order\n" + "".join(f"+8529{n + 1000000:07d},C{n},{n}\n" for n in range(600)))
+    dag_run = run_dag(load("globesms_fan_out"), run_conf={"recipients": str(big), "shards": 3})
+    states = task_states(dag_run)
+    assert states == {
+        "split": "success",
+        "send_shard[0]": "success",
+        "send_shard[1]": "success",
+        "send_shard[2]": "success",
+        "total": "success",
+    }
+    (total,) = xcom_values(dag_run, "total")
+    assert total["accepted"] == 600
+    assert len(emulator.messages()) == 600
