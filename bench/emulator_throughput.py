@@ -119,6 +119,7 @@ def main() -> int:
         ]
         results["bare uvicorn (baseline)"] = {
             "rate": median([r[0] for r in bare_rounds]),
+            "min": min(r[0] for r in bare_rounds),
             "cpu_us": median([r[1] for r in bare_rounds]) * 1e6,
         }
     finally:
