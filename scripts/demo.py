@@ -33,6 +33,9 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
+from airflow_provider_globesms.testing import run_dag, xcom_values  # noqa: E402 - after the constants above
+
+
 def mask(number: str) -> str:
     from airflow_provider_globesms.client import mask_number
 
@@ -130,29 +133,13 @@ def prepare_airflow(url: str) -> None:
 
 
 def run(dag_id: str, conf: dict[str, Any] | None = None, label: str = "") -> Any:
-    from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-    from airflow.utils.session import create_session
+    from airflow.dag_processing.dagbag import DagBag
 
     with logs_to(DEMO / "logs" / f"{dag_id}{label}.log"):
         bag = DagBag(dag_folder=str(EXAMPLES / f"{dag_id}.py"))
         if bag.import_errors:
             raise SystemExit(f"{dag_id} does not import: {bag.import_errors}")
-        with create_session() as session:
-            DagBundlesManager().sync_bundles_to_db(session=session)  # type: ignore[no-untyped-call]
-        sync_bag_to_db(bag, "dags-folder", None)
-        return bag.dags[dag_id].test(run_conf=conf)
-
-
-def xcoms(dag_run: Any, task_id: str, key: str = "return_value") -> list[Any]:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        query = XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id, key=key)
-        rows: list[Any] = list(session.scalars(query).all())
-        rows.sort(key=lambda r: r.map_index)
-        return [XComModel.deserialize_value(r) for r in rows]
+        return run_dag(bag.dags[dag_id], run_conf=conf)
 
 
 def received(url: str, since: int) -> list[dict[str, Any]]:
@@ -176,7 +163,7 @@ def main() -> int:
 
         say("\n== globesms_daily_notification: a scheduled text to the team")
         dag_run = run("globesms_daily_notification")
-        (summary,) = xcoms(dag_run, "report_ready")
+        (summary,) = xcom_values(dag_run, "report_ready")
         say(f"   {dag_run.state}: accepted {summary['accepted']}, segments {summary['segments']}")
         messages = received(url, seen)
         seen += len(messages)
@@ -185,8 +172,8 @@ def main() -> int:
 
         say("\n== globesms_templated_campaign: personalised texts from a CSV, then delivery receipts")
         dag_run = run("globesms_templated_campaign")
-        sent = (xcoms(dag_run, "send_reminders") or [{}])[0]
-        receipts = (xcoms(dag_run, "wait_for_receipts") or [{}])[0]
+        sent = (xcom_values(dag_run, "send_reminders") or [{}])[0]
+        receipts = (xcom_values(dag_run, "wait_for_receipts") or [{}])[0]
         say(
             f"   {dag_run.state}: accepted {sent.get('accepted')}, invalid rows skipped {sent.get('invalid')}, "
             f"delivered {receipts.get('delivered')}, failed {receipts.get('failed')} "
@@ -212,8 +199,8 @@ def main() -> int:
         say(f"\n== globesms_fan_out: {LARGE_ROWS:,} recipients in mapped shards sharing the account's QPS cap")
         fan_started = time.monotonic()
         dag_run = run("globesms_fan_out")
-        totals = (xcoms(dag_run, "total") or [{}])[0]
-        shards = xcoms(dag_run, "send_shard")
+        totals = (xcom_values(dag_run, "total") or [{}])[0]
+        shards = xcom_values(dag_run, "send_shard")
         say(
             f"   {dag_run.state}: {len(shards)} shards, accepted {totals.get('accepted')}, failed "
             f"{totals.get('failed')}, segments {totals.get('segments')} in {time.monotonic() - fan_started:.0f} s"

@@ -25,6 +25,7 @@ from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
+from airflow_provider_globesms import testing  # noqa: E402
 from airflow_provider_globesms.emulator import EmulatorServer  # noqa: E402
 
 pytest_plugins = ["airflow_provider_globesms.emulator.pytest_plugin"]
@@ -77,46 +78,7 @@ def airflow_db() -> Path:
 @pytest.fixture
 def run_dag(airflow_db: Path) -> Callable[..., Any]:
     """Run an in-memory DAG with ``dag.test()``: it is serialized first, as the dag processor would."""
-
-    def run(dag: Any, **kwargs: Any) -> Any:
-        from airflow.dag_processing.bundles.manager import DagBundlesManager
-        from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-        from airflow.utils.session import create_session
-
-        with create_session() as session:
-            DagBundlesManager().sync_bundles_to_db(session=session)  # type: ignore[no-untyped-call]
-        bag = DagBag(dag_folder=str(AIRFLOW_HOME / "dags"))
-        bag.bag_dag(dag)
-        sync_bag_to_db(bag, "dags-folder", None)
-        _forget_cached_connections()
-        return dag.test(**kwargs)
-
-    return run
-
-
-def xcom_values(dag_run: Any, task_id: str, key: str = "return_value") -> list[Any]:
-    """XCom values a task pushed in a finished ``dag.test()`` run (one per map index, in order)."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        query = XComModel.get_many(run_id=dag_run.run_id, dag_ids=dag_run.dag_id, task_ids=task_id, key=key)
-        rows: list[Any] = list(session.scalars(query).all())
-        rows.sort(key=lambda r: r.map_index)
-        return [XComModel.deserialize_value(r) for r in rows]
-
-
-def task_states(dag_run: Any) -> dict[str, str]:
-    """``task_id`` (``task_id[map_index]`` when mapped) -> final state of a ``dag.test()`` run."""
-    from airflow.models.taskinstance import TaskInstance
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    with create_session() as session:
-        tis = session.scalars(
-            select(TaskInstance).where(TaskInstance.dag_id == dag_run.dag_id, TaskInstance.run_id == dag_run.run_id)
-        ).all()
-        return {(ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): str(ti.state) for ti in tis}
+    return testing.run_dag
 
 
 @pytest.fixture(scope="session", autouse=True)

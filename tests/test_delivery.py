@@ -13,8 +13,9 @@ from airflow.sdk import DAG
 from airflow_provider_globesms.emulator import EmulatorServer
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.sensors.globesms import GlobeSmsDeliverySensor
+from airflow_provider_globesms.testing import task_states, xcom_values
 from airflow_provider_globesms.triggers.globesms import GlobeSmsDeliveryTrigger
-from tests.conftest import connection_json, task_states, xcom_values
+from tests.conftest import connection_json
 
 PEOPLE = [{"to": f"+8529{n + 1000000:07d}", "name": f"C{n}"} for n in range(40)]
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from airflow.sdk import DAG
 
-from tests.conftest import task_states, xcom_values
+from airflow_provider_globesms.testing import task_states, xcom_values
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
 

@@ -188,3 +188,14 @@ def test_connection_form_metadata_is_consistent() -> None:
     assert behaviour["relabeling"] == {"login": "AccessKey ID", "password": "AccessKey Secret"}
     assert set(behaviour["hidden_fields"]) == set(CONNECTION_UI["hidden-fields"])
     assert all(field["label"] and field["description"] for field in CONNECTION_FIELDS.values())
+
+
+def test_the_uri_form_from_the_readme(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_SMS_URI", "globesms://LTAI5tXXXX:s%2Fecr%2Bet@/?region_id=eu-central-1&signature_version=v1"
+    )
+    _forget_cached_connections()
+    hook = GlobeSmsHook("sms_uri")
+    assert (hook.settings.access_key_id, hook.settings.access_key_secret) == ("LTAI5tXXXX", "s/ecr+et")
+    assert hook.client.endpoint.url == "https://dysmsapi.eu-central-1.aliyuncs.com"
+    assert hook.client.signature_version == "v1"

@@ -17,7 +17,7 @@ from airflow_provider_globesms.notifications.globesms import (
     default_message,
     send_globe_sms_notification,
 )
-from tests.conftest import task_states
+from airflow_provider_globesms.testing import task_states
 
 ON_CALL = "+85291234567"
 

@@ -14,7 +14,7 @@ from airflow.sdk import DAG, ObjectStoragePath, task
 
 from airflow_provider_globesms.emulator import EmulatorServer
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator, default_campaign_id
-from tests.conftest import task_states, xcom_values
+from airflow_provider_globesms.testing import task_states, xcom_values
 
 LOGICAL_DATE = datetime(2026, 11, 21, tzinfo=timezone.utc)
 

@@ -20,7 +20,8 @@ from airflow.sdk import DAG
 
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer, Faults
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
-from tests.conftest import AIRFLOW_HOME, connection_json, task_states, xcom_values
+from airflow_provider_globesms.testing import task_states, xcom_values
+from tests.conftest import AIRFLOW_HOME, connection_json
 
 LOGICAL_DATE = datetime(2026, 11, 21, tzinfo=timezone.utc)
 

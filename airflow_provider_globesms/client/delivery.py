@@ -76,6 +76,12 @@ class Round:
     errors: int
     seconds: float
 
+    def describe(self, pending: int) -> str:
+        return (
+            f"receipts: queried {self.queried} in {self.seconds:.1f} s, {self.became_final} became final, "
+            f"{pending} still pending"
+        )
+
 
 def receipt_status(result: QueryMessageResult) -> str:
     if result.delivered:

@@ -106,6 +106,15 @@ def _parse_timestamp(value: str, field: str) -> float:
         ) from None
 
 
+def _check_signature(expected: str, given: str, string_to_sign: str) -> None:
+    if not hmac.compare_digest(expected, given):
+        raise GatewayRefusal(
+            400,
+            "SignatureDoesNotMatch",
+            f"Specified signature does not match our calculation. server string to sign is:{string_to_sign}",
+        )
+
+
 class NonceCache:
     """Nonces seen within the timestamp tolerance; older ones are refused by their timestamp anyway."""
 
@@ -140,8 +149,12 @@ class Verifier:
             raise GatewayRefusal(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
         return secret
 
-    def _fresh(self, stamp: float, now: float, key_id: str, nonce: str) -> None:
-        if abs(now - stamp) > self.tolerance:
+    def _fresh(self, timestamp: str, field: str, now: float, key_id: str, nonce: str) -> None:
+        """The timestamp within the tolerance, and the nonce never seen before for this key."""
+        if not timestamp:
+            name = "XAcsDate" if field == "x-acs-date" else field
+            raise GatewayRefusal(400, f"Missing{name}", f"{field} is mandatory for this action.")
+        if abs(now - _parse_timestamp(timestamp, field)) > self.tolerance:
             raise GatewayRefusal(
                 400, "InvalidTimeStamp.Expired", "Specified time stamp or date value is expired (more than 15 minutes)."
             )
@@ -206,16 +219,8 @@ class Verifier:
             raise GatewayRefusal(400, "SignatureDoesNotMatch", "x-acs-content-sha256 does not match the body.")
         canonical = v3_canonical_request(method, "/", canonical_query(params), headers, signed, payload_hash)
         string_to_sign = v3_string_to_sign(canonical)
-        if not hmac.compare_digest(v3_signature(secret, string_to_sign), signature):
-            raise GatewayRefusal(
-                400,
-                "SignatureDoesNotMatch",
-                f"Specified signature does not match our calculation. server string to sign is:{string_to_sign}",
-            )
-        date = headers.get("x-acs-date", "")
-        if not date:
-            raise GatewayRefusal(400, "MissingXAcsDate", "x-acs-date is mandatory.")
-        self._fresh(_parse_timestamp(date, "x-acs-date"), now, key_id, headers.get("x-acs-signature-nonce", ""))
+        _check_signature(v3_signature(secret, string_to_sign), signature, string_to_sign)
+        self._fresh(headers.get("x-acs-date", ""), "x-acs-date", now, key_id, headers.get("x-acs-signature-nonce", ""))
         return Authenticated(key_id, headers.get("x-acs-action", ""), headers.get("x-acs-version", ""), params, "v3")
 
     def _verify_v1(self, method: str, params: dict[str, str], now: float) -> Authenticated:
@@ -228,15 +233,7 @@ class Verifier:
         secret = self._secret(key_id)
         signed = {k: v for k, v in params.items() if k != "Signature"}
         string_to_sign = v1_string_to_sign(method, signed)
-        if not hmac.compare_digest(v1_signature(secret, string_to_sign), signature):
-            raise GatewayRefusal(
-                400,
-                "SignatureDoesNotMatch",
-                f"Specified signature does not match our calculation. server string to sign is:{string_to_sign}",
-            )
-        timestamp = params.get("Timestamp", "")
-        if not timestamp:
-            raise GatewayRefusal(400, "MissingTimestamp", "Timestamp is mandatory for this action.")
-        self._fresh(_parse_timestamp(timestamp, "Timestamp"), now, key_id, params.get("SignatureNonce", ""))
+        _check_signature(v1_signature(secret, string_to_sign), signature, string_to_sign)
+        self._fresh(params.get("Timestamp", ""), "Timestamp", now, key_id, params.get("SignatureNonce", ""))
         operation = {k: v for k, v in params.items() if k not in V1_COMMON}
         return Authenticated(key_id, params.get("Action", ""), params.get("Version", ""), operation, "v1")

@@ -125,13 +125,7 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
             pending = tracker.pending()
         finally:
             tracker.close()
-        self.log.info(
-            "receipts: queried %d in %.1f s, %d became final, %d still pending",
-            round_.queried,
-            round_.seconds,
-            round_.became_final,
-            pending,
-        )
+        self.log.info(round_.describe(pending))
         return pending == 0
 
     async def _poll(self, tracker: DeliveryTracker) -> Round:

@@ -84,13 +84,7 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
                 while True:
                     round_ = await tracker.poll_round(aclient, concurrency=self.concurrency)
                     pending = tracker.pending()
-                    self.log.info(
-                        "receipts: queried %d in %.1f s, %d became final, %d still pending",
-                        round_.queried,
-                        round_.seconds,
-                        round_.became_final,
-                        pending,
-                    )
+                    self.log.info(round_.describe(pending))
                     if pending == 0:
                         break
                     if self.timeout_at is not None and time.time() + self.poll_interval >= self.timeout_at:
