@@ -174,3 +174,47 @@ def test_trigger_serialization_round_trip() -> None:
     rebuilt = getattr(import_module(module), name)(**kwargs)  # what the triggerer does
     assert rebuilt.serialize() == (classpath, kwargs)
     assert GlobeSmsDeliveryTrigger(source=["1", "2"], results_uri="r").serialize()[1]["source"] == ["1", "2"]
+
+
+def test_refused_credentials_fail_the_sensor_at_once(
+    run_dag: Callable[..., Any],
+    receipts: Callable[..., EmulatorServer],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    import time
+
+    emulator = receipts(delivery_delay=0.2)
+    from airflow_provider_globesms.client import Credentials, DysmsClient
+
+    ids = [
+        DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url).send_message("+85291234567", "x").message_id
+    ]
+    monkeypatch.setenv("AIRFLOW_CONN_GLOBESMS_DEFAULT", connection_json(emulator.url, password="rotated"))
+    with DAG("rcpt_refused", schedule=None) as dag:
+        GlobeSmsDeliverySensor(task_id="receipts", messages=ids, poke_interval=0.3, timeout=60, retries=0)
+    started = time.monotonic()
+    assert task_states(run_dag(dag)) == {"receipts": "failed"}
+    assert time.monotonic() - started < 30  # not after the hour of polling
+    assert "SignatureDoesNotMatch" in capfd.readouterr().out
+
+
+def test_a_reloaded_source_adds_messages_and_keeps_receipts(tmp_path: Path) -> None:
+    from airflow_provider_globesms.client.delivery import DeliveryTracker
+
+    with DeliveryTracker(tmp_path / "r.sqlite3") as tracker:
+        tracker.load([{"message_id": "1", "to": "85291234567"}, {"to": "8613800138000", "status": "invalid"}], "a")
+        tracker._db.execute("UPDATE receipts SET status = 'delivered' WHERE message_id = '1'")
+        tracker.load([{"message_id": "1"}, {"message_id": "2"}, {"to": "8613800138000", "status": "invalid"}], "b")
+        summary = tracker.summary()
+    assert (summary["delivered"], summary["pending"], summary["untracked"]) == (1, 1, 1)
+
+
+def test_query_failures_are_counted_by_code() -> None:
+    from airflow_provider_globesms.client.delivery import Round
+
+    text = Round(10, 2, 3, 1.5, {"Throttling.User": 2, "ServiceUnavailable": 1}).describe(8)
+    assert text == (
+        "receipts: queried 10 in 1.5 s, 2 became final, 8 still pending; 3 queries failed and will be "
+        "asked again (ServiceUnavailable x1, Throttling.User x2)"
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,9 +75,7 @@ def remote(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
 
 def test_segment_ledger_replays_its_log_elsewhere(remote: object) -> None:
     first = SegmentLedger(remote)  # type: ignore[arg-type]
-    first.mark_pending_many(
-        [LedgerEntry(f"k{n}", Status.PENDING, n, "85291234567", request=signed(n)) for n in range(3)]
-    )
+    first.write_many([LedgerEntry(f"k{n}", Status.PENDING, n, "85291234567", request=signed(n)) for n in range(3)])
     first.record(LedgerEntry("k0", Status.ACCEPTED, 0, "85291234567", message_id="m0"))
     first.record(LedgerEntry("k1", Status.FAILED, 1, "85291234567", error_code="Throttling.User"))
     first.close()
@@ -90,10 +89,10 @@ def test_segment_ledger_replays_its_log_elsewhere(remote: object) -> None:
 
 def test_a_pending_batch_is_one_remote_write(remote: object) -> None:
     ledger = SegmentLedger(remote)  # type: ignore[arg-type]
-    ledger.mark_pending_many([LedgerEntry(f"k{n}", Status.PENDING, n, "1", request=signed(n)) for n in range(50)])
+    ledger.write_many([LedgerEntry(f"k{n}", Status.PENDING, n, "1", request=signed(n)) for n in range(50)])
     names = [p.name for p in remote.iterdir()]  # type: ignore[attr-defined]
     assert len(names) == 1
-    assert names[0].endswith("-p.jsonl")
+    assert names[0].endswith("-w.jsonl")
     ledger.close()
 
 
@@ -128,3 +127,91 @@ def test_a_crash_is_settled_by_replaying_what_was_pending() -> None:
         assert sorted(m["to"] for m in emulator.messages()) == ["6591234567", "85291234567"]
         ledger.close()
         spill.close()
+
+
+def _campaign(emulator: EmulatorServer, workdir: str, count: int = 1) -> tuple[Campaign, Spill]:
+    client = DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
+    rows = [{"to": f"+8529123{n:04d}", "name": f"C{n}"} for n in range(count)]
+    campaign = Campaign(client, lambda r: f"Hi {r['name']}", SCOPE)
+    spill = Spill(campaign, workdir)
+    validate(campaign, rows_from_records(rows), on_row=spill.add, workdir=workdir)
+    return campaign, spill
+
+
+def test_a_worker_killed_while_a_throttled_message_waits_still_sends_it_once() -> None:
+    """The refusal is made durable before the backoff: a replay would otherwise meet the consumed nonce and
+    wrongly conclude that the message had arrived."""
+    import asyncio
+
+    with EmulatorServer(EmulatorConfig(qps=1, delivery_delay=0)) as emulator, tempfile.TemporaryDirectory() as workdir:
+        DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url).send_message(
+            "+6591234567", "fills the second"
+        )
+        campaign, spill = _campaign(emulator, workdir)
+        (message,) = list(spill)
+        ledger = SqliteLedger(Path(workdir) / "ledger.sqlite3")
+
+        async def killed_during_backoff() -> None:
+            with (Path(workdir) / "r1.jsonl").open("wb") as handle:
+                sender = BulkSender(campaign, ledger, ResultsWriter(handle), progress_interval=0)
+                attempt = asyncio.create_task(sender.run_async(spill, total=1))
+                for _ in range(200):  # until the throttled attempt is on record
+                    entry = ledger.get(message.key)  # type: ignore[union-attr]
+                    if entry is not None and entry.status is Status.FAILED:
+                        break
+                    await asyncio.sleep(0.005)
+                attempt.cancel()  # the worker dies while waiting for its retry
+                with pytest.raises(asyncio.CancelledError):
+                    await attempt
+
+        asyncio.run(killed_during_backoff())
+        assert len(emulator.messages()) == 1  # only the message that filled the second
+        with (Path(workdir) / "r2.jsonl").open("wb") as handle:
+            summary = BulkSender(campaign, ledger, ResultsWriter(handle), progress_interval=0).run(spill, total=1)
+        assert (summary.accepted, summary.recovered) == (1, 0)
+        assert sorted(m["to"] for m in emulator.messages()) == ["6591234567", "85291230000"]
+        ledger.close()
+        spill.close()
+
+
+class BrokenLedger(SqliteLedger):
+    def write_many(self, entries: object) -> None:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_ledger_that_cannot_be_written_stops_everything_before_sending() -> None:
+    from airflow_provider_globesms.client.bulk import LedgerError
+
+    with EmulatorServer(EmulatorConfig(delivery_delay=0)) as emulator, tempfile.TemporaryDirectory() as workdir:
+        campaign, spill = _campaign(emulator, workdir, count=20)
+        ledger = BrokenLedger(Path(workdir) / "ledger.sqlite3")
+        with (Path(workdir) / "r.jsonl").open("wb") as handle, pytest.raises(LedgerError, match="No space left"):
+            BulkSender(campaign, ledger, ResultsWriter(handle), progress_interval=0).run(spill, total=20)
+        assert emulator.messages() == []
+        ledger.close()
+        spill.close()
+
+
+def test_segment_names_stay_ordered_past_a_clock_running_ahead(tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    ahead = SegmentLedger(remote)
+    ahead._clock = time.time_ns() + 600 * 10**9  # this worker's clock is ten minutes ahead
+    ahead.write_many([LedgerEntry("k", Status.FAILED, 1, "85291234567", error_code="X")])
+    ahead.close()
+    behind = SegmentLedger(remote)  # a correct clock, later
+    behind.write_many([LedgerEntry("k", Status.ACCEPTED, 1, "85291234567", message_id="m")])
+    behind.close()
+    third = SegmentLedger(remote)
+    entry = third.get("k")
+    assert entry is not None
+    assert entry.status is Status.ACCEPTED  # the later write wins, whatever the clocks said
+    third.close()
+
+
+def test_a_millionth_segment_is_still_read(tmp_path: Path) -> None:
+    remote = tmp_path / "remote"
+    ledger = SegmentLedger(remote)
+    ledger._sequence = 1_000_000
+    ledger.mark_pending("k", 1, "85291234567", signed(1))
+    ledger.close()
+    assert [e.key for e in SegmentLedger(remote).pending()] == ["k"]

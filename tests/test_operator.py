@@ -291,3 +291,26 @@ def test_constructor_rejects_contradictions() -> None:
         SendGlobeSmsOperator(task_id="x", message="m")
     with pytest.raises(ValueError, match="on_invalid"):
         SendGlobeSmsOperator(task_id="x", message="m", to="+85291234567", on_invalid="ignore")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("executor", "ledger", "warned"),
+    [
+        ("CeleryExecutor", "/var/airflow/globesms/x", True),
+        ("KubernetesExecutor,LocalExecutor", "/var/airflow/globesms/x", True),
+        ("CeleryExecutor", "s3://shared/globesms/x", False),
+        ("LocalExecutor", "/var/airflow/globesms/x", False),
+    ],
+)
+def test_a_ledger_other_workers_cannot_see_is_flagged(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    executor: str,
+    ledger: str,
+    warned: bool,
+) -> None:
+    monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", executor)
+    SendGlobeSmsOperator(task_id="x", to="+85291234567", message="m")._warn_if_ledger_is_not_shared(ledger)
+    logged = capfd.readouterr().out + caplog.text
+    assert ("a retry on another worker cannot see it" in logged) is warned

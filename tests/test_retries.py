@@ -175,3 +175,76 @@ def test_an_unreachable_endpoint_gives_up_with_a_clear_error() -> None:
         pytest.raises(RequestNotSentError, match="could not connect"),
     ):
         client.send_message("+85291234567", "hello")
+
+
+class ForwardThenReset:
+    """A loopback proxy that hands the first ``resets`` requests to the emulator, then resets the client's
+    connection instead of relaying the answer: a load balancer failing after the API accepted."""
+
+    def __init__(self, target_port: int, resets: int = 1) -> None:
+        import threading
+
+        self.target_port = target_port
+        self.resets = resets
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import struct
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            with client:
+                while True:
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        chunk = client.recv(65536)
+                        if not chunk:
+                            break
+                        request += chunk
+                    if not request:
+                        break
+                    with socket.create_connection(("127.0.0.1", self.target_port)) as upstream:
+                        upstream.sendall(request)
+                        answer = b""
+                        while b"\r\n\r\n" not in answer or len(answer) < answer.index(b"\r\n\r\n") + 4 + int(
+                            answer.split(b"content-length: ")[1].split(b"\r\n")[0]
+                        ):
+                            answer += upstream.recv(65536)
+                    if self.resets > 0:
+                        self.resets -= 1
+                        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        break  # closing with linger 0: a reset, the accepted request's answer lost
+                    client.sendall(answer)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_reset_after_the_api_accepted_is_not_sent_twice(emulator: EmulatorServer) -> None:
+    """The retry after a reset resends the same signed bytes: the gateway knows the nonce, so no second SMS."""
+    from airflow_provider_globesms.client import ReceivedWithoutAnswerError
+
+    proxy = ForwardThenReset(emulator.port)
+    try:
+        with client_for(f"http://127.0.0.1:{proxy.port}") as client, pytest.raises(ReceivedWithoutAnswerError):
+            client.send_message("+85291234567", "hello")
+    finally:
+        proxy.close()
+    assert len(emulator.messages()) == 1
+    assert send_requests(emulator) == 2  # the original, and its byte-identical replay
+    assert emulator.stats()["codes"]["SignatureNonceUsed"] == 1
+
+
+def test_a_reset_before_the_api_saw_it_is_sent_once(emulator: EmulatorServer) -> None:
+    emulator.set_faults(script=["reset"])  # dropped before processing: the nonce is still fresh
+    with client_for(emulator.url) as client:
+        assert client.send_message("+85291234567", "hello").response_code == "OK"
+    assert len(emulator.messages()) == 1

@@ -146,3 +146,10 @@ def test_garbage_is_a_protocol_violation(pair: tuple[socket.socket, socket.socke
 def test_request_encoding() -> None:
     raw = encode_request("POST", "/?a=1", {"host": "h", "x-acs-action": "QueryMessage"})
     assert raw == b"POST /?a=1 HTTP/1.1\r\nhost: h\r\nx-acs-action: QueryMessage\r\ncontent-length: 0\r\n\r\n"
+
+
+def test_a_status_code_must_be_ascii_digits(pair: tuple[socket.socket, socket.socket]) -> None:
+    client, server = pair
+    serve(server, "HTTP/1.1 2² OK\r\nContent-Length: 0\r\n\r\n".encode("latin-1")).join()
+    with pytest.raises(ProtocolViolation, match="status line"):
+        read_reply(client)

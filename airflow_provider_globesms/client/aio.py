@@ -152,11 +152,23 @@ class AsyncDysmsClient:
         return await self.send_params(request.to_params(), before_exchange)
 
     async def send_params(
-        self, params: Mapping[str, str], before_exchange: Callable[[SignedRequest], Awaitable[None]] | None = None
+        self,
+        params: Mapping[str, str],
+        before_exchange: Callable[[SignedRequest], Awaitable[None]] | None = None,
+        after_refusal: Callable[[SignedRequest], Awaitable[None]] | None = None,
     ) -> SendMessageResult:
-        """Send SendMessageToGlobe parameters validated earlier (``SendMessageRequest.to_params()``)."""
+        """Send SendMessageToGlobe parameters validated earlier (``SendMessageRequest.to_params()``).
+
+        ``before_exchange`` sees each newly signed attempt before its bytes leave; ``after_refusal`` sees
+        an attempt the API refused (throttled, 503...) before the retry signs a new one.
+        """
         return await self._call(
-            SEND, params, SendMessageResult, masked_to=mask_number(params["To"]), before_exchange=before_exchange
+            SEND,
+            params,
+            SendMessageResult,
+            masked_to=mask_number(params["To"]),
+            before_exchange=before_exchange,
+            after_refusal=after_refusal,
         )
 
     async def replay_send(self, signed: SignedRequest) -> SendMessageResult:
@@ -182,22 +194,27 @@ class AsyncDysmsClient:
         masked_to: str = "",
         idempotent: bool = False,
         before_exchange: Callable[[SignedRequest], Awaitable[None]] | None = None,
+        after_refusal: Callable[[SignedRequest], Awaitable[None]] | None = None,
     ) -> R:
+        """See ``DysmsClient._call``; the callbacks are awaited."""
         client = self.client
         limiter = client.limiters[action]
         attempts = Attempts()
         while True:
             attempts.total += 1
             await limiter.pace_async()
-            signed = client.sign(action, params)
-            if before_exchange is not None:
+            signed = attempts.replay or client.sign(action, params)
+            if attempts.replay is None and before_exchange is not None:
                 await before_exchange(signed)
             started = time.perf_counter()
             try:
                 raw = await self._pool.exchange(signed, before_write=limiter.admit_async)
                 result = client._parse(action, raw, model)
             except (ExchangeError, GlobeSmsError) as exc:
-                await asyncio.sleep(client._retry_or_raise(action, exc, attempts, idempotent, masked_to))
+                wait = client._retry_or_raise(action, exc, attempts, idempotent, masked_to, signed)
+                if attempts.replay is None and after_refusal is not None:
+                    await after_refusal(signed)
+                await asyncio.sleep(wait)
                 continue
             client._succeeded(action, result, masked_to, started, attempts.total)
             return result

@@ -37,6 +37,7 @@ from airflow_provider_globesms.client.errors import (
     GlobeSmsError,
     InvalidFieldError,
     OutcomeUnknownError,
+    ReceivedWithoutAnswerError,
     RequestNotSentError,
 )
 from airflow_provider_globesms.client.ledger import (
@@ -66,6 +67,10 @@ class LineLogger(Protocol):
     def warning(self, msg: str, /, *args: Any) -> Any: ...
 
     def exception(self, msg: str, /, *args: Any) -> Any: ...
+
+
+class LedgerError(Exception):
+    """The ledger could not be written: sending must stop, or nothing protects against sending twice."""
 
 
 class RenderError(Exception):
@@ -402,8 +407,9 @@ class BulkSender:
         self._progress: Progress | None = None
         self._fatal: BaseException | None = None
         self._aclient: AsyncDysmsClient | None = None
-        # Pending records of one event-loop turn, committed together before any of them is sent.
-        self._pending_batch: list[tuple[LedgerEntry, asyncio.Future[None]]] = []
+        # Durable records waiting for the next group commit, and whether one is being written now.
+        self._durable_queue: list[tuple[LedgerEntry, asyncio.Future[None]]] = []
+        self._committing = False
         # A remote ledger's writes are slow I/O: keep them off the event loop.
         self._ledger_threads = (
             ThreadPoolExecutor(2, thread_name_prefix="globesms-ledger") if isinstance(ledger, SegmentLedger) else None
@@ -420,6 +426,7 @@ class BulkSender:
     async def run_async(self, items: Iterable[PreparedMessage | RowError], total: int) -> SendSummary:
         started = time.monotonic()
         self._aclient = AsyncDysmsClient(self.client, max_connections=self.concurrency)
+        flusher = asyncio.create_task(self._flush_outcomes()) if self._ledger_threads is not None else None
         try:
             await self.recover()
             slots = asyncio.Semaphore(self.concurrency)
@@ -444,12 +451,27 @@ class BulkSender:
                 if tasks:
                     await asyncio.wait(set(tasks))
         finally:
+            if flusher is not None:
+                flusher.cancel()
             await self._aclient.aclose()
         if self._fatal is not None:
             raise self._fatal
-        self.ledger.flush()
+        await self._off_loop(self.ledger.flush)
         self.summary.seconds = time.monotonic() - started
         return self.summary
+
+    async def _off_loop(self, call: Callable[..., None], *args: Any) -> None:
+        """Run a ledger call; off the event loop when the ledger is remote (slow I/O)."""
+        if self._ledger_threads is None:
+            call(*args)
+        else:
+            await asyncio.get_running_loop().run_in_executor(self._ledger_threads, call, *args)
+
+    async def _flush_outcomes(self) -> None:
+        """A remote ledger gets the outcomes about every second, so a killed worker loses little."""
+        while True:
+            await asyncio.sleep(1.0)
+            await self._off_loop(self.ledger.flush)
 
     # --- what a crashed or timed-out attempt left open ------------------------------------------
 
@@ -457,10 +479,15 @@ class BulkSender:
         """Settle the messages a killed attempt left pending, by replaying their signed requests."""
         pending = self.ledger.pending()
         settled: Counter[str] = Counter()
-        for entry in pending:
-            status, extra = await self._settle(entry.request, entry.updated_at)
+        slots = asyncio.Semaphore(self.concurrency)
+
+        async def settle(entry: LedgerEntry) -> None:
+            async with slots:  # concurrently, paced by the limiter: they must beat the 15-minute window
+                status, extra = await self._settle(entry.request, entry.updated_at)
             settled[status.value] += 1
-            self.ledger.record(LedgerEntry(entry.key, status, entry.row, entry.to, updated_at=time.time(), **extra))
+            await self._store(LedgerEntry(entry.key, status, entry.row, entry.to, updated_at=time.time(), **extra))
+
+        await asyncio.gather(*(settle(entry) for entry in pending))
         if pending:
             self.logger.warning(
                 "%d messages were in flight when an earlier attempt stopped; settled by replay: %s",
@@ -546,51 +573,78 @@ class BulkSender:
             if self._progress is not None:
                 self._progress.done += 1
 
-    async def _mark_pending(self, message: PreparedMessage, signed: SignedRequest) -> None:
-        """Return once the pending record is durable: group-committed with the rest of this loop turn."""
-        loop = asyncio.get_running_loop()
-        entry = LedgerEntry(
-            message.key, Status.PENDING, message.row, message.to, request=signed, updated_at=time.time()
-        )
-        done: asyncio.Future[None] = loop.create_future()
-        if not self._pending_batch:
-            loop.call_soon(self._commit_pending)
-        self._pending_batch.append((entry, done))
+    async def _write_durably(self, entry: LedgerEntry) -> None:
+        """Return once ``entry`` is durable in the ledger.
+
+        Group commit: every record queued while the previous write is in flight goes out in the next
+        single write (one transaction locally, one segment object remotely).
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._durable_queue.append((entry, done))
+        if not self._committing:
+            self._committing = True
+            asyncio.get_running_loop().call_soon(self._commit)
         await done
 
-    def _commit_pending(self) -> None:
-        batch, self._pending_batch = self._pending_batch, []
+    def _commit(self) -> None:
+        batch, self._durable_queue = self._durable_queue, []
+        if not batch:
+            self._committing = False
+            return
         entries = [entry for entry, _ in batch]
 
         def settle(error: BaseException | None) -> None:
             for _, done in batch:
                 if not done.done():
-                    done.set_exception(error) if error is not None else done.set_result(None)
+                    if error is None:
+                        done.set_result(None)
+                    else:
+                        done.set_exception(LedgerError(f"the ledger cannot be written: {error}"))
+            asyncio.get_running_loop().call_soon(self._commit)  # whatever queued meanwhile
 
         if self._ledger_threads is None:
             try:
-                self.ledger.mark_pending_many(entries)  # one local transaction for the whole turn
+                self.ledger.write_many(entries)  # a local transaction: microseconds
             except Exception as exc:
                 settle(exc)
             else:
                 settle(None)
             return
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._ledger_threads, self.ledger.mark_pending_many, entries)
+        future = asyncio.get_running_loop().run_in_executor(self._ledger_threads, self.ledger.write_many, entries)
         future.add_done_callback(lambda f: settle(f.exception()))
+
+    async def _store(self, entry: LedgerEntry) -> None:
+        """Record an outcome. A refusal is written durably: left pending, its consumed nonce would make a
+        later replay look like proof of receipt. Other outcomes may be buffered (see the ledger)."""
+        if entry.status is Status.FAILED:
+            await self._write_durably(entry)
+        else:
+            self.ledger.record(entry)
 
     async def _send_one(self, message: PreparedMessage) -> None:
         assert self._aclient is not None
         last: list[SignedRequest] = []
 
+        def entry(status: Status, **fields: Any) -> LedgerEntry:
+            return LedgerEntry(message.key, status, message.row, message.to, updated_at=time.time(), **fields)
+
         async def before_exchange(signed: SignedRequest) -> None:
-            await self._mark_pending(message, signed)
+            await self._write_durably(entry(Status.PENDING, request=signed))
             last[:] = [signed]
+
+        async def after_refusal(signed: SignedRequest) -> None:
+            # Throttled or turned away: the API did not take it. Say so before the retry's backoff, so a
+            # worker killed meanwhile leaves a refusal to resend, not a "pending" that replay would misread.
+            await self._write_durably(entry(Status.FAILED, error="refused; a retry was under way"))
 
         extra: dict[str, Any]
         try:
-            result = await self._aclient.send_params(message.params, before_exchange=before_exchange)
+            result = await self._aclient.send_params(message.params, before_exchange, after_refusal)
             status, extra = Status.ACCEPTED, {"message_id": result.message_id, "segments": result.segments}
+        except LedgerError:
+            raise  # fatal: without a ledger, nothing more may be sent
+        except ReceivedWithoutAnswerError as exc:
+            status, extra = Status.RECEIVED, {"error": str(exc)}
         except OutcomeUnknownError as exc:
             if last:
                 await asyncio.sleep(self.confirm_delay)
@@ -607,14 +661,14 @@ class BulkSender:
             status = Status.UNKNOWN if last else Status.FAILED
             extra = {"error_code": type(exc).__name__, "error": str(exc)}
             self.logger.exception("row %d: unexpected error while sending", message.row)
-        self._finish(message, status, extra)
+        await self._finish(message, status, extra)
 
-    def _finish(self, message: PreparedMessage, status: Status, extra: dict[str, Any]) -> None:
+    async def _finish(self, message: PreparedMessage, status: Status, extra: dict[str, Any]) -> None:
         segments = int(extra.pop("segments", 0) or message.segments)
         entry = LedgerEntry(
             message.key, status, message.row, message.to, segments=segments, updated_at=time.time(), **extra
         )
-        self.ledger.record(entry)
+        await self._store(entry)
         self.results.write(
             message.row,
             message.to,

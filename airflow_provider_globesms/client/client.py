@@ -4,10 +4,12 @@ One instance is thread-safe and meant to be shared by every sending thread of a 
 connection pool and one rate limiter per action (the gateway's caps are per account and action).
 
 Retries follow one rule: resend only what the API provably did not take. Throttling and 503 are
-refusals; a failed connect or write never reached it; a connection reset before any reply byte is
-treated as not accepted (a gateway answers every request it accepts), which ``RetryPolicy`` can turn
-off. A timeout after the request went out, a 500, 502 or 504, or a reply cut short are raised as
-``OutcomeUnknownError`` for sends and retried only for QueryMessage, which bills nothing.
+refusals: the retry is signed anew. A failed connect or write, or a connection reset before any reply
+byte, may or may not have reached the API: the retry sends the *same signed bytes*, and if the first
+attempt did arrive the gateway refuses the repeated nonce (``SignatureNonceUsed``), which is raised as
+``ReceivedWithoutAnswerError`` instead of billing a second message. A timeout after the request went
+out, a 500, 502 or 504, or a reply cut short are raised as ``OutcomeUnknownError`` for sends and
+retried only for QueryMessage, which bills nothing.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from airflow_provider_globesms.client.errors import (
     GatewayError,
     GlobeSmsError,
     OutcomeUnknownError,
+    ReceivedWithoutAnswerError,
     RequestNotSentError,
     ServiceUnavailableError,
     ThrottlingError,
@@ -109,10 +112,16 @@ class RetryPolicy:
 
 @dataclass(slots=True)
 class Attempts:
-    """Tries of one call so far."""
+    """Tries of one call so far.
+
+    ``replay`` is set when the last attempt may have left without an answer (connect, write or reset
+    failure): the next attempt then sends those same signed bytes instead of signing anew, so that a
+    first attempt that did arrive is refused by the gateway's nonce check rather than billed twice.
+    """
 
     total: int = 0
     throttled: int = 0
+    replay: SignedRequest | None = None
 
     @property
     def other(self) -> int:
@@ -264,32 +273,56 @@ class DysmsClient:
         masked_to: str = "",
         idempotent: bool = False,
         before_exchange: Callable[[SignedRequest], None] | None = None,
+        after_refusal: Callable[[SignedRequest], None] | None = None,
     ) -> R:
         limiter = self.limiters[action]
         attempts = Attempts()
         while True:
             attempts.total += 1
             limiter.pace()
-            signed = self.sign(action, params)
-            if before_exchange is not None:
+            signed = attempts.replay or self.sign(action, params)
+            if attempts.replay is None and before_exchange is not None:
                 before_exchange(signed)
             started = time.perf_counter()
             try:
                 result = self._parse(action, self._pool.exchange(signed, before_write=limiter.admit), model)
             except (ExchangeError, GlobeSmsError) as exc:
-                self._sleep(self._retry_or_raise(action, exc, attempts, idempotent, masked_to))
+                wait = self._retry_or_raise(action, exc, attempts, idempotent, masked_to, signed)
+                if attempts.replay is None and after_refusal is not None:
+                    after_refusal(signed)
+                self._sleep(wait)
                 continue
             self._succeeded(action, result, masked_to, started, attempts.total)
             return result
 
     def _retry_or_raise(
-        self, action: str, exc: ExchangeError | GlobeSmsError, attempts: Attempts, idempotent: bool, masked_to: str
+        self,
+        action: str,
+        exc: ExchangeError | GlobeSmsError,
+        attempts: Attempts,
+        idempotent: bool,
+        masked_to: str,
+        signed: SignedRequest,
     ) -> float:
         """Seconds to wait before the next attempt after ``exc``; raises when it must not be retried.
 
-        Shared by the blocking and the asyncio call loops, so both follow one retry rule.
+        Shared by the blocking and the asyncio call loops, so both follow one retry rule. Sets
+        ``attempts.replay`` when the next attempt must resend ``signed`` as is (see ``Attempts``).
         """
+        replaying = attempts.replay is not None
+        attempts.replay = None
         error = self._exchange_error(action, exc, idempotent) if isinstance(exc, ExchangeError) else exc
+        if replaying and isinstance(error, AuthenticationError) and error.code == "SignatureNonceUsed":
+            # The same bytes were seen before: the earlier attempt reached the API after all.
+            self._count(f"{action}.unknown")
+            received = ReceivedWithoutAnswerError(
+                f"{action}: the API received the request (its nonce was seen when it was sent again), "
+                "but its answer was lost",
+                request_id=error.request_id,
+                code=error.code,
+            )
+            log.warning("%s %s: %s", action, masked_to, received)
+            raise received from None
         policy = self.retry
         if isinstance(error, ThrottlingError):
             attempts.throttled += 1
@@ -301,6 +334,8 @@ class DysmsClient:
         ):
             wait = policy.backoff(attempts.other)
             exhausted = attempts.other >= policy.max_attempts
+            if isinstance(error, RequestNotSentError) and not idempotent:
+                attempts.replay = signed
         else:
             if isinstance(error, OutcomeUnknownError):
                 self._count(f"{action}.unknown")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -20,7 +21,12 @@ import msgspec
 from tabulate import tabulate
 
 from airflow_provider_globesms.client.aio import AsyncDysmsClient
-from airflow_provider_globesms.client.errors import BusinessError, GlobeSmsError
+from airflow_provider_globesms.client.errors import (
+    AuthenticationError,
+    BusinessError,
+    ConfigurationError,
+    GlobeSmsError,
+)
 from airflow_provider_globesms.client.models import QueryMessageResult
 
 PENDING, DELIVERED, FAILED, EXPIRED, QUERY_FAILED, UNTRACKED = (
@@ -75,12 +81,17 @@ class Round:
     became_final: int
     errors: int
     seconds: float
+    errors_by_code: dict[str, int] = field(default_factory=dict)
 
     def describe(self, pending: int) -> str:
-        return (
+        text = (
             f"receipts: queried {self.queried} in {self.seconds:.1f} s, {self.became_final} became final, "
             f"{pending} still pending"
         )
+        if self.errors:
+            codes = ", ".join(f"{code} x{n}" for code, n in sorted(self.errors_by_code.items()))
+            text += f"; {self.errors} queries failed and will be asked again ({codes})"
+        return text
 
 
 def receipt_status(result: QueryMessageResult) -> str:
@@ -103,13 +114,18 @@ class DeliveryTracker:
         self._db.executescript(_SCHEMA)
 
     @property
-    def loaded(self) -> bool:
-        return self._db.execute("SELECT 1 FROM meta WHERE name = 'loaded'").fetchone() is not None
+    def source(self) -> str | None:
+        """What was loaded last (``load(..., source=...)``), to tell when the input has changed."""
+        row = self._db.execute("SELECT value FROM meta WHERE name = 'source'").fetchone()
+        return str(row[0]) if row else None
 
-    def load(self, messages: Iterable[Mapping[str, Any]]) -> int:
+    def load(self, messages: Iterable[Mapping[str, Any]], source: str = "") -> int:
         """Take the messages to track: results-file lines (``message_id``, ``to``, ``status``...) or bare
-        ``{"message_id": ...}``. Lines without a MessageId are kept, as untracked, for the report."""
+        ``{"message_id": ...}``. Lines without a MessageId are kept, as untracked, for the report.
+
+        Loading again adds new messages and keeps the receipts of known ones (a re-run send task)."""
         self._db.execute("BEGIN")
+        self._db.execute("DELETE FROM receipts WHERE message_id IS NULL")  # reloaded below
         count = 0
         for count, record in enumerate(messages, 1):
             message_id = record.get("message_id")
@@ -128,7 +144,7 @@ class DeliveryTracker:
                     None if message_id else record.get("error"),
                 ),
             )
-        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('loaded', ?)", (str(time.time()),))
+        self._db.execute("INSERT OR REPLACE INTO meta VALUES ('source', ?)", (source,))
         self._db.execute("COMMIT")
         return count
 
@@ -152,13 +168,18 @@ class DeliveryTracker:
         queried = became_final = errors = 0
         slots = asyncio.Semaphore(concurrency)
 
+        failures: Counter[str] = Counter()
+
         async def check(row_id: int, message_id: str) -> tuple[int, QueryMessageResult | BusinessError | None]:
             async with slots:
                 try:
                     return row_id, await client.query_message(message_id)
                 except BusinessError as exc:  # e.g. a MessageId the API does not know
                     return row_id, exc
-                except GlobeSmsError:
+                except (AuthenticationError, ConfigurationError):
+                    raise  # wrong key or settings: polling on would only wait for the timeout
+                except GlobeSmsError as exc:
+                    failures[str(getattr(exc, "code", None) or type(exc).__name__)] += 1
                     return row_id, None  # still pending; asked again next round
 
         after = 0
@@ -197,7 +218,7 @@ class DeliveryTracker:
                     (*update, row_id),
                 )
             self._db.execute("COMMIT")
-        return Round(queried, became_final, errors, time.monotonic() - started)
+        return Round(queried, became_final, errors, time.monotonic() - started, dict(failures))
 
     # --- reporting --------------------------------------------------------------------------------
 

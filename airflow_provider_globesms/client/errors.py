@@ -115,3 +115,12 @@ class OutcomeUnknownError(TransportError):
         self.request_id = request_id
         self.code = code
         super().__init__(f"outcome unknown, the message may have been accepted: {reason}")
+
+
+class ReceivedWithoutAnswerError(OutcomeUnknownError):
+    """The API provably received the message, but its answer was lost (no MessageId).
+
+    Raised when a request whose first answer never came is sent again byte for byte and the gateway
+    refuses the repeated nonce (``SignatureNonceUsed``): the first attempt had arrived. It may have been
+    accepted and billed; it must not be sent again.
+    """

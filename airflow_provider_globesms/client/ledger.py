@@ -12,9 +12,9 @@ acceptance means it never had (and now has, once).
 
 Two stores: ``SqliteLedger`` (a local file; durable across process kills) and ``SegmentLedger``
 (any object store reachable through a path-like object, e.g. Airflow's ``ObjectStoragePath``): a
-local SQLite mirror plus an append-only log of immutable segment objects. Pending records come in
-batches (``mark_pending_many``; the bulk sender group-commits every send that reached that point in
-one event-loop turn), so a remote store costs one write per batch, not per message.
+local SQLite mirror plus an append-only log of immutable segment objects. Durable records (pending
+ones, and refusals) come in batches (``write_many``; the bulk sender group-commits every send that
+reached that point together), so a remote store costs one write per batch, not per message.
 """
 
 from __future__ import annotations
@@ -184,10 +184,10 @@ class SqliteLedger:
 
     def mark_pending(self, key: str, row: int, to: str, request: SignedRequest) -> None:
         """Durably record that ``request`` is about to be sent. Returns once it is safe to send."""
-        self.mark_pending_many([LedgerEntry(key, Status.PENDING, row, to, request=request, updated_at=time.time())])
+        self.write_many([LedgerEntry(key, Status.PENDING, row, to, request=request, updated_at=time.time())])
 
-    def mark_pending_many(self, entries: Sequence[LedgerEntry]) -> None:
-        """Durably record a batch of pending entries in one transaction."""
+    def write_many(self, entries: Sequence[LedgerEntry]) -> None:
+        """Durably record a batch of entries (pending ones, refusals) in one transaction."""
         with self._lock:
             for entry in entries:
                 self._buffer.pop(entry.key, None)
@@ -263,20 +263,22 @@ class StoragePath(Protocol):
 
     def iterdir(self) -> Iterator[StoragePath]: ...
 
-    def open(self, mode: str = ...) -> IO[Any]: ...
+    def open(self, mode: str) -> IO[Any]: ...
 
 
-_SEGMENT_NAME = re.compile(r"\d{20}-[\w-]+-\d{6}-[po]\.jsonl")
+_SEGMENT_NAME = re.compile(r"(\d{20})-[\w-]+-\d+-[a-z]\.jsonl")
 
 
 class SegmentLedger(SqliteLedger):
     """A ledger kept in object storage (shared by workers), mirrored in a local SQLite file.
 
     The remote copy is an append-only log of immutable JSONL segments; opening replays them in name
-    order (names start with a nanosecond timestamp). ``mark_pending_many`` returns once the segment
-    holding the batch is written. Outcomes are written as segments by ``flush`` (the bulk sender
-    flushes about every second, and at the end): an outcome lost in a crash leaves its message
-    pending, which recovery settles by replay.
+    order. A name starts with a nanosecond timestamp kept above every name already in the log (a
+    Lamport clock): a worker whose clock runs behind still writes after what it read. ``write_many``
+    returns once the segment holding the batch is written. Outcomes are written as segments by
+    ``flush`` (the bulk sender flushes about every second, and at the end); an outcome lost in a crash
+    leaves its message pending, which recovery settles by replay. Locks are held only to name segments
+    and to swap buffers, never while writing to the store.
     """
 
     def __init__(self, remote: StoragePath, local_dir: str | os.PathLike[str] | None = None) -> None:
@@ -287,8 +289,10 @@ class SegmentLedger(SqliteLedger):
             local_dir = self._tmp.name
         super().__init__(Path(local_dir) / "mirror.sqlite3")
         self._sequence = 0
+        self._clock = 0  # nanoseconds; the next segment name is above it
         self._writer = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._upload_lock = threading.Lock()  # one remote write at a time, in order
+        self._name_lock = threading.Lock()
+        self._outcomes_lock = threading.Lock()
         self._outcomes: list[LedgerEntry] = []
         remote.mkdir(parents=True, exist_ok=True)
         self._replay()
@@ -303,6 +307,7 @@ class SegmentLedger(SqliteLedger):
             names = []
         batch: list[LedgerEntry] = []
         for name in names:
+            self._clock = max(self._clock, int(name[:20]))
             with (self.remote / name).open("r") as handle:
                 for line in handle:
                     if line.strip():
@@ -319,28 +324,32 @@ class SegmentLedger(SqliteLedger):
                 self._db.executemany(_UPSERT, [_row(e) for e in entries])
                 self._db.execute("COMMIT")
 
+    def _next_name(self, kind: str) -> str:
+        with self._name_lock:
+            self._clock = max(time.time_ns(), self._clock + 1)
+            self._sequence += 1
+            return f"{self._clock:020d}-{self._writer}-{self._sequence:010d}-{kind}.jsonl"
+
     def _write_segment(self, entries: Sequence[LedgerEntry], kind: str) -> None:
         if not entries:
             return
+        name = self._next_name(kind)
         payload = "".join(_encode(e.to_json()).decode() + "\n" for e in entries)
-        with self._upload_lock:
-            self._sequence += 1
-            name = f"{time.time_ns():020d}-{self._writer}-{self._sequence:06d}-{kind}.jsonl"
-            with (self.remote / name).open("w") as handle:
-                handle.write(payload)
+        with (self.remote / name).open("w") as handle:
+            handle.write(payload)
 
-    def mark_pending_many(self, entries: Sequence[LedgerEntry]) -> None:
-        super().mark_pending_many(entries)
-        self._write_segment(entries, "p")
+    def write_many(self, entries: Sequence[LedgerEntry]) -> None:
+        super().write_many(entries)
+        self._write_segment(entries, "w")
 
     def record(self, entry: LedgerEntry) -> None:
         super().record(entry)
-        with self._upload_lock:
+        with self._outcomes_lock:
             self._outcomes.append(entry)
 
     def flush(self) -> None:
         super().flush()
-        with self._upload_lock:
+        with self._outcomes_lock:
             outcomes, self._outcomes = self._outcomes, []
         self._write_segment(outcomes, "o")
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import jinja2
-from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk import BaseOperator, ObjectStoragePath, conf
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from tabulate import tabulate
 
@@ -91,8 +91,9 @@ class SendGlobeSmsOperator(BaseOperator):
 
     Sends run concurrently under a rate limiter at ``max_qps`` (else the connection's, else 2,000/s).
     A ledger keyed by task instance, number and text makes every message exactly-once across retries,
-    killed workers and cleared tasks; an answer that never came is reported "unknown" and not resent
-    unless ``resend_unknown=True``.
+    killed workers and cleared tasks; an answer that never came is settled by replaying the signed request
+    where the API allows, else reported "unknown", never resent unless ``resend_unknown=True``, and the task
+    fails until ``resend_unknown`` or ``fail_on_unknown=False`` says what to do with it.
 
     Returns (XCom) a small summary: counts, segments, the campaign id and ``results_uri``, a JSON Lines
     file with one line per recipient (number, status, MessageId, segments, error) that
@@ -115,7 +116,10 @@ class SendGlobeSmsOperator(BaseOperator):
     :param concurrency: sends in flight at once; by default enough to hold ``max_qps`` at 300 ms latency.
     :param on_invalid: ``"fail"`` (send nothing if any row is invalid) or ``"skip"``.
     :param dry_run: validate, render and count segments; send nothing.
-    :param resend_unknown: resend messages whose outcome an earlier attempt could not learn.
+    :param resend_unknown: resend messages whose outcome an earlier attempt could not learn (whoever got
+        the first one gets a second).
+    :param fail_on_unknown: fail the task while any message's outcome is unknown, from this attempt or an
+        earlier one, until someone decides: ``resend_unknown=True``, or ``False`` here to accept them.
     :param confirm_by_replay: when an answer is lost (timeout, 500, a killed worker), replay the exact
         signed request: the gateway refuses a nonce it has seen (``SignatureNonceUsed``, for 15 minutes),
         so its answer proves whether the first attempt arrived, without sending twice.
@@ -160,6 +164,7 @@ class SendGlobeSmsOperator(BaseOperator):
         on_invalid: Literal["fail", "skip"] = "fail",
         dry_run: bool = False,
         resend_unknown: bool = False,
+        fail_on_unknown: bool = True,
         confirm_by_replay: bool = True,
         ledger_uri: str | None = None,
         results_uri: str | None = None,
@@ -191,6 +196,7 @@ class SendGlobeSmsOperator(BaseOperator):
         self.on_invalid = on_invalid
         self.send_nothing = dry_run  # BaseOperator.dry_run() is a method; keep it one
         self.resend_unknown = resend_unknown
+        self.fail_on_unknown = fail_on_unknown
         self.confirm_by_replay = confirm_by_replay
         self.ledger_uri = ledger_uri
         self.results_uri = results_uri
@@ -343,6 +349,7 @@ class SendGlobeSmsOperator(BaseOperator):
                 )
             ledger = self._open_ledger(ledger_dir, stack)
             self.log.info("Ledger: %r; results: %s", ledger, results_location)
+            self._warn_if_ledger_is_not_shared(ledger_dir)
             sender = BulkSender(
                 campaign,
                 ledger,
@@ -360,17 +367,35 @@ class SendGlobeSmsOperator(BaseOperator):
             self._log_each(stored)
         self._log_summary(summary)
         out = self._summary(campaign_id, report, summary, stored, dry_run=False)
-        if summary.failed or summary.unknown:
+        unknown = summary.unknown + summary.unknown_previous
+        if summary.failed or (unknown and self.fail_on_unknown):
             ti.xcom_push(key="summary", value=out)
             codes = ", ".join(f"{code} x{n}" for code, n in summary.failed_by_code.most_common()) or "-"
             raise AirflowException(
-                f"{summary.failed} message(s) refused ({codes}) and {summary.unknown} with an unknown outcome; "
-                f"{summary.accepted} accepted. Details per recipient: {stored}. A retry resends the refused "
-                "ones and, unless resend_unknown=True, never the unknown ones."
+                f"{summary.failed} message(s) refused ({codes}); {unknown} with an unknown outcome "
+                f"({summary.unknown_previous} of them from earlier attempts); {summary.accepted} accepted. "
+                f"Details per recipient: {stored}. A retry resends the refused ones. Unknown ones may have "
+                "been billed: resend_unknown=True sends them again (a second SMS to whoever got the first), "
+                "fail_on_unknown=False accepts them as they are."
             )
+        if unknown:
+            self.log.warning("%d message(s) have an unknown outcome (fail_on_unknown=False): %s", unknown, stored)
         return out
 
     # --- helpers ----------------------------------------------------------------------------------
+
+    def _warn_if_ledger_is_not_shared(self, ledger_dir: str) -> None:
+        """A ledger on this worker's disk protects a retry only if the retry runs on this worker too."""
+        executors = str(conf.get("core", "executor", fallback="LocalExecutor"))
+        distributed = [e.strip() for e in executors.split(",") if e.strip() and "Local" not in e]
+        if is_local(ledger_dir) and distributed:
+            self.log.warning(
+                "The send ledger is on this worker's disk (%s) but the executor is %s: a retry on another "
+                "worker cannot see it and would send again. Point [globesms] ledger_uri (or ledger_uri=) at "
+                "storage every worker shares, e.g. s3://bucket/globesms, or a shared mount.",
+                ledger_dir,
+                ", ".join(distributed),
+            )
 
     def _validate(
         self, campaign: Campaign, rows: Iterator[Row], workdir: str, on_row: Callable[[Any], None]

@@ -102,8 +102,7 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
     def _tracker(self, context: Context) -> DeliveryTracker:
         """The receipts gathered so far by this task instance (kept across pokes and reschedules)."""
         tracker = DeliveryTracker(local_work_dir(self._folder(context)) / "receipts.sqlite3")
-        if not tracker.loaded:
-            load_source(tracker, self._source())
+        load_source(tracker, self._source())  # a no-op unless the input changed (a re-run send task)
         return tracker
 
     # --- poke and reschedule modes ----------------------------------------------------------------

@@ -10,6 +10,7 @@ never sends anything.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import tempfile
 import time
@@ -27,12 +28,24 @@ from airflow_provider_globesms.storage import storage_path, store_file
 log = logging.getLogger(__name__)
 
 
+def source_fingerprint(source: str | list[str]) -> str:
+    """Changes when the input changes: a results file rewritten by a re-run send task, another id list."""
+    if isinstance(source, str):
+        info = storage_path(source).stat()
+        return f"{source}|{getattr(info, 'st_size', '')}|{getattr(info, 'st_mtime', '')}"
+    return "ids|" + hashlib.sha256("\n".join(source).encode()).hexdigest()
+
+
 def load_source(tracker: DeliveryTracker, source: str | list[str]) -> int:
-    """Load what to track: a results file (URI or path) or a list of MessageIds."""
+    """Load what to track (a results file, URI or path, or a list of MessageIds) unless already loaded."""
+    fingerprint = source_fingerprint(source)
+    if tracker.source == fingerprint:
+        return 0
     if isinstance(source, str):
         with storage_path(source).open("rb") as handle:  # type: ignore[no-untyped-call]
-            return tracker.load(read_jsonl(handle))
-    return tracker.load({"message_id": str(message_id), "row": n} for n, message_id in enumerate(source, 1))
+            return tracker.load(read_jsonl(handle), fingerprint)
+    ids = ({"message_id": str(message_id), "row": n} for n, message_id in enumerate(source, 1))
+    return tracker.load(ids, fingerprint)
 
 
 class GlobeSmsDeliveryTrigger(BaseTrigger):
