@@ -83,8 +83,3 @@ def store_file(local: Path, location: str) -> str:
     with local.open("rb") as source, destination.open("wb") as sink:  # type: ignore[no-untyped-call]
         shutil.copyfileobj(source, sink, 1024 * 1024)
     return str(destination)
-
-
-def sibling(location: str, name: str) -> str:
-    """A file next to ``location`` (same folder, local or remote)."""
-    return f"{location.rsplit('/', 1)[0]}/{name}"

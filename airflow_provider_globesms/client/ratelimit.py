@@ -7,8 +7,8 @@ cap is reached. Pacing alone is not enough: a caller that wakes late (a busy eve
 sends late, bunching with the next ones, and a window the gateway counts could then hold more than
 the cap. The headroom absorbs the jitter added after admission, on the network and on the server.
 
-One limiter serves threads (``acquire``) and coroutines (``acquire_async``): the bookkeeping is a few
-operations under a lock, the waiting happens outside it.
+One limiter serves threads (``pace``, ``admit``) and coroutines (``pace_async``, ``admit_async``): the
+bookkeeping is a few operations under a lock, the waiting happens outside it.
 """
 
 from __future__ import annotations
@@ -76,10 +76,6 @@ class RateLimiter:
         while (delay := self._admit()) > 0:
             time.sleep(delay)
 
-    def acquire(self) -> None:
-        self.pace()
-        self.admit()
-
     async def pace_async(self) -> None:
         delay = self.reserve()
         if delay > 0:
@@ -88,7 +84,3 @@ class RateLimiter:
     async def admit_async(self) -> None:
         while (delay := self._admit()) > 0:
             await asyncio.sleep(delay)
-
-    async def acquire_async(self) -> None:
-        await self.pace_async()
-        await self.admit_async()
