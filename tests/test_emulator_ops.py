@@ -74,7 +74,9 @@ def test_hang_fault_makes_the_client_report_unknown_not_resend(emulator: Emulato
     client = DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, timeout=Timeout(1, 0.3))
     with client, pytest.raises(OutcomeUnknownError):
         client.send_message("+85291234567", "hello")
-    assert emulator.stats()["actions"]["SendMessageToGlobe"]["requests"] == 1
+    # The original hung; its byte-identical replay met SignatureNonceUsed: one message, never two.
+    assert emulator.stats()["actions"]["SendMessageToGlobe"]["requests"] == 2
+    assert len(emulator.messages()) == 1
 
 
 def test_fault_ratios_hold_over_many_calls() -> None:

@@ -105,8 +105,11 @@ def test_no_key_anywhere_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
     ("extra", "message"),
     [
         ({"signature_version": "v2"}, "'signature_version' must be one of v3, v1"),
-        ({"timeout": "soon"}, "'timeout' must be a positive number"),
-        ({"max_qps": 0}, "'max_qps' must be a positive number"),
+        ({"timeout": "soon"}, "'timeout' must be a finite number above 0"),
+        ({"max_qps": 0}, "'max_qps' must be a finite number above 0"),
+        ({"timeout": "nan"}, "'timeout' must be a finite number above 0"),
+        ({"max_qps": "inf"}, "'max_qps' must be a finite number above 0"),
+        ({"timeout": -1}, "'timeout' must be a finite number above 0"),
         ({"endpoint": "http://dysmsapi.aliyuncs.com"}, "plain HTTP to a non-loopback host"),
     ],
 )

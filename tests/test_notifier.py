@@ -127,7 +127,7 @@ def test_a_failed_alert_is_logged_and_never_hides_the_task_error(
 ) -> None:
     emulator = globesms_conn()
     alert = GlobeSmsNotifier(to=["+8613800138000", ON_CALL], message="load failed")
-    emulator.set_faults(script=["internal_error"])
+    emulator.set_faults(script=["error_5xx"] * 8)  # every try refused: the client gives up
     with DAG("ntf_alert_fails", schedule=None) as dag:
 
         @task(on_failure_callback=alert, retries=0)
@@ -142,7 +142,25 @@ def test_a_failed_alert_is_logged_and_never_hides_the_task_error(
     assert "Alert SMS to +86****8000 not sent" in logged
     assert "Chinese mainland" in logged
     assert "Alert SMS to +852****4567 not sent" in logged
-    assert "InternalError" in logged
+    assert "ServiceUnavailable" in logged
+
+
+def test_an_alert_whose_answer_was_lost_is_reported_received_not_failed(
+    run_dag: Callable[..., Any], globesms_conn: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    emulator = globesms_conn()
+    emulator.set_faults(script=["internal_error"])  # accepted and stored, yet answered with a 500
+    with DAG("ntf_alert_answer_lost", schedule=None) as dag:
+
+        @task(on_failure_callback=GlobeSmsNotifier(to=ON_CALL, message="load failed"), retries=0)
+        def load() -> None:
+            raise RuntimeError("the real problem")
+
+        load()
+    run_dag(dag)
+    logged = capfd.readouterr().out
+    assert "Alert SMS to +852****4567 received by the API" in logged
+    assert len(emulator.messages()) == 1  # the replay proved it arrived; no second alert
 
 
 def test_an_unreachable_api_is_logged_not_raised(

@@ -13,6 +13,7 @@ from airflow_provider_globesms.client import (
     Credentials,
     DysmsClient,
     OutcomeUnknownError,
+    ReceivedWithoutAnswerError,
     RequestNotSentError,
     RetryPolicy,
     SendMessageResult,
@@ -95,21 +96,24 @@ def test_connection_refused_then_ok_sends_one_message() -> None:
             server.stop()
 
 
-def test_read_timeout_after_the_request_was_received_is_never_resent(emulator: EmulatorServer) -> None:
+def test_read_timeout_after_the_request_was_received_is_settled_by_replay_never_resent(
+    emulator: EmulatorServer,
+) -> None:
     emulator.set_faults(script=["hang"], hang_seconds=3)
     with client_for(emulator.url, timeout=Timeout(connect=1, read=0.5)) as client:
-        with pytest.raises(OutcomeUnknownError, match="may have been accepted"):
+        with pytest.raises(ReceivedWithoutAnswerError, match="may have been accepted"):
             client.send_message("+85291234567", "hello")
         assert client.stats[f"{SEND}.unknown"] == 1
-    assert send_requests(emulator) == 1
-    assert len(emulator.messages()) == 1  # it was accepted: resending would have billed it twice
+    assert send_requests(emulator) == 2  # the original, and its byte-identical replay
+    assert emulator.stats()["codes"]["SignatureNonceUsed"] == 1
+    assert len(emulator.messages()) == 1  # it was accepted: a new signature would have billed it twice
 
 
-def test_500_after_acceptance_is_never_resent(emulator: EmulatorServer) -> None:
+def test_500_after_acceptance_is_settled_by_replay_never_resent(emulator: EmulatorServer) -> None:
     emulator.set_faults(script=["internal_error"])
-    with client_for(emulator.url) as client, pytest.raises(OutcomeUnknownError, match="InternalError"):
+    with client_for(emulator.url) as client, pytest.raises(ReceivedWithoutAnswerError):
         client.send_message("+85291234567", "hello")
-    assert send_requests(emulator) == 1
+    assert send_requests(emulator) == 2
     assert len(emulator.messages()) == 1
 
 
@@ -121,12 +125,13 @@ def test_reset_before_any_reply_is_retried(emulator: EmulatorServer) -> None:
     assert len(emulator.messages()) == 1
 
 
-def test_strict_policy_treats_a_reset_as_unknown(emulator: EmulatorServer) -> None:
+def test_without_replay_a_reset_is_unknown_and_keeps_its_request(emulator: EmulatorServer) -> None:
     emulator.set_faults(script=["reset"])
-    strict = RetryPolicy(max_attempts=4, backoff_base=0.01, treat_reset_as_unsent=False)
-    with client_for(emulator.url, retry=strict) as client, pytest.raises(OutcomeUnknownError):
+    strict = RetryPolicy(max_attempts=4, backoff_base=0.01, confirm_by_replay=False)
+    with client_for(emulator.url, retry=strict) as client, pytest.raises(OutcomeUnknownError) as caught:
         client.send_message("+85291234567", "hello")
     assert send_requests(emulator) == 1
+    assert caught.value.request is not None  # a later try can still settle it by replay
 
 
 def test_query_message_is_retried_even_after_a_timeout(emulator: EmulatorServer) -> None:
@@ -152,7 +157,7 @@ def test_business_refusals_are_not_retried(emulator: EmulatorServer) -> None:
         # Bypass our own validation to see the API's answer to a sender ID it refuses.
         params = {"To": "85291234567", "Message": "hi", "From": "Not-Valid!"}
         with pytest.raises(BusinessError) as caught:
-            client._call(SEND, params, SendMessageResult)
+            client._run(client.new_call(SEND, params, SendMessageResult))
     assert caught.value.code == "INVALID_SENDERID"
     assert send_requests(emulator) == 1
 
@@ -230,8 +235,6 @@ class ForwardThenReset:
 
 def test_a_reset_after_the_api_accepted_is_not_sent_twice(emulator: EmulatorServer) -> None:
     """The retry after a reset resends the same signed bytes: the gateway knows the nonce, so no second SMS."""
-    from airflow_provider_globesms.client import ReceivedWithoutAnswerError
-
     proxy = ForwardThenReset(emulator.port)
     try:
         with client_for(f"http://127.0.0.1:{proxy.port}") as client, pytest.raises(ReceivedWithoutAnswerError):

@@ -9,7 +9,13 @@ from collections.abc import Iterator
 import pytest
 
 from airflow_provider_globesms.client import ConfigurationError, Endpoint
-from airflow_provider_globesms.client.http11 import PeerClosed, ProtocolViolation, encode_request, read_reply
+from airflow_provider_globesms.client.http11 import (
+    PeerClosed,
+    ProtocolViolation,
+    ReplyParser,
+    encode_request,
+    read_reply,
+)
 
 
 @pytest.mark.parametrize(
@@ -86,7 +92,7 @@ def serve(sock: socket.socket, *chunks: bytes, close: bool = False) -> threading
 def test_content_length_reply(pair: tuple[socket.socket, socket.socket]) -> None:
     client, server = pair
     serve(server, b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhe", b"llo").join()
-    reply = read_reply(client)
+    reply = read_reply(client, ReplyParser())
     assert (reply.status, reply.body, reply.keep_alive) == (200, b"hello", True)
     assert reply.headers["x-a"] == "1, 2"
 
@@ -99,19 +105,19 @@ def test_chunked_reply_with_extensions_and_trailers(pair: tuple[socket.socket, s
         b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n",
         b"0\r\nTrailer: x\r\n\r\n",
     ).join()
-    assert read_reply(client).body == b"Wikipedia"
+    assert read_reply(client, ReplyParser()).body == b"Wikipedia"
 
 
 def test_interim_reply_is_skipped(pair: tuple[socket.socket, socket.socket]) -> None:
     client, server = pair
     serve(server, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n").join()
-    assert read_reply(client).status == 201
+    assert read_reply(client, ReplyParser()).status == 201
 
 
 def test_close_delimited_reply_is_not_kept_alive(pair: tuple[socket.socket, socket.socket]) -> None:
     client, server = pair
     serve(server, b'HTTP/1.0 200 OK\r\n\r\n{"a": 1}', close=True).join()
-    reply = read_reply(client)
+    reply = read_reply(client, ReplyParser())
     assert reply.body == b'{"a": 1}'
     assert reply.keep_alive is False
 
@@ -119,28 +125,28 @@ def test_close_delimited_reply_is_not_kept_alive(pair: tuple[socket.socket, sock
 def test_connection_close_header(pair: tuple[socket.socket, socket.socket]) -> None:
     client, server = pair
     serve(server, b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").join()
-    assert read_reply(client).keep_alive is False
+    assert read_reply(client, ReplyParser()).keep_alive is False
 
 
 def test_nothing_at_all_is_peer_closed(pair: tuple[socket.socket, socket.socket]) -> None:
     client, server = pair
     serve(server, close=True).join()
     with pytest.raises(PeerClosed):
-        read_reply(client)
+        read_reply(client, ReplyParser())
 
 
 def test_truncated_body_is_a_protocol_violation(pair: tuple[socket.socket, socket.socket]) -> None:
     client, server = pair
     serve(server, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc", close=True).join()
     with pytest.raises(ProtocolViolation, match="inside the reply body"):
-        read_reply(client)
+        read_reply(client, ReplyParser())
 
 
 def test_garbage_is_a_protocol_violation(pair: tuple[socket.socket, socket.socket]) -> None:
     client, server = pair
     serve(server, b"SSH-2.0-OpenSSH_9.2\r\n\r\n").join()
     with pytest.raises(ProtocolViolation, match="status line"):
-        read_reply(client)
+        read_reply(client, ReplyParser())
 
 
 def test_request_encoding() -> None:
@@ -152,4 +158,4 @@ def test_a_status_code_must_be_ascii_digits(pair: tuple[socket.socket, socket.so
     client, server = pair
     serve(server, "HTTP/1.1 2² OK\r\nContent-Length: 0\r\n\r\n".encode("latin-1")).join()
     with pytest.raises(ProtocolViolation, match="status line"):
-        read_reply(client)
+        read_reply(client, ReplyParser())

@@ -8,7 +8,6 @@ from airflow_provider_globesms.client.client import (
     QUERY,
     SEND,
     DysmsClient,
-    RetryPolicy,
 )
 from airflow_provider_globesms.client.errors import (
     ApiError,
@@ -32,6 +31,7 @@ from airflow_provider_globesms.client.models import (
     SendMessageResult,
 )
 from airflow_provider_globesms.client.phone import PhoneNumber, mask_number, parse_number
+from airflow_provider_globesms.client.retry import RetryPolicy
 from airflow_provider_globesms.client.segments import SegmentCount, count_segments
 from airflow_provider_globesms.client.signing import Credentials
 from airflow_provider_globesms.client.transport import Endpoint, Timeout

@@ -3,7 +3,8 @@
 At the account's 2,000/s cap and 100-300 ms of latency, several hundred requests are in flight at
 once. Threads pay for that in GIL contention (measured: twice the CPU per send); one event loop
 does not. ``AsyncDysmsClient`` wraps a ``DysmsClient`` and shares everything with it except the
-I/O: signing, validation, reply parsing, the retry rule, the rate limiters and the counters.
+I/O: signing, validation, the rate limiters, the counters and, through ``DysmsClient.new_call``, the
+send state machine (``call``) that decides every retry.
 """
 
 from __future__ import annotations
@@ -11,22 +12,17 @@ from __future__ import annotations
 import asyncio
 import ssl
 import sys
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from airflow_provider_globesms.client.client import QUERY, SEND, Attempts, DysmsClient
-from airflow_provider_globesms.client.errors import GlobeSmsError
-from airflow_provider_globesms.client.http11 import RECV_SIZE, PeerClosed, ReplyParser, encode_request, reset_error
-from airflow_provider_globesms.client.models import (
-    QueryMessageRequest,
-    QueryMessageResult,
-    SendMessageRequest,
-    SendMessageResult,
-)
+from airflow_provider_globesms.client.call import Call
+from airflow_provider_globesms.client.client import QUERY, SEND, DysmsClient
+from airflow_provider_globesms.client.http11 import RECV_SIZE, ReplyParser, encode_request, reset_error
+from airflow_provider_globesms.client.models import QueryMessageResult, SendMessageRequest, SendMessageResult
 from airflow_provider_globesms.client.phone import mask_number
+from airflow_provider_globesms.client.retry import RetryPolicy
 from airflow_provider_globesms.client.signing import SignedRequest
 from airflow_provider_globesms.client.transport import (
     Endpoint,
@@ -113,11 +109,12 @@ class AsyncConnectionPool:
             reply = await _within(self.timeout.read, self._read(reader, parser))
         except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:
             writer.close()
-            error = reset_error(parser, exc)
-            raise ExchangeError(Phase.DROPPED if isinstance(error, PeerClosed) else Phase.READ, error) from None
+            phase = Phase.WAIT if parser.received == 0 else Phase.READ
+            raise ExchangeError(phase, reset_error(parser, exc)) from None
         except (OSError, asyncio.TimeoutError) as exc:
             writer.close()
-            raise ExchangeError(Phase.READ, exc) from None
+            cause = TimeoutError(str(exc)) if isinstance(exc, asyncio.TimeoutError) else exc
+            raise ExchangeError(Phase.WAIT if parser.received == 0 else Phase.READ, cause) from None
         self._release(conn, reply.keep_alive)
         return RawResponse(reply.status, reply.headers, reply.body)
 
@@ -138,10 +135,14 @@ class AsyncConnectionPool:
 
 
 class AsyncDysmsClient:
-    """SendMessageToGlobe and QueryMessage from coroutines, with the blocking client's rules."""
+    """SendMessageToGlobe and QueryMessage from coroutines, with the blocking client's rules.
 
-    def __init__(self, client: DysmsClient, max_connections: int = 100) -> None:
+    ``retry`` overrides the wrapped client's policy (the bulk sender sets ``confirm_by_replay`` there).
+    """
+
+    def __init__(self, client: DysmsClient, max_connections: int = 100, retry: RetryPolicy | None = None) -> None:
         self.client = client
+        self.retry = retry or client.retry
         self._pool = AsyncConnectionPool(
             client.endpoint, client.timeout, maxsize=max_connections, user_agent=client.user_agent
         )
@@ -149,6 +150,7 @@ class AsyncDysmsClient:
     async def send(
         self, request: SendMessageRequest, before_exchange: Callable[[SignedRequest], Awaitable[None]] | None = None
     ) -> SendMessageResult:
+        """Send a validated request; see ``send_params``."""
         return await self.send_params(request.to_params(), before_exchange)
 
     async def send_params(
@@ -160,66 +162,51 @@ class AsyncDysmsClient:
         """Send SendMessageToGlobe parameters validated earlier (``SendMessageRequest.to_params()``).
 
         ``before_exchange`` sees each newly signed attempt before its bytes leave; ``after_refusal`` sees
-        an attempt the API refused (throttled, 503...) before the retry signs a new one.
+        a fresh attempt the API turned away (throttled, 503) before the retry signs a new one.
         """
-        return await self._call(
-            SEND,
-            params,
-            SendMessageResult,
-            masked_to=mask_number(params["To"]),
-            before_exchange=before_exchange,
-            after_refusal=after_refusal,
+        call = self.client.new_call(
+            SEND, params, SendMessageResult, masked_to=mask_number(params["To"]), retry=self.retry
         )
+        return await self._run(call, before_exchange, after_refusal)
 
     async def replay_send(self, signed: SignedRequest) -> SendMessageResult:
         """See ``DysmsClient.replay_send``."""
-        limiter = self.client.limiters[SEND]
-        await limiter.pace_async()
-        try:
-            raw = await self._pool.exchange(signed, before_write=limiter.admit_async)
-        except ExchangeError as exc:
-            raise self.client._exchange_error(SEND, exc, idempotent=False) from None
-        return self.client._parse(SEND, raw, SendMessageResult)
+        return await self._run(self.client.new_call(SEND, {}, SendMessageResult, in_doubt=signed, retry=self.retry))
 
     async def query_message(self, message_id: object) -> QueryMessageResult:
-        request = self.client._validated(QueryMessageRequest, {"message_id": message_id})
-        return await self._call(QUERY, request.to_params(), QueryMessageResult, idempotent=True)
+        """See ``DysmsClient.query_message``."""
+        params = self.client.build_query_request(message_id).to_params()
+        return await self._run(self.client.new_call(QUERY, params, QueryMessageResult, idempotent=True))
 
-    async def _call(
+    async def _run(
         self,
-        action: str,
-        params: Mapping[str, str],
-        model: type[R],
-        *,
-        masked_to: str = "",
-        idempotent: bool = False,
+        call: Call[R],
         before_exchange: Callable[[SignedRequest], Awaitable[None]] | None = None,
         after_refusal: Callable[[SignedRequest], Awaitable[None]] | None = None,
     ) -> R:
-        """See ``DysmsClient._call``; the callbacks are awaited."""
-        client = self.client
-        limiter = client.limiters[action]
-        attempts = Attempts()
+        """The asyncio loop around ``call``: the blocking client's ``_run``, awaited."""
+        limiter = self.client.limiters[call.action]
         while True:
-            attempts.total += 1
             await limiter.pace_async()
-            signed = attempts.replay or client.sign(action, params)
-            if attempts.replay is None and before_exchange is not None:
-                await before_exchange(signed)
-            started = time.perf_counter()
+            attempt = call.attempt()
+            if attempt.fresh and before_exchange is not None:
+                await before_exchange(attempt.signed)
             try:
-                raw = await self._pool.exchange(signed, before_write=limiter.admit_async)
-                result = client._parse(action, raw, model)
-            except (ExchangeError, GlobeSmsError) as exc:
-                wait = client._retry_or_raise(action, exc, attempts, idempotent, masked_to, signed)
-                if attempts.replay is None and after_refusal is not None:
-                    await after_refusal(signed)
-                await asyncio.sleep(wait)
-                continue
-            client._succeeded(action, result, masked_to, started, attempts.total)
-            return result
+                verdict = call.replied(await self._pool.exchange(attempt.signed, before_write=limiter.admit_async))
+            except ExchangeError as exc:
+                verdict = call.failed(exc)
+            if verdict.result is not None:
+                return verdict.result
+            if verdict.error is not None:
+                raise verdict.error
+            if verdict.refused and after_refusal is not None:
+                await after_refusal(attempt.signed)
+            if verdict.hold:
+                limiter.hold(verdict.wait)
+            await asyncio.sleep(verdict.wait)
 
     async def aclose(self) -> None:
+        """Close the idle connections."""
         await self._pool.aclose()
 
 

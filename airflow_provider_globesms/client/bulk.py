@@ -21,7 +21,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import IO, Any, Protocol
 
 import msgspec
@@ -32,9 +32,6 @@ from airflow_provider_globesms.client.aio import AsyncDysmsClient
 from airflow_provider_globesms.client.client import DysmsClient
 from airflow_provider_globesms.client.errors import (
     ApiError,
-    AuthenticationError,
-    BusinessError,
-    GlobeSmsError,
     InvalidFieldError,
     OutcomeUnknownError,
     ReceivedWithoutAnswerError,
@@ -57,6 +54,10 @@ from airflow_provider_globesms.client.validation import check_message
 log = logging.getLogger(__name__)
 
 REPLAY_WINDOW = 14 * 60  # the gateway accepts a timestamp for 15 minutes; keep a margin
+RECEIVED_NOTE = (
+    "; the API received it but its answer was lost (no MessageId). Almost always accepted; a request "
+    "throttled while its worker was killed looks the same and was not"
+)
 
 
 class LineLogger(Protocol):
@@ -299,36 +300,63 @@ class ResultsWriter:
 
 @dataclass
 class SendSummary:
+    """Every recipient's final status, whichever try settled it, and what this try did.
+
+    ``accepted + received + unknown + failed + invalid == total``: nothing is left out, so a message
+    that may not have reached its recipient is counted in the last try's summary, not only in the try
+    that lost its answer.
+    """
+
     total: int = 0
     invalid: int = 0
-    sent: int = 0  # submitted in this run
-    accepted: int = 0
+    accepted: int = 0  # the API accepted it (a MessageId is known), in this try or an earlier one
     received: int = 0  # provably received by the API, answer lost (no MessageId)
-    unknown: int = 0  # outcome unknown, from this run
-    unknown_previous: int = 0  # unknown from an earlier attempt, not resent
-    failed: int = 0
+    unknown: int = 0  # may or may not have been accepted: never resent unless asked
+    failed: int = 0  # refused in this try; a retry sends them again
     failed_by_code: Counter[str] = field(default_factory=Counter)
-    skipped_already_sent: int = 0
-    recovered: int = 0  # pending messages of a crashed attempt, settled now
-    segments: int = 0  # billed segments of messages accepted or received in this run
+    sent: int = 0  # submitted in this try
+    skipped_already_sent: int = 0  # settled (accepted or received) by an earlier try
+    unknown_previous: int = 0  # unknown since an earlier try, not resent
+    recovered: int = 0  # left in doubt by an earlier try, settled now by replay
+    segments: int = 0  # billed segments of the messages accepted or received
     seconds: float = 0.0
 
     @property
     def rate(self) -> float:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def unconfirmed(self) -> int:
+        """Messages that may not have reached their recipient: received without an answer, or unknown."""
+        return self.received + self.unknown
+
+    def tally(self, status: Status, segments: int, error_code: str | None = None) -> None:
+        """Count one recipient's final status."""
+        if status is Status.ACCEPTED:
+            self.accepted += 1
+        elif status is Status.RECEIVED:
+            self.received += 1
+        elif status is Status.UNKNOWN:
+            self.unknown += 1
+        else:
+            self.failed += 1
+            self.failed_by_code[error_code or "unknown"] += 1
+        if status in SENT_STATES:
+            self.segments += segments
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "total": self.total,
             "invalid": self.invalid,
-            "sent": self.sent,
             "accepted": self.accepted,
             "received_without_id": self.received,
             "unknown": self.unknown,
-            "unknown_previous_attempts": self.unknown_previous,
             "failed": self.failed,
             "failed_by_code": dict(self.failed_by_code),
+            "unconfirmed": self.unconfirmed,
+            "sent": self.sent,
             "skipped_already_sent": self.skipped_already_sent,
+            "unknown_previous_attempts": self.unknown_previous,
             "recovered_after_crash": self.recovered,
             "segments": self.segments,
             "seconds": round(self.seconds, 3),
@@ -388,7 +416,6 @@ class BulkSender:
         concurrency: int = 64,
         resend_unknown: bool = False,
         confirm_unknown: bool = True,
-        confirm_delay: float = 1.0,
         progress_interval: float = 10.0,
         logger: LineLogger = log,
     ) -> None:
@@ -399,7 +426,6 @@ class BulkSender:
         self.concurrency = max(1, concurrency)
         self.resend_unknown = resend_unknown
         self.confirm_unknown = confirm_unknown
-        self.confirm_delay = confirm_delay
         self.progress_interval = progress_interval
         self.logger = logger
         self.summary = SendSummary()
@@ -425,7 +451,8 @@ class BulkSender:
 
     async def run_async(self, items: Iterable[PreparedMessage | RowError], total: int) -> SendSummary:
         started = time.monotonic()
-        self._aclient = AsyncDysmsClient(self.client, max_connections=self.concurrency)
+        retry = replace(self.client.retry, confirm_by_replay=self.confirm_unknown)
+        self._aclient = AsyncDysmsClient(self.client, max_connections=self.concurrency, retry=retry)
         flusher = asyncio.create_task(self._flush_outcomes()) if self._ledger_threads is not None else None
         try:
             await self.recover()
@@ -476,53 +503,50 @@ class BulkSender:
     # --- what a crashed or timed-out attempt left open ------------------------------------------
 
     async def recover(self) -> int:
-        """Settle the messages a killed attempt left pending, by replaying their signed requests."""
-        pending = self.ledger.pending()
+        """Settle what earlier tries left in doubt (pending after a kill, or unknown with its signed
+        request) by replaying the exact requests, before anything new is sent."""
+        doubtful = self.ledger.in_doubt() if self.confirm_unknown else self.ledger.pending()
         settled: Counter[str] = Counter()
         slots = asyncio.Semaphore(self.concurrency)
 
         async def settle(entry: LedgerEntry) -> None:
             async with slots:  # concurrently, paced by the limiter: they must beat the 15-minute window
-                status, extra = await self._settle(entry.request, entry.updated_at)
+                status, extra = await self._settle(entry)
             settled[status.value] += 1
             await self._store(LedgerEntry(entry.key, status, entry.row, entry.to, updated_at=time.time(), **extra))
 
-        await asyncio.gather(*(settle(entry) for entry in pending))
-        if pending:
+        await asyncio.gather(*(settle(entry) for entry in doubtful))
+        if doubtful:
             self.logger.warning(
-                "%d messages were in flight when an earlier attempt stopped; settled by replay: %s",
-                len(pending),
+                "%d messages were left in doubt by an earlier attempt (in flight when it stopped, or "
+                "unanswered); settled by replay: %s",
+                len(doubtful),
                 ", ".join(f"{k} {v}" for k, v in sorted(settled.items())),
             )
-        self.summary.recovered = len(pending)
-        return len(pending)
+        self.summary.recovered = len(doubtful)
+        return len(doubtful)
 
-    async def _settle(self, request: SignedRequest | None, signed_at: float) -> tuple[Status, dict[str, Any]]:
+    async def _settle(self, entry: LedgerEntry) -> tuple[Status, dict[str, Any]]:
         """Replay a signed request whose answer was lost; return what that proves."""
-        if request is None or not self.confirm_unknown:
-            return Status.UNKNOWN, {"error": "outcome unknown"}
+        request = entry.request
+        if request is None:
+            return Status.UNKNOWN, {"error": entry.error or "outcome unknown"}
+        if not self.confirm_unknown:
+            return Status.UNKNOWN, {"error": entry.error or "outcome unknown", "request": request}
+        signed_at = request.signed_at() or entry.updated_at
         if time.time() - signed_at > REPLAY_WINDOW:
-            return Status.UNKNOWN, {"error": "outcome unknown; too old to confirm by replay"}
+            return Status.UNKNOWN, {"error": "outcome unknown; too old to confirm by replay (15 minutes)"}
         assert self._aclient is not None
-        for attempt in range(3):
-            try:
-                result = await self._aclient.replay_send(request)
-            except AuthenticationError as exc:
-                if exc.code == "SignatureNonceUsed":
-                    return Status.RECEIVED, {"error": "received by the API; its answer was lost"}
-                return Status.UNKNOWN, {"error_code": exc.code, "error": f"outcome unknown ({exc.code})"}
-            except BusinessError as exc:
-                # The nonce was fresh, so the first attempt never arrived, and this one was refused.
-                return Status.FAILED, {"error_code": exc.code, "error": exc.message}
-            except RequestNotSentError:
-                await asyncio.sleep(0.5 * (attempt + 1))
-                continue
-            except GlobeSmsError as exc:
-                # Throttled, 5xx, timed out again...: the replay proves nothing either way.
-                code = getattr(exc, "code", None)
-                return Status.UNKNOWN, {"error_code": code, "error": f"outcome unknown ({type(exc).__name__})"}
-            return Status.ACCEPTED, {"message_id": result.message_id, "segments": result.segments}
-        return Status.UNKNOWN, {"error": "outcome unknown; the API could not be reached to confirm"}
+        try:
+            result = await self._aclient.replay_send(request)
+        except ReceivedWithoutAnswerError:
+            return Status.RECEIVED, {"error": "received by the API; its answer was lost"}
+        except OutcomeUnknownError as exc:
+            return Status.UNKNOWN, {"error_code": exc.code, "error": str(exc), "request": exc.request}
+        except ApiError as exc:
+            # Refused with a business code: the nonce was fresh, so no earlier copy had arrived.
+            return Status.FAILED, {"error_code": exc.code, "error": str(exc)}
+        return Status.ACCEPTED, {"message_id": result.message_id, "segments": result.segments}
 
     # --- planning and sending -------------------------------------------------------------------
 
@@ -536,24 +560,17 @@ class BulkSender:
                 self.summary.invalid += 1
                 self.results.write(prepared.row, "", "invalid", field=prepared.field, error=prepared.reason)
                 continue
-            if not look_up:
+            entry = self.ledger.get(prepared.key) if look_up else None
+            if entry is None or entry.status in (Status.FAILED, Status.PENDING):
                 yield prepared
-                continue
-            entry = self.ledger.get(prepared.key)
-            if entry is not None and entry.status in SENT_STATES:
-                self._count_done(skipped=True)
-                self.results.write(
-                    prepared.row,
-                    prepared.to,
-                    entry.status.value,
-                    message_id=entry.message_id,
-                    segments=entry.segments or prepared.segments,
-                    note="sent by an earlier attempt",
-                )
-                continue
-            if entry is not None and entry.status is Status.UNKNOWN and not self.resend_unknown:
+            elif entry.status in SENT_STATES:
+                self._settled_earlier(prepared, entry)
+            elif self.resend_unknown:
+                yield prepared
+            else:
                 with self._lock:
                     self.summary.unknown_previous += 1
+                    self.summary.tally(Status.UNKNOWN, prepared.segments)
                 self._count_done()
                 self.results.write(
                     prepared.row,
@@ -563,8 +580,20 @@ class BulkSender:
                     error=entry.error,
                     note="unknown since an earlier attempt; not resent",
                 )
-                continue
-            yield prepared
+
+    def _settled_earlier(self, prepared: PreparedMessage, entry: LedgerEntry) -> None:
+        segments = entry.segments or prepared.segments
+        with self._lock:
+            self.summary.tally(entry.status, segments)
+        self._count_done(skipped=True)
+        self.results.write(
+            prepared.row,
+            prepared.to,
+            entry.status.value,
+            message_id=entry.message_id,
+            segments=segments,
+            note="sent by an earlier attempt" + (RECEIVED_NOTE if entry.status is Status.RECEIVED else ""),
+        )
 
     def _count_done(self, skipped: bool = False) -> None:
         with self._lock:
@@ -646,20 +675,15 @@ class BulkSender:
         except ReceivedWithoutAnswerError as exc:
             status, extra = Status.RECEIVED, {"error": str(exc)}
         except OutcomeUnknownError as exc:
-            if last:
-                await asyncio.sleep(self.confirm_delay)
-                status, extra = await self._settle(last[0], time.time())
-                if status is Status.UNKNOWN:
-                    extra.setdefault("error", str(exc))
-            else:
-                status, extra = Status.UNKNOWN, {"error": str(exc)}
+            # Kept with its signed request while a replay can still settle it (a later try does).
+            status, extra = Status.UNKNOWN, {"error_code": exc.code, "error": str(exc), "request": exc.request}
         except (ApiError, RequestNotSentError) as exc:
             code = getattr(exc, "code", None) or type(exc).__name__
             status, extra = Status.FAILED, {"error_code": code, "error": str(exc)}
         except Exception as exc:  # a bug must not lose track of a message
-            # If the request may have left, say so; if it never did, it may be sent again.
+            # If the request may have left, keep it to settle; if it never did, it may be sent again.
             status = Status.UNKNOWN if last else Status.FAILED
-            extra = {"error_code": type(exc).__name__, "error": str(exc)}
+            extra = {"error_code": type(exc).__name__, "error": str(exc), "request": last[0] if last else None}
             self.logger.exception("row %d: unexpected error while sending", message.row)
         await self._finish(message, status, extra)
 
@@ -677,20 +701,10 @@ class BulkSender:
             segments=segments,
             error_code=entry.error_code,
             error=entry.error,
+            note=RECEIVED_NOTE.removeprefix("; ") if status is Status.RECEIVED else None,
         )
         with self._lock:
-            s = self.summary
-            s.sent += 1
-            if status is Status.ACCEPTED:
-                s.accepted += 1
-                s.segments += segments
-            elif status is Status.RECEIVED:
-                s.received += 1
-                s.segments += segments
-            elif status is Status.UNKNOWN:
-                s.unknown += 1
-            else:
-                s.failed += 1
-                s.failed_by_code[entry.error_code or "unknown"] += 1
+            self.summary.sent += 1
+            self.summary.tally(status, segments, entry.error_code)
             if self._progress is not None:
                 self._progress.done += 1

@@ -5,13 +5,19 @@ Three families, told apart by what a caller may do next:
 * ``InvalidFieldError``: our own validation refused a value before anything was sent.
 * ``ApiError``: the API answered and refused (gateway ``Code`` or business ``ResponseCode``).
   Nothing was accepted, so a caller may fix and resend.
-* ``TransportError``: ``RequestNotSentError`` (provably never reached the API, safe to resend) or
-  ``OutcomeUnknownError`` (may have been accepted and billed: never resend blindly).
+* ``TransportError``: ``RequestNotSentError`` (no byte of the request can have left this machine:
+  safe to resend) or ``OutcomeUnknownError`` (may have reached the API and been billed: never resend
+  blindly; when it carries its signed ``request``, replaying those bytes later settles it).
 
 Texts never carry the secret, the signature or a full phone number.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_provider_globesms.client.signing import SignedRequest
 
 
 class GlobeSmsError(Exception):
@@ -99,21 +105,32 @@ class TransportError(GlobeSmsError):
 
 
 class RequestNotSentError(TransportError):
-    """The request provably never reached the API (connect failed, write failed, reset before reply)."""
+    """No byte of the request can have left this machine (every attempt failed to connect)."""
 
     retryable = True
 
 
 class OutcomeUnknownError(TransportError):
-    """The request was sent but no verdict came back (read timeout, 500, 502, 504).
+    """The request may have reached the API but no verdict came back (reset, timeout, 500, 502, 504...).
 
     The API bills on submission and has no idempotency key: the message may have been accepted.
+    ``request`` is the signed request in doubt while replaying it can still settle the question (the
+    gateway refuses a nonce it has seen); ``None`` once nothing can (e.g. a replay was throttled, which
+    consumed the nonce).
     """
 
-    def __init__(self, reason: str, *, request_id: str | None = None, code: str | None = None) -> None:
+    def __init__(
+        self,
+        reason: str,
+        *,
+        request_id: str | None = None,
+        code: str | None = None,
+        request: SignedRequest | None = None,
+    ) -> None:
         self.reason = reason
         self.request_id = request_id
         self.code = code
+        self.request = request
         super().__init__(f"outcome unknown, the message may have been accepted: {reason}")
 
 

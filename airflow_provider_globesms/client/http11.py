@@ -181,11 +181,11 @@ class ReplyParser:
                 return None
 
 
-def read_reply(sock: socket.socket, method: str = "POST") -> Reply:
-    """Read one reply from a blocking socket. Raises ``PeerClosed`` when the peer closed or reset the
-    connection before a single reply byte, ``ProtocolViolation`` on malformed or truncated replies (a
-    reset mid-reply included), and socket timeouts as they are."""
-    parser = ReplyParser(method)
+def read_reply(sock: socket.socket, parser: ReplyParser) -> Reply:
+    """Read one reply from a blocking socket into ``parser`` (whose ``received`` tells how far it got).
+    Raises ``PeerClosed`` when the peer closed or reset the connection before a single reply byte,
+    ``ProtocolViolation`` on malformed or truncated replies (a reset mid-reply included), and socket
+    timeouts as they are."""
     try:
         while True:
             data = sock.recv(RECV_SIZE)

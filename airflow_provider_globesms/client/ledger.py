@@ -226,6 +226,17 @@ class SqliteLedger:
             rows = self._db.execute(f"{_SELECT} WHERE status = ? ORDER BY row", (Status.PENDING.value,)).fetchall()
         return [_entry(r) for r in rows]
 
+    def in_doubt(self) -> list[LedgerEntry]:
+        """Messages that may have reached the API and can still be settled by replaying their request:
+        pending ones, and unknown ones that kept their signed request."""
+        self.flush()
+        with self._lock:
+            rows = self._db.execute(
+                f"{_SELECT} WHERE status = ? OR (status = ? AND request IS NOT NULL) ORDER BY row",
+                (Status.PENDING.value, Status.UNKNOWN.value),
+            ).fetchall()
+        return [_entry(r) for r in rows]
+
     def counts(self) -> dict[str, int]:
         self.flush()
         with self._lock:

@@ -9,6 +9,7 @@ string and the body stays empty, as the official SDK sends them.
 from __future__ import annotations
 
 import base64
+import calendar
 import hashlib
 import hmac
 import os
@@ -16,7 +17,7 @@ import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 from airflow_provider_globesms.client.errors import ConfigurationError
 
@@ -52,6 +53,18 @@ class SignedRequest:
     target: str
     headers: dict[str, str]
     body: bytes = b""
+
+    def signed_at(self) -> float | None:
+        """When it was signed (epoch seconds), from ``x-acs-date`` (V3) or ``Timestamp`` (V1); the
+        gateway accepts it, and so refuses a repeat of its nonce, for 15 minutes after that."""
+        stamp = self.headers.get("x-acs-date")
+        if stamp is None:
+            query = parse_qs(urlsplit(self.target).query)
+            stamp = (query.get("Timestamp") or [""])[0]
+        try:
+            return calendar.timegm(time.strptime(stamp or "", "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            return None
 
     def to_json(self) -> dict[str, object]:
         return {"method": self.method, "target": self.target, "headers": self.headers, "body": self.body.decode()}

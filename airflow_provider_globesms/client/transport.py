@@ -3,12 +3,14 @@
 Why not ``requests`` or ``urllib3.PoolManager``: every SMS is billed on submission and the API has no
 idempotency key, so after a failure we must know whether the request could have reached the API. A
 pool's ``urlopen`` folds connect, write and read failures into one error. Here each exchange runs in
-three explicit phases on urllib3's connection classes (which bring TLS verification and socket options):
+explicit phases on urllib3's connection classes (which bring TLS verification and socket options):
 
-* connect fails               -> ``Phase.CONNECT``: nothing left this machine.
-* writing the request fails   -> ``Phase.WRITE``: the server closed before it had the whole request.
-* no reply byte, conn. reset  -> ``Phase.DROPPED``: reset or closed before any reply.
-* timeout or broken reply     -> ``Phase.READ``: sent, outcome unknown.
+* ``Phase.CONNECT``: connecting (TCP, TLS) failed: no byte of the request left this machine.
+* ``Phase.WRITE``: writing the request failed: part or all of it may have left.
+* ``Phase.WAIT``: sent, then reset, closed or timed out before the first reply byte.
+* ``Phase.READ``: the reply began, then was cut, malformed or timed out.
+
+What each phase proves about arrival, and what happens next, is ``call``'s table.
 
 Skipping the pool's per-call machinery also keeps the hot path cheap (see ``bench/client_cpu.py``).
 """
@@ -17,6 +19,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
+import socket
 import ssl
 import threading
 from collections import deque
@@ -29,7 +33,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from airflow_provider_globesms.client.errors import ConfigurationError
-from airflow_provider_globesms.client.http11 import PeerClosed, encode_request, read_reply
+from airflow_provider_globesms.client.http11 import ReplyParser, encode_request, read_reply
 from airflow_provider_globesms.client.signing import SignedRequest
 
 DEFAULT_REGION = "ap-southeast-1"
@@ -102,24 +106,41 @@ class Timeout:
     read: float = 10.0
 
     def __post_init__(self) -> None:
-        if self.connect <= 0 or self.read <= 0:
-            raise ConfigurationError("timeouts must be positive numbers of seconds")
+        for name in ("connect", "read"):
+            require_positive(f"timeout.{name}", getattr(self, name))
+
+
+def require_positive(name: str, value: object) -> float:
+    """``value`` as a finite, positive float, or ``ConfigurationError`` naming ``name`` (nan, inf, 0...)."""
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} {value!r}: expected a number of seconds or calls") from None
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+        raise ConfigurationError(f"{name} {value!r}: must be a finite number above 0")
+    return number
 
 
 class Phase(enum.Enum):
+    """How far an exchange got when it failed."""
+
     CONNECT = "connect"
     WRITE = "write"
-    DROPPED = "dropped"
-    READ = "read"
+    WAIT = "waiting for the first reply byte"
+    READ = "reading the reply"
 
 
 class ExchangeError(Exception):
-    """Internal: an exchange failed in ``phase``; the client turns it into a public error."""
+    """An exchange failed in ``phase``; the send state machine (``call``) decides what that means."""
 
     def __init__(self, phase: Phase, cause: BaseException) -> None:
         self.phase = phase
         self.cause = cause
         super().__init__(f"{phase.value}: {type(cause).__name__}: {cause}")
+
+    @property
+    def timed_out(self) -> bool:
+        return isinstance(self.cause, TimeoutError | socket.timeout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,14 +231,12 @@ class ConnectionPool:
         except OSError as exc:
             conn.close()
             raise ExchangeError(Phase.WRITE, exc) from None
+        parser = ReplyParser(request.method)
         try:
-            reply = read_reply(sock, request.method)
-        except PeerClosed as exc:
+            reply = read_reply(sock, parser)
+        except OSError as exc:  # resets, timeouts, TLS errors, malformed or truncated replies
             conn.close()
-            raise ExchangeError(Phase.DROPPED, exc) from None
-        except OSError as exc:  # timeouts, TLS errors, malformed, truncated or reset replies
-            conn.close()
-            raise ExchangeError(Phase.READ, exc) from None
+            raise ExchangeError(Phase.WAIT if parser.received == 0 else Phase.READ, exc) from None
         self._release(conn, reply.keep_alive)
         return RawResponse(reply.status, reply.headers, reply.body)
 

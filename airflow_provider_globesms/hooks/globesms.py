@@ -30,7 +30,7 @@ from airflow_provider_globesms.client import (
     mask_number,
 )
 from airflow_provider_globesms.client.signing import SIGNATURE_VERSIONS
-from airflow_provider_globesms.client.transport import DEFAULT_REGION, Endpoint
+from airflow_provider_globesms.client.transport import DEFAULT_REGION, Endpoint, require_positive
 
 ALIBABA_CLOUD_CONN_TYPE = "alibaba_cloud"
 ENV_ACCESS_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
@@ -84,8 +84,9 @@ class GlobeSmsHook(BaseHook):
     ) -> None:
         super().__init__()
         self.globesms_conn_id = globesms_conn_id
-        self._max_qps = max_qps
-        self._timeout = timeout
+        # nan, inf, 0 and negatives are refused here, before any connection is read or request made.
+        self._max_qps = None if max_qps is None else require_positive("max_qps", max_qps)
+        self._timeout = None if timeout is None else require_positive("timeout", timeout)
         self.max_connections = max_connections
 
     def __repr__(self) -> str:
@@ -116,14 +117,11 @@ class GlobeSmsHook(BaseHook):
             if value is None:
                 return None
             try:
-                parsed = float(value)
-            except (TypeError, ValueError):
-                parsed = -1.0
-            if parsed <= 0:
+                return require_positive(name, value)
+            except ConfigurationError:
                 raise ConfigurationError(
-                    f"connection {conn_id!r}: extra {name!r} must be a positive number, got {value!r}"
-                )
-            return parsed
+                    f"connection {conn_id!r}: extra {name!r} must be a finite number above 0, got {value!r}"
+                ) from None
 
         key_id = _blank_to_none(conn.login) or extra("access_key_id")
         secret = _blank_to_none(conn.password) or extra("access_key_secret")

@@ -17,6 +17,8 @@ from airflow.sdk import BaseNotifier
 from airflow_provider_globesms.client import (
     GlobeSmsError,
     InvalidFieldError,
+    OutcomeUnknownError,
+    ReceivedWithoutAnswerError,
     SendMessageRequest,
     SendMessageResult,
     mask_number,
@@ -158,7 +160,13 @@ class GlobeSmsNotifier(BaseNotifier):
         self.log.info("Alert SMS to %s accepted: MessageId %s", mask_number(request.to), result.message_id)
 
     def _refused(self, request: SendMessageRequest, error: GlobeSmsError) -> None:
-        self.log.error("Alert SMS to %s not sent: %s", mask_number(request.to), error)
+        to = mask_number(request.to)
+        if isinstance(error, ReceivedWithoutAnswerError):
+            self.log.warning("Alert SMS to %s received by the API, its answer lost (no MessageId): %s", to, error)
+        elif isinstance(error, OutcomeUnknownError):
+            self.log.error("Alert SMS to %s may or may not have been sent (not resent): %s", to, error)
+        else:
+            self.log.error("Alert SMS to %s not sent: %s", to, error)
 
 
 send_globe_sms_notification = GlobeSmsNotifier

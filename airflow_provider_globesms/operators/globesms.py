@@ -45,6 +45,7 @@ from airflow_provider_globesms.client.recipients import (
     rows_from_jsonl,
     rows_from_records,
 )
+from airflow_provider_globesms.client.transport import require_positive
 from airflow_provider_globesms.client.validation import MAX_TASK_ID_LENGTH
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
 from airflow_provider_globesms.storage import (
@@ -177,8 +178,8 @@ class SendGlobeSmsOperator(BaseOperator):
             raise ValueError("give exactly one of `to` (numbers) or `recipients` (rows, XComArg or a file)")
         if on_invalid not in ("fail", "skip"):
             raise ValueError(f"on_invalid must be 'fail' or 'skip', not {on_invalid!r}")
-        if max_qps is not None and max_qps <= 0:
-            raise ValueError("max_qps must be positive")
+        if max_qps is not None:
+            max_qps = require_positive("max_qps", max_qps)  # nan, inf, 0, negative: refused at parse time
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.message = message
@@ -367,20 +368,35 @@ class SendGlobeSmsOperator(BaseOperator):
             self._log_each(stored)
         self._log_summary(summary)
         out = self._summary(campaign_id, report, summary, stored, dry_run=False)
-        unknown = summary.unknown + summary.unknown_previous
-        if summary.failed or (unknown and self.fail_on_unknown):
+        self._log_unconfirmed(summary, stored)
+        if summary.failed or (summary.unknown and self.fail_on_unknown):
             ti.xcom_push(key="summary", value=out)
             codes = ", ".join(f"{code} x{n}" for code, n in summary.failed_by_code.most_common()) or "-"
             raise AirflowException(
-                f"{summary.failed} message(s) refused ({codes}); {unknown} with an unknown outcome "
-                f"({summary.unknown_previous} of them from earlier attempts); {summary.accepted} accepted. "
-                f"Details per recipient: {stored}. A retry resends the refused ones. Unknown ones may have "
-                "been billed: resend_unknown=True sends them again (a second SMS to whoever got the first), "
-                "fail_on_unknown=False accepts them as they are."
+                f"{summary.failed} message(s) refused ({codes}); {summary.unknown} with an unknown outcome "
+                f"({summary.unknown_previous} of them since earlier attempts); {summary.accepted} accepted. "
+                f"Details per recipient: {stored}. A retry within 15 minutes settles the unknown ones by "
+                "replaying their exact requests and resends the refused ones. Only if you know the unknown "
+                "ones did not arrive: resend_unknown=True (a second SMS to whoever got the first); to accept "
+                "them as they are: fail_on_unknown=False."
             )
-        if unknown:
-            self.log.warning("%d message(s) have an unknown outcome (fail_on_unknown=False): %s", unknown, stored)
         return out
+
+    def _log_unconfirmed(self, summary: SendSummary, results: str) -> None:
+        """Say plainly how many messages may not have reached their recipient, and what to do."""
+        if summary.received:
+            self.log.warning(
+                "%d message(s) were received by the API but their answers were lost (no MessageId, so no "
+                "delivery receipt): almost always accepted, but one throttled while its worker was killed "
+                "looks the same. They are marked 'received' in %s; check them with the recipients if it "
+                "matters. They are never resent automatically.",
+                summary.received,
+                results,
+            )
+        if summary.unknown and not self.fail_on_unknown:
+            self.log.warning(
+                "%d message(s) have an unknown outcome (fail_on_unknown=False): %s", summary.unknown, results
+            )
 
     # --- helpers ----------------------------------------------------------------------------------
 
@@ -442,20 +458,29 @@ class SendGlobeSmsOperator(BaseOperator):
 
     def _log_summary(self, summary: SendSummary) -> None:
         s = summary
-        rows = [
+        rows: list[list[Any]] = [
             ["accepted", s.accepted],
-            ["received (answer lost)", s.received],
-            ["failed", s.failed],
+            ["received, answer lost (no MessageId)", s.received],
             ["unknown outcome", s.unknown],
-            ["unknown since earlier attempt", s.unknown_previous],
-            ["already sent earlier", s.skipped_already_sent],
+            ["failed", s.failed],
             ["invalid, skipped", s.invalid],
+        ]
+        rows += [[f"  failed: {code}", count] for code, count in s.failed_by_code.most_common()]
+        rows += [
+            ["(this try) sent", s.sent],
+            ["(this try) settled by earlier tries", s.skipped_already_sent],
+            ["(this try) in doubt, settled by replay", s.recovered],
             ["segments billed", s.segments],
         ]
-        for code, count in s.failed_by_code.most_common():
-            rows.append([f"  failed: {code}", count])
-        table = tabulate([r for r in rows if r[1]], headers=["outcome", "count"], tablefmt="simple")
-        self.log.info("Sent %d messages in %.1f s (%.0f/s):\n%s", s.sent, s.seconds, s.rate, table)
+        table = tabulate([r for r in rows if r[1]], headers=["every recipient", "count"], tablefmt="simple")
+        self.log.info(
+            "%d recipients; %d messages sent in this try in %.1f s (%.0f/s):\n%s",
+            s.total,
+            s.sent,
+            s.seconds,
+            s.rate,
+            table,
+        )
 
     @staticmethod
     def _summary(

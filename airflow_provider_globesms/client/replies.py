@@ -1,0 +1,108 @@
+"""Reading the API's replies: a result model, or the typed error that says what the caller may do next.
+
+Shared by the send state machine (``call``) for the blocking and the asyncio client alike. Texts are
+scrubbed of phone numbers before they reach an error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from airflow_provider_globesms.client.errors import (
+    AuthenticationError,
+    BusinessError,
+    GatewayError,
+    GlobeSmsError,
+    OutcomeUnknownError,
+    ServiceUnavailableError,
+    ThrottlingError,
+)
+from airflow_provider_globesms.client.phone import scrub_numbers
+from airflow_provider_globesms.client.transport import RawResponse
+
+R = TypeVar("R", bound=BaseModel)
+
+_AUTH_CODES = re.compile(
+    r"^(InvalidAccessKeyId|SignatureDoesNotMatch|InvalidTimeStamp|SignatureNonceUsed|"
+    r"IncompleteSignature|InvalidSecurityToken|Forbidden|NoPermission|MissingSecurityToken)"
+)
+_TIME_LEFT = re.compile(r"TimeLeft\s*:\s*(\d+)")
+_BUSINESS_PREFIX = re.compile(r"^(isv|isp)\.", re.IGNORECASE)
+
+
+class UnreadableReply(OutcomeUnknownError):
+    """HTTP 2xx whose body is not the expected JSON: the API had the request, its verdict is unreadable."""
+
+
+def normalize_code(code: str) -> str:
+    """``isv.AMOUNT_NOT_ENOUGH`` and ``AMOUNT_NOT_ENOUGH`` are the same code."""
+    return _BUSINESS_PREFIX.sub("", code)
+
+
+def throttle_wait(headers: Mapping[str, str]) -> float | None:
+    """Seconds the gateway asked us to wait, from ``x-acs-retry-after`` or ``x-ratelimit-*: TimeLeft``."""
+    retry_after = headers.get("x-acs-retry-after")
+    if retry_after and retry_after.strip().isdigit() and int(retry_after) > 0:
+        return int(retry_after) / 1000.0
+    for name in ("x-ratelimit-user-api", "x-ratelimit-user"):
+        match = _TIME_LEFT.search(headers.get(name, ""))
+        if match and int(match.group(1)) > 0:
+            return int(match.group(1)) / 1000.0
+    return None
+
+
+def parse_reply(action: str, raw: RawResponse, model: type[R]) -> R:
+    """The result of a 2xx reply whose ``ResponseCode`` is ``OK``; raises the typed error otherwise."""
+    if raw.status >= 400:
+        raise gateway_error(action, raw)
+    try:
+        result = model.model_validate_json(raw.body)
+    except PydanticValidationError:
+        raise UnreadableReply(
+            f"{action}: HTTP {raw.status} with a body that is not the expected JSON", code=f"HTTP{raw.status}"
+        ) from None
+    code = getattr(result, "response_code", None)
+    if code != "OK":
+        raw_code = code or "MissingResponseCode"
+        description = scrub_numbers(getattr(result, "response_description", None) or "")
+        raise BusinessError(
+            normalize_code(raw_code),
+            description,
+            request_id=getattr(result, "request_id", None),
+            http_status=raw.status,
+            raw_code=raw_code,
+        )
+    return result
+
+
+def gateway_error(action: str, raw: RawResponse) -> GlobeSmsError:
+    """The typed error of a 4xx/5xx reply with the gateway's ``{Code, Message, RequestId}`` body."""
+    body: dict[str, Any] = {}
+    try:
+        parsed = json.loads(raw.body or b"{}")
+        body = parsed if isinstance(parsed, dict) else {}
+    except ValueError:
+        pass
+    code = str(body.get("Code") or body.get("code") or f"HTTP{raw.status}")
+    message = scrub_numbers(str(body.get("Message") or body.get("message") or ""))
+    request_id = body.get("RequestId") or body.get("requestId")
+    kwargs: dict[str, Any] = {"request_id": request_id, "http_status": raw.status}
+    if code.startswith("Throttling"):
+        return ThrottlingError(code, message, retry_after=throttle_wait(raw.headers), **kwargs)
+    if raw.status == 503 or code == "ServiceUnavailable":
+        return ServiceUnavailableError(code, message, **kwargs)
+    if raw.status in (500, 502, 504):
+        # The gateway may have handed the request on before failing: not a refusal.
+        return OutcomeUnknownError(
+            f"{action}: HTTP {raw.status} {code} {message}".strip(), request_id=request_id, code=code
+        )
+    if _AUTH_CODES.match(code):
+        hint = " (check the worker's clock)" if code.startswith("InvalidTimeStamp") else ""
+        return AuthenticationError(code, message + hint, **kwargs)
+    return GatewayError(code, message, **kwargs)
