@@ -1,11 +1,12 @@
 # Two commands do all the set-up on a fresh machine that has only python3:
 #   make test   - create .venv, install the package with its dev tools, run ruff, mypy and pytest
 #   make demo   - run the example DAGs against the local emulator
+#   make chaos  - the long chaos profile (thousands of generated fault schedules), before a release
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint typecheck pytest demo bench clean
+.PHONY: install test lint typecheck pytest chaos demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +31,10 @@ pytest: install
 
 test: lint typecheck pytest
 
+# The chaos suite's long profile (thousands of generated fault schedules and kills), for before a release.
+chaos: install
+	HYPOTHESIS_PROFILE=chaos $(BIN)/pytest tests/test_chaos.py -p no:cacheprovider
+
 demo: install
 	$(BIN)/python scripts/demo.py
 
@@ -38,4 +43,4 @@ bench: install
 	$(BIN)/python bench/emulator_throughput.py
 
 clean:
-	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis
