@@ -36,10 +36,11 @@ import jinja2
 from _common import ROOT, emulator_process, number, save, sdk_client, sdk_send, table
 
 from airflow_provider_globesms.client import Credentials, DysmsClient
-from airflow_provider_globesms.client.bulk import BulkSender, Campaign, ResultsWriter, Spill, validate
+from airflow_provider_globesms.client.bulk import BulkSender, Campaign, Spill, validate
 from airflow_provider_globesms.client.client import SEND
 from airflow_provider_globesms.client.ledger import SqliteLedger
 from airflow_provider_globesms.client.recipients import rows_from_records
+from airflow_provider_globesms.client.report import ResultsWriter
 
 CAP = 2000.0
 TEMPLATE = "Hi {{ recipient.name }}, your parcel {{ recipient.parcel }} arrives today between 9 and 12."

@@ -11,9 +11,10 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_globesms.client import Credentials, DysmsClient
-from airflow_provider_globesms.client.bulk import BulkSender, Campaign, ResultsWriter, Spill, validate
+from airflow_provider_globesms.client.bulk import BulkSender, Campaign, Spill, validate
 from airflow_provider_globesms.client.ledger import LedgerEntry, SegmentLedger, SqliteLedger, Status, message_key
 from airflow_provider_globesms.client.recipients import rows_from_records
+from airflow_provider_globesms.client.report import ResultsWriter
 from airflow_provider_globesms.client.signing import SignedRequest
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from tests.emulator_helpers import send

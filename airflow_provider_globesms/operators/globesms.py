@@ -29,14 +29,11 @@ from airflow_provider_globesms.client.bulk import (
     Campaign,
     PreparedMessage,
     RenderError,
-    ResultsWriter,
     RowError,
-    SendSummary,
     Spill,
     ValidationReport,
     validate,
 )
-from airflow_provider_globesms.client.ledger import SegmentLedger, SqliteLedger
 from airflow_provider_globesms.client.recipients import (
     Row,
     SourceError,
@@ -45,12 +42,13 @@ from airflow_provider_globesms.client.recipients import (
     rows_from_jsonl,
     rows_from_records,
 )
+from airflow_provider_globesms.client.report import ResultsWriter, SendSummary
 from airflow_provider_globesms.client.transport import require_positive
 from airflow_provider_globesms.client.validation import MAX_TASK_ID_LENGTH
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
+from airflow_provider_globesms.operators.send_ledger import open_send_ledger
 from airflow_provider_globesms.storage import (
     is_local,
-    local_path,
     safe_segment,
     storage_path,
     store_file,
@@ -127,6 +125,10 @@ class SendGlobeSmsOperator(BaseOperator):
     :param ledger_uri: where ledgers live: a directory or any ``ObjectStoragePath`` URI shared by your
         workers. Default: ``[globesms] ledger_uri``, else ``$AIRFLOW_HOME/globesms``.
     :param results_uri: where to write the results file; default: beside the ledger.
+    :param lease_wait: seconds a second copy of this task instance (a zombie's replacement) waits for the
+        first to release the ledger before it fails, having sent nothing.
+    :param resend_without_ledger: send although an earlier try left evidence of sending (a task state store
+        record, a results file) and its ledger is missing, empty or unreadable: every message goes again.
     :param progress_interval: seconds between progress lines in the log.
     :param max_errors_shown: invalid rows listed in the table (all are counted).
     """
@@ -169,6 +171,8 @@ class SendGlobeSmsOperator(BaseOperator):
         confirm_by_replay: bool = True,
         ledger_uri: str | None = None,
         results_uri: str | None = None,
+        lease_wait: float = 60.0,
+        resend_without_ledger: bool = False,
         progress_interval: float = 10.0,
         max_errors_shown: int = 50,
         **kwargs: Any,
@@ -201,6 +205,8 @@ class SendGlobeSmsOperator(BaseOperator):
         self.confirm_by_replay = confirm_by_replay
         self.ledger_uri = ledger_uri
         self.results_uri = results_uri
+        self.lease_wait = lease_wait
+        self.resend_without_ledger = resend_without_ledger
         self.progress_interval = progress_interval
         self.max_errors_shown = max_errors_shown
         self._message_template: jinja2.Template | None = None
@@ -261,14 +267,6 @@ class SendGlobeSmsOperator(BaseOperator):
         ti = context["ti"]
         ledger_dir = task_instance_location(ti, self.ledger_uri)
         return task_instance_scope(ti), ledger_dir, self.results_uri or f"{ledger_dir}/results.jsonl"
-
-    def _open_ledger(self, location: str, stack: ExitStack) -> SqliteLedger:
-        if is_local(location):
-            ledger: SqliteLedger = SqliteLedger(local_path(location) / "ledger.sqlite3")
-        else:
-            ledger = SegmentLedger(storage_path(location) / "ledger")
-        stack.callback(ledger.close)
-        return ledger
 
     # --- recipients ---------------------------------------------------------------------------------
 
@@ -348,7 +346,15 @@ class SendGlobeSmsOperator(BaseOperator):
                     f"{report.invalid} of {report.total} recipients are invalid; nothing was sent "
                     f"(on_invalid='fail'; use 'skip' to send the valid ones):\n{report.table()}"
                 )
-            ledger = self._open_ledger(ledger_dir, stack)
+            ledger, guard = stack.enter_context(
+                open_send_ledger(
+                    ledger_dir,
+                    context,
+                    results_location=results_location,
+                    lease_wait=self.lease_wait,
+                    resend_without_ledger=self.resend_without_ledger,
+                )
+            )
             self.log.info("Ledger: %r; results: %s", ledger, results_location)
             self._warn_if_ledger_is_not_shared(ledger_dir)
             sender = BulkSender(
@@ -360,6 +366,7 @@ class SendGlobeSmsOperator(BaseOperator):
                 confirm_unknown=self.confirm_by_replay,
                 progress_interval=self.progress_interval,
                 logger=self.log,
+                guard=guard,
             )
             summary = sender.run(spill, total=report.valid)
             handle.close()

@@ -1,0 +1,165 @@
+"""Opening a task instance's send ledger: one holder at a time, and never an empty one in place of a record.
+
+Two copies of one task instance (a zombie and its replacement) would both send everything: the ledger is
+held under a lease (``client.lease``) for the whole send, and a second copy waits ``lease_wait`` seconds,
+then fails naming the holder, having sent nothing.
+
+A ledger that was truncated, wiped or left on another worker's disk would make a retry send everything
+again. So before sending, a try looks for evidence of an earlier one: a witness it writes into Airflow's
+task state store (Airflow >= 3.3; it lives in the metadata database, apart from the ledger) before its
+first send, or an earlier try's results file, or, where there is no task state store, a try number
+above 1. With such evidence, a missing, empty or unreadable ledger stops the task before anything is
+sent, unless ``resend_without_ledger=True`` says to send anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+from airflow_provider_globesms.client.lease import FileLease, Holder, LeaseHeldError, ObjectLease
+from airflow_provider_globesms.client.ledger import SegmentLedger, SqliteLedger
+from airflow_provider_globesms.storage import is_local, local_path, storage_path
+
+WITNESS_KEY = "globesms_ledger"
+LEASE_CHECK_EVERY = 1.0  # seconds between lease checks while sending (an object lease costs a request)
+
+
+class LedgerMissingError(AirflowFailException):
+    """An earlier try left a record of sending, but the ledger that should hold it is missing or damaged."""
+
+
+def _state_store(context: Any) -> Any:
+    return context.get("task_state_store") if hasattr(context, "get") else None
+
+
+def earlier_try_evidence(context: Any, results_location: str) -> str | None:
+    """What shows that an earlier try of this task instance may have sent messages, if anything does."""
+    store = _state_store(context)
+    if store is not None:
+        witness = store.get(WITNESS_KEY)
+        if isinstance(witness, dict):
+            return (
+                f"try {witness.get('try')} started sending with a ledger at {witness.get('ledger')} "
+                f"(recorded at {witness.get('since')} in Airflow's task state store)"
+            )
+    results = storage_path(results_location)
+    with contextlib.suppress(OSError, ValueError):
+        if results.exists():
+            with results.open("r") as handle:  # type: ignore[no-untyped-call]
+                first = handle.readline()
+            if first and json.loads(first).get("status") != "dry_run":
+                return f"an earlier try's results file exists ({results_location})"
+    try_number = int(getattr(context["ti"], "try_number", 1) or 1)
+    if store is None and try_number > 1:
+        return f"this is try {try_number} and there is no task state store to ask whether earlier ones sent"
+    return None
+
+
+def _damaged_local_ledger(location: str, resend: bool) -> str | None:
+    """Why the local ledger file cannot be trusted (empty or unreadable), moving it aside when ``resend``."""
+    path = local_path(location) / "ledger.sqlite3"
+    problem = None
+    if path.exists() and path.stat().st_size == 0:
+        problem = "is an empty file (0 bytes)"
+    elif path.exists():
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+                db.execute("SELECT COUNT(*) FROM ledger").fetchone()
+        except sqlite3.DatabaseError as exc:
+            problem = f"cannot be read ({exc})"
+    if problem and resend:
+        path.rename(path.with_name(f"{path.name}.damaged-{int(time.time())}"))
+    return problem and f"{path} {problem}"
+
+
+def _open(location: str) -> SqliteLedger:
+    if is_local(location):
+        return SqliteLedger(local_path(location) / "ledger.sqlite3")
+    return SegmentLedger(storage_path(location) / "ledger")
+
+
+def _checked_ledger(location: str, evidence: str | None, resend: bool) -> SqliteLedger:
+    damage = _damaged_local_ledger(location, resend) if is_local(location) else None
+    if damage and not resend:
+        raise LedgerMissingError(
+            f"The send ledger {damage}; nothing was sent. It records what earlier tries sent: without it they "
+            "would be sent again. Restore it, or set resend_without_ledger=True to move it aside and send "
+            "every message again (whoever got one gets a second)."
+        )
+    try:
+        ledger = _open(location)
+    except (OSError, ValueError, KeyError, sqlite3.DatabaseError) as exc:
+        raise LedgerMissingError(f"The send ledger at {location} cannot be read ({exc}); nothing was sent.") from None
+    if evidence and not resend and not ledger.counts():
+        ledger.close()
+        raise LedgerMissingError(
+            f"The send ledger at {location} is missing or empty, but {evidence}. Nothing was sent: without "
+            "the ledger, every message an earlier try sent would be sent again. Restore the ledger (or point "
+            "ledger_uri at storage every worker shares), or set resend_without_ledger=True to send everything "
+            "again (whoever got a message gets a second)."
+        )
+    return ledger
+
+
+def _lease(location: str, context: Any) -> FileLease | ObjectLease:
+    ti = context["ti"]
+    where = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)} try {ti.try_number}"
+    holder = Holder(description=where)
+    if is_local(location):
+        return FileLease(local_path(location) / "ledger.lease", holder)
+    return ObjectLease(storage_path(location) / "lease", holder)
+
+
+@contextlib.contextmanager
+def open_send_ledger(
+    location: str,
+    context: Any,
+    *,
+    results_location: str,
+    lease_wait: float,
+    resend_without_ledger: bool = False,
+) -> Iterator[tuple[SqliteLedger, Callable[[], None]]]:
+    """The task instance's ledger, held under its lease, checked against evidence of earlier tries.
+
+    Yields the ledger and a guard for the bulk sender to call before each durable write: it raises once
+    the lease is lost, and writes the task-state-store witness before the first write.
+    """
+    lease = _lease(location, context)
+    try:
+        lease.acquire(wait=lease_wait)
+    except LeaseHeldError as exc:
+        raise AirflowException(f"Another copy of this task instance is sending; nothing was sent. {exc}") from None
+    try:
+        ledger = _checked_ledger(location, earlier_try_evidence(context, results_location), resend_without_ledger)
+        try:
+            yield ledger, _guard(lease, location, context)
+        finally:
+            ledger.close()
+    finally:
+        lease.release()
+
+
+def _guard(lease: FileLease | ObjectLease, location: str, context: Any) -> Callable[[], None]:
+    checked = [0.0, False]  # last lease check (monotonic), witness written
+
+    def guard() -> None:
+        now = time.monotonic()
+        if now - float(checked[0]) >= LEASE_CHECK_EVERY:
+            lease.check()
+            checked[0] = now
+        if not checked[1]:
+            store = _state_store(context)
+            if store is not None and store.get(WITNESS_KEY) is None:
+                since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                store.set(WITNESS_KEY, {"ledger": location, "since": since, "try": context["ti"].try_number})
+            checked[1] = True
+
+    return guard
