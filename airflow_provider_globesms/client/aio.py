@@ -171,7 +171,16 @@ class AsyncDysmsClient:
 
     async def replay_send(self, signed: SignedRequest) -> SendMessageResult:
         """See ``DysmsClient.replay_send``."""
-        return await self._run(self.client.new_call(SEND, {}, SendMessageResult, in_doubt=signed, retry=self.retry))
+        return await self._run(
+            self.client.new_call(
+                SEND,
+                {},
+                SendMessageResult,
+                in_doubt=signed,
+                masked_to=mask_number(signed.param("To")),
+                retry=self.retry,
+            )
+        )
 
     async def query_message(self, message_id: object) -> QueryMessageResult:
         """See ``DysmsClient.query_message``."""

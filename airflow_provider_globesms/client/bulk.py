@@ -430,12 +430,12 @@ class BulkSender:
                 self.results.write(prepared.row, "", "invalid", field=prepared.field, error=prepared.reason)
                 continue
             entry = self.ledger.get(prepared.key) if look_up else None
-            if entry is None or entry.status in (Status.FAILED, Status.PENDING):
-                yield prepared
+            if entry is None or entry.status is Status.FAILED:
+                yield prepared  # never sent, or refused: safe to send
             elif entry.status in SENT_STATES:
                 self._settled_earlier(prepared, entry)
-            elif self.resend_unknown:
-                yield prepared
+            elif self.resend_unknown and entry.status is Status.UNKNOWN:
+                yield prepared  # the user's explicit choice; a pending entry (never left by recover) is not
             else:
                 with self._lock:
                     self.summary.unknown_previous += 1

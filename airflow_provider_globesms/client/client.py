@@ -156,7 +156,9 @@ class DysmsClient:
         it accepts a timestamp, so the answer settles whether the first attempt arrived: accepted now
         means it never did (and is now sent once); ``ReceivedWithoutAnswerError`` means it did.
         """
-        return self._run(self.new_call(SEND, {}, SendMessageResult, in_doubt=signed))
+        return self._run(
+            self.new_call(SEND, {}, SendMessageResult, in_doubt=signed, masked_to=mask_number(signed.param("To")))
+        )
 
     def batch_send(self, to: Iterable[object], message: object, **options: Any) -> BatchSendResult:
         """BatchSendMessageToGlobe: up to 1,000 numbers; ``message`` one text, or a list of one per number."""

@@ -57,14 +57,16 @@ class SignedRequest:
     def signed_at(self) -> float | None:
         """When it was signed (epoch seconds), from ``x-acs-date`` (V3) or ``Timestamp`` (V1); the
         gateway accepts it, and so refuses a repeat of its nonce, for 15 minutes after that."""
-        stamp = self.headers.get("x-acs-date")
-        if stamp is None:
-            query = parse_qs(urlsplit(self.target).query)
-            stamp = (query.get("Timestamp") or [""])[0]
+        stamp = self.headers.get("x-acs-date") or self.param("Timestamp")
         try:
             return calendar.timegm(time.strptime(stamp or "", "%Y-%m-%dT%H:%M:%SZ"))
         except ValueError:
             return None
+
+    def param(self, name: str) -> str | None:
+        """A request parameter from the query string (``To``, ``Action``...), or ``None``."""
+        values = parse_qs(urlsplit(self.target).query).get(name)
+        return values[0] if values else None
 
     def to_json(self) -> dict[str, object]:
         return {"method": self.method, "target": self.target, "headers": self.headers, "body": self.body.decode()}
