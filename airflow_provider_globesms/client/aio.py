@@ -204,14 +204,11 @@ class AsyncDysmsClient:
                 verdict = call.replied(await self._pool.exchange(attempt.signed, before_write=limiter.admit_async))
             except ExchangeError as exc:
                 verdict = call.failed(exc)
-            if verdict.result is not None:
-                return verdict.result
-            if verdict.error is not None:
-                raise verdict.error
+            result = verdict.final()
+            if result is not None:
+                return result
             if verdict.refused and after_refusal is not None:
                 await after_refusal(attempt.signed)
-            if verdict.hold:
-                limiter.hold(verdict.wait)
             await asyncio.sleep(verdict.wait)
 
     async def aclose(self) -> None:

@@ -179,7 +179,8 @@ class Verdict(Generic[R]):
     """What the loop does next: return ``result``, raise ``error``, or wait ``wait`` s and go again.
 
     ``refused``: the fresh attempt was turned away (its nonce may be consumed): the bulk sender records
-    that before the backoff. ``hold``: the gateway asked every caller of this client to back off.
+    that before the backoff. ``hold``: the gateway asked every caller of this client to back off (the
+    call has told the rate limiter, through its ``hold`` callback).
     """
 
     result: R | None = None
@@ -187,6 +188,12 @@ class Verdict(Generic[R]):
     wait: float = 0.0
     refused: bool = False
     hold: bool = False
+
+    def final(self) -> R | None:
+        """The result when the call is over, raising its error if it failed; ``None`` to go again."""
+        if self.error is not None:
+            raise self.error
+        return self.result
 
 
 class Call(Generic[R]):
@@ -204,6 +211,7 @@ class Call(Generic[R]):
         where: str = "",
         masked_to: str = "",
         count: Callable[[str], None] = lambda _key: None,
+        hold: Callable[[float], None] = lambda _seconds: None,
     ) -> None:
         self.action = action
         self.model = model
@@ -216,6 +224,7 @@ class Call(Generic[R]):
         self._where = where
         self._masked_to = masked_to
         self._count = count
+        self._hold = hold
         self._current: Attempt | None = None
 
     def attempt(self) -> Attempt:
@@ -281,6 +290,8 @@ class Call(Generic[R]):
                 return self._unknown(error, self.in_doubt)
             return Verdict(error=error)
         log.debug("%s %s: %s; attempt %d, again in %.3f s", self.action, self._masked_to, error, self.attempts, wait)
+        if throttled:
+            self._hold(wait)  # every caller of the client backs off, not only this call
         fresh = self._current is not None and self._current.fresh
         refused = fresh and outcome in (Outcome.THROTTLED, Outcome.UNAVAILABLE) and not self.idempotent
         return Verdict(wait=wait, refused=refused, hold=throttled)

@@ -206,6 +206,7 @@ class DysmsClient:
             where=self.endpoint.url,
             masked_to=masked_to,
             count=self._count,
+            hold=self.limiters[action].hold,
         )
 
     def _run(
@@ -225,14 +226,11 @@ class DysmsClient:
                 verdict = call.replied(self._pool.exchange(attempt.signed, before_write=limiter.admit))
             except ExchangeError as exc:
                 verdict = call.failed(exc)
-            if verdict.result is not None:
-                return verdict.result
-            if verdict.error is not None:
-                raise verdict.error
+            result = verdict.final()
+            if result is not None:
+                return result
             if verdict.refused and after_refusal is not None:
                 after_refusal(attempt.signed)
-            if verdict.hold:
-                limiter.hold(verdict.wait)
             self._sleep(verdict.wait)
 
     # --- bookkeeping ---------------------------------------------------------------------------
