@@ -11,23 +11,31 @@ any request.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pytest
 from airflow.sdk import DAG
 
-from airflow_provider_globesms.client import ConfigurationError
+from airflow_provider_globesms.client import ConfigurationError, Credentials, DysmsClient, Timeout
+from airflow_provider_globesms.client.bulk import BulkSender, Campaign, LedgerError
+from airflow_provider_globesms.client.lease import Holder, ObjectLease
+from airflow_provider_globesms.client.ledger import SegmentLedger
+from airflow_provider_globesms.client.report import ResultsWriter
 from airflow_provider_globesms.emulator import EmulatorServer
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
+from airflow_provider_globesms.operators.send_ledger import LedgerGuard
 from airflow_provider_globesms.testing import task_states, xcom_values
 from tests.conftest import connection_json
 from tests.fault_proxy import FaultProxy
@@ -97,6 +105,7 @@ COPY = """
 import json, os, sys, time
 from types import SimpleNamespace
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
+from airflow_provider_globesms.operators.send_ledger import LedgerGuard
 
 recipients, lease_wait, ledger_uri, go = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
 op = SendGlobeSmsOperator(task_id="campaign", recipients=recipients, message="Hi {{ recipient.name }}",
@@ -271,3 +280,84 @@ def test_a_bad_timeout_or_rate_in_the_connection_is_refused_before_any_request(
 def test_a_bad_max_qps_on_the_operator_is_refused_when_the_dag_is_parsed(value: float) -> None:
     with pytest.raises(ConfigurationError, match="max_qps"):
         SendGlobeSmsOperator(task_id="send", to="+85291234567", message="hi", max_qps=value)
+
+
+# --- a lease that expires while a ledger write stalls ---------------------------------------------------------
+
+
+class StallingPath:
+    """A directory seen through a partition to its object store: once ``stall`` is set, every write hangs
+    ``seconds``, then lands (found by an adversarial review: the lease was checked only before writes)."""
+
+    def __init__(self, path: Path, stall: threading.Event, seconds: float) -> None:
+        self.path, self.stall, self.seconds = path, stall, seconds
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def __truediv__(self, other: str) -> StallingPath:
+        return StallingPath(self.path / other, self.stall, self.seconds)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def mkdir(self, mode: int = 0o777, parents: bool = False, exist_ok: bool = False) -> None:
+        self.path.mkdir(mode, parents, exist_ok)
+
+    def iterdir(self) -> Iterator[StallingPath]:
+        return (StallingPath(child, self.stall, self.seconds) for child in self.path.iterdir())
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def read_text(self) -> str:
+        return self.path.read_text()
+
+    def open(self, mode: str) -> IO[Any]:
+        if mode[0] in "wx" and self.stall.is_set():
+            time.sleep(self.seconds)
+        handle = self.path.open(mode)
+        if mode == "w" and self.path.name.endswith("-w.jsonl"):
+            self.stall.set()  # the partition begins after the first pending record is written
+        return handle
+
+
+def test_a_copy_whose_lease_expires_during_a_stalled_write_does_not_send(emulator: EmulatorServer) -> None:
+    stall = threading.Event()
+    outcome: dict[str, Any] = {}
+    numbers = ["+85291230002", "+85291230003"]
+
+    def one_copy(root: Any, name: str, wait: float) -> None:
+        lease = ObjectLease(root / "lease", Holder(description=name), ttl=2, skew=0.5)
+        lease.acquire(wait=wait)
+        client = DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, timeout=Timeout(1, 2))
+        campaign = Campaign(client, lambda row: "Hello", ["stalled", "run", "task", "-1"])
+        items = [campaign.prepare(n + 1, {"to": to}) for n, to in enumerate(numbers)]
+        sender = BulkSender(
+            campaign,
+            SegmentLedger(root / "ledger"),
+            ResultsWriter(io.BytesIO()),
+            concurrency=1,
+            progress_interval=0,
+            guard=LedgerGuard(lease, str(root), {}),
+        )
+        try:
+            outcome[name] = sender.run(items, total=len(items))
+        except Exception as exc:
+            outcome[name] = exc
+        finally:
+            lease.release()
+            client.close()
+
+    with tempfile.TemporaryDirectory() as directory:
+        first = threading.Thread(target=one_copy, args=(StallingPath(Path(directory), stall, 6.0), "A", 1.0))
+        first.start()
+        assert stall.wait(10)
+        one_copy(Path(directory), "B", 20.0)  # takes over once A's lease expired (A's renewals stall too)
+        first.join(30)
+    counts = Counter(m["to"] for to in numbers for m in emulator.messages(to=to.lstrip("+")))
+    assert set(counts.values()) == {1}, counts  # before the fix: the stalled copy sent its request too
+    assert isinstance(outcome["A"], LedgerError), outcome["A"]
+    assert "lease" in str(outcome["A"])
+    assert outcome["B"].accepted + outcome["B"].received == 2

@@ -19,14 +19,8 @@ from typing import IO, Any
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_globesms.client.lease import (
-    FileLease,
-    Holder,
-    LeaseHeldError,
-    LeaseLostError,
-    LeasePath,
-    ObjectLease,
-)
+from airflow_provider_globesms.client.errors import LeaseHeldError, LeaseLostError
+from airflow_provider_globesms.client.lease import FileLease, Holder, LeasePath, ObjectLease
 
 REPO = Path(__file__).resolve().parent.parent
 

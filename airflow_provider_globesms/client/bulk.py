@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 from tabulate import tabulate
@@ -57,8 +57,18 @@ log = logging.getLogger(__name__)
 REPLAY_WINDOW = 14 * 60  # the gateway accepts a timestamp for 15 minutes; keep a margin
 RECEIVED_NOTE = (
     "; the API received it but its answer was lost (no MessageId). Almost always accepted; a request "
-    "throttled while its worker was killed looks the same and was not"
+    "throttled while its worker was killed, or refused with its answer lost, looks the same and was not"
 )
+
+
+class SendGuard(Protocol):
+    """Checks around every durable write, so around every send; each raises to stop sending."""
+
+    def before_write(self) -> None:
+        """Before records are written (may do I/O: e.g. ask whether the ledger's lease is still ours)."""
+
+    def after_write(self) -> None:
+        """After they are durable, before the sends they release leave (no I/O)."""
 
 
 class LedgerError(Exception):
@@ -284,10 +294,9 @@ class BulkSender:
         confirm_unknown: bool = True,
         progress_interval: float = 10.0,
         logger: LineLogger = log,
-        guard: Callable[[], None] | None = None,
+        guard: SendGuard | None = None,
     ) -> None:
         self.campaign = campaign
-        # Called before every durable write (so before every send): raises to stop, e.g. a lost lease.
         self.guard = guard
         self.client = campaign.client
         self.ledger = ledger
@@ -492,6 +501,11 @@ class BulkSender:
         entries = [entry for entry, _ in batch]
 
         def settle(error: BaseException | None) -> None:
+            if error is None and self.guard is not None:
+                try:
+                    self.guard.after_write()  # a write can outlast the lease: check before the sends go
+                except Exception as exc:
+                    error = exc
             for _, done in batch:
                 if not done.done():
                     if error is None:
@@ -502,7 +516,7 @@ class BulkSender:
 
         try:
             if self.guard is not None:
-                self.guard()  # on the loop's thread: it may talk to Airflow
+                self.guard.before_write()  # on the loop's thread: it may talk to Airflow
         except Exception as exc:
             settle(exc)
             return

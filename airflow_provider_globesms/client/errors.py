@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from airflow_provider_globesms.client.lease import Holder
     from airflow_provider_globesms.client.signing import SignedRequest
 
 
@@ -141,3 +142,15 @@ class ReceivedWithoutAnswerError(OutcomeUnknownError):
     refuses the repeated nonce (``SignatureNonceUsed``): the first attempt had arrived. It may have been
     accepted and billed; it must not be sent again.
     """
+
+
+class LeaseHeldError(GlobeSmsError):
+    """Another copy of the task instance kept the ledger's lease beyond the wait: this copy must not send."""
+
+    def __init__(self, message: str, *, where: str, holder: Holder | None, expires_at: float | None = None) -> None:
+        self.where, self.holder, self.expires_at = where, holder, expires_at
+        super().__init__(message)
+
+
+class LeaseLostError(GlobeSmsError):
+    """The ledger's lease was ours but no longer certainly is: sending must stop now."""

@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-from airflow_provider_globesms.client.errors import GlobeSmsError
+from airflow_provider_globesms.client.errors import LeaseHeldError, LeaseLostError
 from airflow_provider_globesms.client.ledger import StoragePath
 
 log = logging.getLogger(__name__)
@@ -48,18 +48,6 @@ def _read_retrying(read: Callable[[], _T | None]) -> _T | None:
                 return value
         time.sleep(_READ_PAUSE)
     return None
-
-
-class LeaseHeldError(GlobeSmsError):
-    """Another copy of the task instance kept the lease beyond the wait: this copy must not send."""
-
-    def __init__(self, message: str, *, where: str, holder: Holder | None, expires_at: float | None = None) -> None:
-        self.where, self.holder, self.expires_at = where, holder, expires_at
-        super().__init__(message)
-
-
-class LeaseLostError(GlobeSmsError):
-    """The lease was ours but no longer certainly is: sending must stop now."""
 
 
 @dataclass(frozen=True)
@@ -150,6 +138,10 @@ class FileLease:
             raise LeaseLostError(f"The send ledger lock {self.path} is not held (released, or never acquired).")
         if not _same_file(self._fd, self.path):
             raise LeaseLostError(f"The send ledger lock file {self.path} was deleted or replaced while held.")
+
+    def check_held(self) -> None:
+        """``check()`` (no I/O either: a held ``flock`` has no expiry)."""
+        self.check()
 
     def release(self) -> None:
         """Unlock and close; a no-op when not held."""
@@ -346,6 +338,14 @@ class ObjectLease:
             return  # the store is unreachable, but before our expiry no one else can take the lease
         if taken:
             raise self._lose(f"another copy took generation {generation + 1}")
+
+    def check_held(self) -> None:
+        """``check()`` without I/O, between a (possibly slow) ledger write and the send it releases: the
+        lease must be ours for ``skew`` more seconds (a taker waits ``skew`` past the expiry)."""
+        if self._lost is None and self._generation is not None and time.time() >= self._valid_until - self.skew:
+            raise self._lose(f"less than {self.skew:g} s of it were left after a ledger write (store slow?)")
+        if self._lost is not None or self._generation is None:
+            self.check()
 
     def renew(self) -> None:
         """Extend the lease by one TTL from now (the renewal thread does this every ``ttl / 3``)."""

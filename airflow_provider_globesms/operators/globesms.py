@@ -394,9 +394,10 @@ class SendGlobeSmsOperator(BaseOperator):
         if summary.received:
             self.log.warning(
                 "%d message(s) were received by the API but their answers were lost (no MessageId, so no "
-                "delivery receipt): almost always accepted, but one throttled while its worker was killed "
-                "looks the same. They are marked 'received' in %s; check them with the recipients if it "
-                "matters. They are never resent automatically.",
+                "delivery receipt): almost always accepted, but one throttled while its worker was killed, or "
+                "refused (e.g. for the balance) with its answer lost, looks the same. They are marked "
+                "'received' in %s; check them with the recipients if it matters. They are never resent "
+                "automatically.",
                 summary.received,
                 results,
             )

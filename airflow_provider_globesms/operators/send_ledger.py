@@ -18,18 +18,19 @@ import contextlib
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_provider_globesms.client.lease import FileLease, Holder, LeaseHeldError, ObjectLease
+from airflow_provider_globesms.client.errors import LeaseHeldError
+from airflow_provider_globesms.client.lease import FileLease, Holder, ObjectLease
 from airflow_provider_globesms.client.ledger import SegmentLedger, SqliteLedger
 from airflow_provider_globesms.storage import is_local, local_path, storage_path
 
 WITNESS_KEY = "globesms_ledger"
-LEASE_CHECK_EVERY = 1.0  # seconds between lease checks while sending (an object lease costs a request)
+LEASE_CHECK_EVERY = 1.0  # seconds between full lease checks while sending (an object lease costs a request)
 
 
 class LedgerMissingError(AirflowFailException):
@@ -126,11 +127,11 @@ def open_send_ledger(
     results_location: str,
     lease_wait: float,
     resend_without_ledger: bool = False,
-) -> Iterator[tuple[SqliteLedger, Callable[[], None]]]:
+) -> Iterator[tuple[SqliteLedger, LedgerGuard]]:
     """The task instance's ledger, held under its lease, checked against evidence of earlier tries.
 
-    Yields the ledger and a guard for the bulk sender to call before each durable write: it raises once
-    the lease is lost, and writes the task-state-store witness before the first write.
+    Yields the ledger and the bulk sender's guard (``LedgerGuard``): the lease is checked before and after
+    every durable write, and the task-state-store witness is written before the first.
     """
     lease = _lease(location, context)
     try:
@@ -140,26 +141,35 @@ def open_send_ledger(
     try:
         ledger = _checked_ledger(location, earlier_try_evidence(context, results_location), resend_without_ledger)
         try:
-            yield ledger, _guard(lease, location, context)
+            yield ledger, LedgerGuard(lease, location, context)
         finally:
             ledger.close()
     finally:
         lease.release()
 
 
-def _guard(lease: FileLease | ObjectLease, location: str, context: Any) -> Callable[[], None]:
-    checked = [0.0, False]  # last lease check (monotonic), witness written
+class LedgerGuard:
+    """The bulk sender's ``SendGuard`` for one task instance: the lease before and after every ledger
+    write, and the task-state-store witness before the first."""
 
-    def guard() -> None:
+    def __init__(self, lease: FileLease | ObjectLease, location: str, context: Any) -> None:
+        self.lease = lease
+        self.location = location
+        self.context = context
+        self._checked = 0.0
+        self._witnessed = False
+
+    def before_write(self) -> None:
         now = time.monotonic()
-        if now - float(checked[0]) >= LEASE_CHECK_EVERY:
-            lease.check()
-            checked[0] = now
-        if not checked[1]:
-            store = _state_store(context)
+        if now - self._checked >= LEASE_CHECK_EVERY:  # an object lease's full check costs a request
+            self.lease.check()
+            self._checked = now
+        if not self._witnessed:
+            store = _state_store(self.context)
             if store is not None and store.get(WITNESS_KEY) is None:
                 since = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                store.set(WITNESS_KEY, {"ledger": location, "since": since, "try": context["ti"].try_number})
-            checked[1] = True
+                store.set(WITNESS_KEY, {"ledger": self.location, "since": since, "try": self.context["ti"].try_number})
+            self._witnessed = True
 
-    return guard
+    def after_write(self) -> None:
+        self.lease.check_held()
