@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import jinja2
-from airflow.sdk import BaseOperator, ObjectStoragePath, conf
+from airflow.sdk import BaseOperator, ObjectStoragePath, conf, literal
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from tabulate import tabulate
 
@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 MAX_CONCURRENCY = 512
 # Sends in flight needed to hold the cap: rate x latency. 0.3 s covers Alibaba's 100-300 ms.
 LATENCY_BUDGET = 0.3
+LITERAL = type(literal(None))  # what airflow.sdk.literal() wraps a value in (its class is not public)
 EACH_LOGGED_UP_TO = 10  # campaigns this small log every outcome; larger ones log progress
 
 
@@ -188,6 +189,10 @@ class SendGlobeSmsOperator(BaseOperator):
             raise ValueError("concurrency must be at least 1")
         self.message = message
         self.to = to
+        if isinstance(recipients, list | tuple | Mapping):
+            # Rows are data: Airflow would render every string inside them (a row holding
+            # "{{ conn.x.password }}" would send the secret). Only a path or URI is templated.
+            recipients = literal(recipients)
         self.recipients = recipients
         self.to_field = to_field
         self.sender = sender
@@ -276,6 +281,8 @@ class SendGlobeSmsOperator(BaseOperator):
             numbers = [self.to] if isinstance(self.to, str) else list(self.to)
             return rows_from_records({"to": n} for n in numbers), "to", f"{len(numbers)} number(s)"
         source = self.recipients
+        if isinstance(source, LITERAL):  # execute() called without Airflow's rendering
+            source = source.value
         if isinstance(source, Mapping):
             source = [source]
         if isinstance(source, str | os.PathLike | ObjectStoragePath):
