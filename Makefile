@@ -33,7 +33,7 @@ test: lint typecheck pytest
 
 # The chaos suite's long profile (thousands of generated fault schedules and kills), for before a release.
 chaos: install
-	HYPOTHESIS_PROFILE=chaos $(BIN)/pytest tests/test_chaos.py -p no:cacheprovider
+	HYPOTHESIS_PROFILE=chaos $(BIN)/pytest tests/test_chaos.py -p no:cacheprovider -o timeout=7200
 
 demo: install
 	$(BIN)/python scripts/demo.py

@@ -41,8 +41,8 @@ CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
     },
     "timeout": {
         "label": "Timeout (seconds)",
-        "description": "How long to wait for the API's answer. A send that times out is reported as "
-        "'outcome unknown' and never re-sent automatically.",
+        "description": "How long to wait for the API's answer. A send that times out is settled by "
+        "resending its exact signed bytes (the API refuses a repeat), never signed and sent anew.",
         "schema": {"type": ["number", "null"], "default": 10, "minimum": 0.1},
     },
     "max_qps": {
@@ -50,6 +50,12 @@ CONNECTION_FIELDS: dict[str, dict[str, Any]] = {
         "description": "SendMessageToGlobe calls per second this connection may make (the account cap is "
         "2,000/s). Split it between parallel tasks with an Airflow pool.",
         "schema": {"type": ["number", "null"], "default": 2000, "minimum": 0.1},
+    },
+    "default_region": {
+        "label": "Default country of numbers",
+        "description": "ISO code (e.g. HK) to read numbers written without + and country code as that "
+        "country's. Empty: such numbers must carry their country code.",
+        "schema": {"type": ["string", "null"]},
     },
 }
 
@@ -62,6 +68,7 @@ CONNECTION_UI: dict[str, Any] = {
         "region_id": "ap-southeast-1",
         "endpoint": "https://dysmsapi.ap-southeast-1.aliyuncs.com",
         "signature_version": "v3",
+        "default_region": "HK",
     },
 }
 

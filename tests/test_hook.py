@@ -185,6 +185,7 @@ def test_connection_form_metadata_is_consistent() -> None:
         "signature_version",
         "timeout",
         "max_qps",
+        "default_region",
     }
     assert conn_type["conn-fields"]["security_token"]["schema"]["format"] == "password"
     behaviour = GlobeSmsHook.get_ui_field_behaviour()

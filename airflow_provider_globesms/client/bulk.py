@@ -135,7 +135,7 @@ class Campaign:
         # The same checks as SendMessageRequest's, without building a model per row; the options
         # were checked once (check_options).
         try:
-            to = parse_number(raw_to, self.to_field).wire
+            to = parse_number(raw_to, self.to_field, default_region=self.client.default_region).wire
             check_message(text, self.client.max_message_length)
         except InvalidFieldError as exc:
             return RowError(row, mask_number(raw_to), exc.field, exc.reason)

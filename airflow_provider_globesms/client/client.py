@@ -22,7 +22,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from airflow_provider_globesms import __version__
 from airflow_provider_globesms.client.call import Call
-from airflow_provider_globesms.client.errors import ConfigurationError
+from airflow_provider_globesms.client.errors import ConfigurationError, InvalidFieldError
 from airflow_provider_globesms.client.models import (
     BatchSendRequest,
     BatchSendResult,
@@ -31,7 +31,7 @@ from airflow_provider_globesms.client.models import (
     SendMessageRequest,
     SendMessageResult,
 )
-from airflow_provider_globesms.client.phone import mask_number
+from airflow_provider_globesms.client.phone import check_region, mask_number
 from airflow_provider_globesms.client.ratelimit import RateLimiter
 from airflow_provider_globesms.client.retry import RetryPolicy
 from airflow_provider_globesms.client.signing import (
@@ -87,6 +87,7 @@ class DysmsClient:
         max_message_length: int = DEFAULT_MAX_MESSAGE_LENGTH,
         user_agent: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        default_region: str | None = None,
     ) -> None:
         if signature_version not in SIGNATURE_VERSIONS:
             raise ConfigurationError(
@@ -111,7 +112,12 @@ class DysmsClient:
             BATCH_SEND: RateLimiter(BATCH_QPS),
             QUERY: RateLimiter(QUERY_QPS, headroom=QPS_HEADROOM),
         }
-        self._context = {"max_message_length": max_message_length}
+        try:
+            # National forms are read as this country's numbers (see ``phone``); None: refused.
+            self.default_region = check_region(default_region)
+        except InvalidFieldError as exc:
+            raise ConfigurationError(str(exc)) from None
+        self._context = {"max_message_length": max_message_length, "default_region": self.default_region}
         self._stats: Counter[str] = Counter()
         self._stats_lock = threading.Lock()
 

@@ -78,6 +78,12 @@ class _SendOptions(_Request):
         return None if v is None else check_channel_id(v)
 
 
+def _region(info: Any) -> str | None:
+    context = info.context or {}
+    region = context.get("default_region")
+    return str(region) if region else None
+
+
 def _max_length(info: Any) -> int:
     context = info.context or {}
     return int(context.get("max_message_length", 2000))
@@ -101,8 +107,8 @@ class SendMessageRequest(_SendOptions):
 
     @field_validator("to", mode="before")
     @classmethod
-    def _to(cls, v: object) -> str:
-        return parse_number(v, "to").wire
+    def _to(cls, v: object, info: Any) -> str:
+        return parse_number(v, "to", default_region=_region(info)).wire
 
     @field_validator("message", mode="before")
     @classmethod
@@ -126,10 +132,11 @@ class BatchSendRequest(_SendOptions):
 
     @field_validator("to", mode="before")
     @classmethod
-    def _to(cls, v: object) -> tuple[str, ...]:
+    def _to(cls, v: object, info: Any) -> tuple[str, ...]:
         if isinstance(v, str) or not hasattr(v, "__iter__"):
             raise InvalidFieldError("to", None, "expected a list of phone numbers")
-        numbers = tuple(parse_number(n, f"to[{i}]").wire for i, n in enumerate(v))
+        region = _region(info)
+        numbers = tuple(parse_number(n, f"to[{i}]", default_region=region).wire for i, n in enumerate(v))
         if not numbers:
             raise InvalidFieldError("to", None, "no phone numbers given")
         if len(numbers) > MAX_BATCH_NUMBERS:

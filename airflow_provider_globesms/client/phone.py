@@ -1,9 +1,16 @@
 """Phone numbers: parse to Alibaba's wire form, refuse what the API cannot take, mask for logs.
 
 The API wants the country dialing code and the number as bare digits (``85291234567``). People write
-``+852 9123 4567``; Alibaba's own samples write ``85291234567``. Both are accepted here. A number without
-its country code cannot be told apart from one that has it, so such forms fail validity checks and the
-error says to include the code.
+``+852 9123 4567``; Alibaba's own samples write ``85291234567``. Both are accepted here, with one policy
+for numbers without ``+`` (the API reads bare digits as international, whatever the writer meant):
+
+* A bare value that is a valid Chinese mainland mobile in its national form (``13123456789``) is refused
+  as ambiguous: the API would read it as ``+1 312-345-6789`` and text a stranger in North America.
+  Write ``+1...`` if that is what you mean.
+* ``default_region`` (an ISO code such as ``HK``) reads national forms as that country's (``91234567``
+  -> ``+85291234567``); a bare value that is not a valid national number there is read as international.
+* Without it, a national form is accepted only if it also happens to be a valid international number:
+  the ambiguity the README's number policy names. Writing ``+`` and the country code removes it.
 """
 
 from __future__ import annotations
@@ -68,10 +75,37 @@ def scrub_numbers(text: str) -> str:
     return _NUMBER_LIKE.sub(lambda m: mask_number(m.group(0)), text)
 
 
-def parse_number(raw: object, field: str = "to") -> PhoneNumber:
-    """Validate ``raw`` as an international mobile number the API can reach.
+def check_region(region: str | None) -> str | None:
+    """``default_region`` as an upper-case ISO region phonenumbers knows, or ``InvalidFieldError``."""
+    if region is None:
+        return None
+    code = str(region).strip().upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise InvalidFieldError("default_region", str(region), "not an ISO 3166 region code such as HK or SG")
+    return code
 
-    Raises ``InvalidFieldError`` naming ``field``, the masked value and the reason.
+
+def _national(digits: str, region: str) -> phonenumbers.PhoneNumber | None:
+    """``digits`` read as a national number of ``region``, when that is a valid number there."""
+    try:
+        parsed = phonenumbers.parse(digits, region)
+    except phonenumbers.NumberParseException:
+        return None
+    return parsed if phonenumbers.is_valid_number_for_region(parsed, region) else None
+
+
+def _looks_like_a_mainland_mobile(digits: str) -> bool:
+    parsed = _national(digits, "CN") if len(digits) == 11 and digits[0] == "1" else None
+    return parsed is not None and phonenumbers.number_type(parsed) == phonenumbers.PhoneNumberType.MOBILE
+
+
+def parse_number(
+    raw: object, field: str = "to", *, default_region: str | None = None, refuse_ambiguous: bool = True
+) -> PhoneNumber:
+    """Validate ``raw`` as an international mobile number the API can reach (see the module's policy).
+
+    ``refuse_ambiguous=False`` reads bare digits as the API does (the emulator). Raises
+    ``InvalidFieldError`` naming ``field``, the masked value and the reason.
     """
     if not isinstance(raw, str | int) or isinstance(raw, bool):
         raise InvalidFieldError(field, None, f"expected a phone number string, got {type(raw).__name__}")
@@ -90,8 +124,16 @@ def parse_number(raw: object, field: str = "to") -> PhoneNumber:
         digits = compact  # Alibaba's own form: country code and number, no '+'
     if not digits.isdigit():
         raise InvalidFieldError(field, mask_number(text), "phone number may hold only digits after '+'")
+    national = None if compact.startswith("+") or default_region is None else _national(digits, default_region)
+    if national is None and refuse_ambiguous and not compact.startswith("+") and _looks_like_a_mainland_mobile(digits):
+        raise InvalidFieldError(
+            field,
+            mask_number(text),
+            "looks like a Chinese mainland mobile without +86 (which this API cannot reach); the API would "
+            f"read it as +{digits[0]} {digits[1:]}: write +{digits} if you mean that number",
+        )
     try:
-        parsed = phonenumbers.parse("+" + digits, None)
+        parsed = national or phonenumbers.parse("+" + digits, None)
     except phonenumbers.NumberParseException as exc:
         raise InvalidFieldError(field, mask_number(text), f"not a phone number ({exc._msg})") from None
     if parsed.country_code == MAINLAND_CHINA_CODE:
@@ -106,7 +148,7 @@ def parse_number(raw: object, field: str = "to") -> PhoneNumber:
             mask_number(text),
             "not a valid international number: include the country dialing code (e.g. +852 9123 4567)",
         )
-    national = str(parsed.national_number)
+    number = str(parsed.national_number)
     if parsed.italian_leading_zero:
-        national = "0" * (parsed.number_of_leading_zeros or 1) + national
-    return PhoneNumber(int(parsed.country_code or 0), national)
+        number = "0" * (parsed.number_of_leading_zeros or 1) + number
+    return PhoneNumber(int(parsed.country_code or 0), number)

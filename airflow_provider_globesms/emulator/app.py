@@ -70,7 +70,7 @@ def build_inspection_app(gateway: Gateway) -> FastAPI:
         wire = None
         if to:
             try:
-                wire = parse_number(to).wire
+                wire = parse_number(to, refuse_ambiguous=False).wire
             except InvalidFieldError:
                 wire = to.lstrip("+")
         now = gateway.clock()

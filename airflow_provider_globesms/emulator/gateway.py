@@ -353,7 +353,7 @@ class Gateway:
             if not params.get(required):
                 raise GatewayRefusal(400, f"Missing{required}", f"{required} is mandatory for this action.")
         try:
-            number = parse_number(params["To"])
+            number = parse_number(params["To"], refuse_ambiguous=False)
         except InvalidFieldError as exc:
             return self._business("MOBILE_NUMBER_ILLEGAL", f"To {exc.value}: {exc.reason}")
         options = self._options(params)
@@ -410,7 +410,7 @@ class Gateway:
         failed: list[str] = []
         for index, raw in enumerate(numbers):
             try:
-                number = parse_number(str(raw))
+                number = parse_number(str(raw), refuse_ambiguous=False)
             except InvalidFieldError:
                 failed.append(str(raw))
                 continue

@@ -53,6 +53,7 @@ class GlobeSmsSettings:
     signature_version: str = "v3"
     timeout: float | None = None
     max_qps: float | None = None
+    default_region: str | None = None
     credentials_from: str = "connection"
 
 
@@ -81,6 +82,7 @@ class GlobeSmsHook(BaseHook):
         max_qps: float | None = None,
         timeout: float | None = None,
         max_connections: int = 10,
+        default_region: str | None = None,
     ) -> None:
         super().__init__()
         self.globesms_conn_id = globesms_conn_id
@@ -88,6 +90,7 @@ class GlobeSmsHook(BaseHook):
         self._max_qps = None if max_qps is None else require_positive("max_qps", max_qps)
         self._timeout = None if timeout is None else require_positive("timeout", timeout)
         self.max_connections = max_connections
+        self._default_region = default_region
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(globesms_conn_id={self.globesms_conn_id!r})"
@@ -155,6 +158,7 @@ class GlobeSmsHook(BaseHook):
             signature_version=signature_version,
             timeout=number("timeout"),
             max_qps=number("max_qps"),
+            default_region=extra("default_region"),
             credentials_from=source,
         )
         Endpoint.resolve(settings.region_id, settings.endpoint)  # a bad endpoint fails here, clearly
@@ -186,6 +190,7 @@ class GlobeSmsHook(BaseHook):
             timeout=self._timeout or s.timeout,
             max_qps=self._max_qps or s.max_qps,
             max_connections=self.max_connections,
+            default_region=self._default_region or s.default_region,
         )
 
     async def aget_client(self) -> DysmsClient:

@@ -95,6 +95,7 @@ class GlobeSmsNotifier(BaseNotifier):
         globesms_conn_id: str = GlobeSmsHook.default_conn_name,
         sender: str | None = None,
         sms_type: str | None = "NOTIFY",
+        default_region: str | None = None,
         context: Context | None = None,
     ) -> None:
         super().__init__(context=context)
@@ -103,6 +104,7 @@ class GlobeSmsNotifier(BaseNotifier):
         self.globesms_conn_id = globesms_conn_id
         self.sender = sender
         self.sms_type = sms_type
+        self.default_region = default_region
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         # DAG-level callbacks may get the scheduler's serialized DAG, which has no Jinja environment:
@@ -131,7 +133,7 @@ class GlobeSmsNotifier(BaseNotifier):
 
     def notify(self, context: Context) -> None:
         try:
-            hook = GlobeSmsHook(self.globesms_conn_id)
+            hook = GlobeSmsHook(self.globesms_conn_id, default_region=self.default_region)
             for request in self._requests(context, hook):
                 try:
                     self._accepted(request, hook.client.send(request))
@@ -142,7 +144,7 @@ class GlobeSmsNotifier(BaseNotifier):
 
     async def async_notify(self, context: Context) -> None:
         try:
-            hook = GlobeSmsHook(self.globesms_conn_id)
+            hook = GlobeSmsHook(self.globesms_conn_id, default_region=self.default_region)
             hook.__dict__["client"] = await hook.aget_client()  # the connection read without blocking
             aclient = AsyncDysmsClient(hook.client)
             try:

@@ -126,6 +126,9 @@ class SendGlobeSmsOperator(BaseOperator):
     :param ledger_uri: where ledgers live: a directory or any ``ObjectStoragePath`` URI shared by your
         workers. Default: ``[globesms] ledger_uri``, else ``$AIRFLOW_HOME/globesms``.
     :param results_uri: where to write the results file; default: beside the ledger.
+    :param default_region: read numbers without ``+`` in their national form for this country (an ISO code
+        such as ``HK``); without it a bare value is Alibaba's international form, and one that looks like a
+        Chinese mainland mobile without +86 is refused as ambiguous.
     :param lease_wait: seconds a second copy of this task instance (a zombie's replacement) waits for the
         first to release the ledger before it fails, having sent nothing.
     :param resend_without_ledger: send although an earlier try left evidence of sending (a task state store
@@ -172,6 +175,7 @@ class SendGlobeSmsOperator(BaseOperator):
         confirm_by_replay: bool = True,
         ledger_uri: str | None = None,
         results_uri: str | None = None,
+        default_region: str | None = None,
         lease_wait: float = 60.0,
         resend_without_ledger: bool = False,
         progress_interval: float = 10.0,
@@ -210,6 +214,7 @@ class SendGlobeSmsOperator(BaseOperator):
         self.confirm_by_replay = confirm_by_replay
         self.ledger_uri = ledger_uri
         self.results_uri = results_uri
+        self.default_region = default_region
         self.lease_wait = lease_wait
         self.resend_without_ledger = resend_without_ledger
         self.progress_interval = progress_interval
@@ -310,7 +315,7 @@ class SendGlobeSmsOperator(BaseOperator):
         ti = context["ti"]
         dag_id, run_id, task_id, map_index = scope
         campaign_id = self.campaign_id or default_campaign_id(dag_id, run_id, task_id, int(map_index))
-        hook = GlobeSmsHook(self.globesms_conn_id, max_qps=self.max_qps)
+        hook = GlobeSmsHook(self.globesms_conn_id, max_qps=self.max_qps, default_region=self.default_region)
         max_qps = float(self.max_qps or hook.settings.max_qps or DEFAULT_MAX_QPS)
         concurrency = self.concurrency or max(1, min(MAX_CONCURRENCY, math.ceil(max_qps * LATENCY_BUDGET)))
         rows, to_field, described = self._rows()
