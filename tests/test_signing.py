@@ -142,7 +142,9 @@ def random_text(rng: random.Random) -> str:
 
 def random_request(rng: random.Random) -> tuple[Credentials, dict[str, str]]:
     secret = "".join(rng.choice(PIECES[:70]) for _ in range(rng.randint(8, 40)))
-    token = random_text(rng)[:200] if rng.random() < 0.3 else None
+    # Tokens are printable (control characters are refused at configuration: header injection).
+    printable = "".join(c for c in random_text(rng) if ord(c) >= 32 and ord(c) != 127)[:200] or "STS.token"
+    token = printable if rng.random() < 0.3 else None
     credentials = Credentials(f"LTAI{rng.randrange(10**12)}", secret, token)
     params = {"To": f"852{rng.randrange(10**8):08d}", "Message": random_text(rng)}
     for name in ("From", "TaskId", "ChannelId", "Type", "ValidityPeriod"):

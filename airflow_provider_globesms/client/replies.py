@@ -23,7 +23,7 @@ from airflow_provider_globesms.client.errors import (
     ServiceUnavailableError,
     ThrottlingError,
 )
-from airflow_provider_globesms.client.phone import scrub_numbers
+from airflow_provider_globesms.client.phone import mask_number, scrub_numbers
 from airflow_provider_globesms.client.transport import RawResponse
 
 R = TypeVar("R", bound=BaseModel)
@@ -34,6 +34,23 @@ _AUTH_CODES = re.compile(
 )
 _TIME_LEFT = re.compile(r"TimeLeft\s*:\s*(\d+)")
 _BUSINESS_PREFIX = re.compile(r"^(isv|isp)\.", re.IGNORECASE)
+# The gateway's own texts may echo what it received: its string to sign (token, numbers, percent- and
+# double-encoded), a token or a signature. None of it may reach a log, a results file or a ledger.
+_STRING_TO_SIGN = re.compile(r"(string[ -]to[ -]sign)\s*(is)?\s*:?.*", re.IGNORECASE | re.DOTALL)
+_SECRET_VALUE = re.compile(
+    r"(SecurityToken|Signature|AccessKeySecret|x-acs-security-token|Authorization)"
+    r"(=|:\s*|%3D|%253D)[^&\s,;]*?(?=%26|%2526|&|\s|,|;|$)",
+    re.IGNORECASE,
+)
+_ENCODED_NUMBER = re.compile(r"(%3D|%253D|=)(?:%2B|%252B|\+)?(\d{7,15})(?!\d)", re.IGNORECASE)
+
+
+def scrub_gateway_text(text: str) -> str:
+    """A gateway message fit for logs: no string to sign, token, signature or full number, in any encoding."""
+    text = _STRING_TO_SIGN.sub(r"\1 withheld (it holds the request's token and numbers)", text)
+    text = _SECRET_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
+    text = _ENCODED_NUMBER.sub(lambda m: m.group(1) + mask_number(m.group(2)), text)
+    return scrub_numbers(text)
 
 
 class UnreadableReply(OutcomeUnknownError):
@@ -70,7 +87,7 @@ def parse_reply(action: str, raw: RawResponse, model: type[R]) -> R:
     code = getattr(result, "response_code", None)
     if code != "OK":
         raw_code = code or "MissingResponseCode"
-        description = scrub_numbers(getattr(result, "response_description", None) or "")
+        description = scrub_gateway_text(getattr(result, "response_description", None) or "")
         raise BusinessError(
             normalize_code(raw_code),
             description,
@@ -90,7 +107,7 @@ def gateway_error(action: str, raw: RawResponse) -> GlobeSmsError:
     except ValueError:
         pass
     code = str(body.get("Code") or body.get("code") or f"HTTP{raw.status}")
-    message = scrub_numbers(str(body.get("Message") or body.get("message") or ""))
+    message = scrub_gateway_text(str(body.get("Message") or body.get("message") or ""))
     request_id = body.get("RequestId") or body.get("requestId")
     kwargs: dict[str, Any] = {"request_id": request_id, "http_status": raw.status}
     if code.startswith("Throttling"):
@@ -103,6 +120,10 @@ def gateway_error(action: str, raw: RawResponse) -> GlobeSmsError:
             f"{action}: HTTP {raw.status} {code} {message}".strip(), request_id=request_id, code=code
         )
     if _AUTH_CODES.match(code):
-        hint = " (check the worker's clock)" if code.startswith("InvalidTimeStamp") else ""
+        hints = {
+            "InvalidTimeStamp": " (check the worker's clock)",
+            "SignatureDoesNotMatch": " (check the AccessKey Secret)",
+        }
+        hint = next((h for prefix, h in hints.items() if code.startswith(prefix)), "")
         return AuthenticationError(code, message + hint, **kwargs)
     return GatewayError(code, message, **kwargs)

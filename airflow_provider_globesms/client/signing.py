@@ -38,6 +38,13 @@ class Credentials:
     def __post_init__(self) -> None:
         if not self.access_key_id or not self.access_key_secret:
             raise ConfigurationError("credentials need both an AccessKeyId and an AccessKeySecret")
+        for name in ("access_key_id", "access_key_secret", "security_token"):
+            value = getattr(self, name) or ""
+            if any(ord(c) < 32 or ord(c) == 127 for c in value):
+                # A newline read from a file would end a header on the wire and start one of the sender's.
+                raise ConfigurationError(
+                    f"credentials: {name} holds a control character (a newline or tab from a file?); strip it"
+                )
 
 
 @dataclass(frozen=True, slots=True)
