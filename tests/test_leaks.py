@@ -116,3 +116,52 @@ def test_a_newline_terminated_secret_in_the_connection_sends_nothing(
     with pytest.raises(ConfigurationError, match="access_key_secret holds a control character"):
         GlobeSmsHook().send_message(to="+85291234567", message="hi")
     assert emulator.stats()["actions"] == {} or not emulator.stats()["actions"].get("SendMessageToGlobe")
+
+
+# --- connection settings that silently went elsewhere ----------------------------------------------------
+
+
+@pytest.mark.parametrize("region", ["AP-SOUTHEAST-1", " eu-central-1 ", "Us-East-1"])
+def test_region_ids_match_whatever_their_case(region: str) -> None:
+    from airflow_provider_globesms.client.transport import REGION_HOSTS, Endpoint
+
+    assert Endpoint.resolve(region).host == REGION_HOSTS[region.strip().lower()]
+
+
+@pytest.mark.parametrize("region", ["ap-southeast-9", "ap-southeast1", "cn-hangzhou", ""])
+def test_an_unknown_region_is_an_error_listing_the_known_ones(
+    globesms_conn: Callable[..., EmulatorServer], monkeypatch: pytest.MonkeyPatch, region: str
+) -> None:
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_GLOBESMS_DEFAULT",
+        json.dumps({"conn_type": "globesms", "login": "AKID", "password": "SECRET", "extra": {"region_id": region}}),
+    )
+    if not region:  # blank means the default region
+        assert GlobeSmsHook().client.endpoint.host == "dysmsapi.ap-southeast-1.aliyuncs.com"
+        return
+    with pytest.raises(ConfigurationError, match="has no international SMS endpoint; use one of ap-southeast-1"):
+        _ = GlobeSmsHook().settings
+
+
+@pytest.mark.parametrize("period", [259_201, 10**30, "999999999999999999999"])
+def test_a_validity_period_beyond_72_hours_is_refused_before_sending(
+    globesms_emulator: EmulatorServer, period: object
+) -> None:
+    from airflow_provider_globesms.client import InvalidFieldError
+
+    with DysmsClient(Credentials("AKID", "SECRET"), endpoint=globesms_emulator.url) as client:
+        with pytest.raises(InvalidFieldError, match="at most 259200 seconds"):
+            client.send_message("+85291234567", "hi", validity_period=period)
+        client.send_message("+85291234567", "hi", validity_period=259_200)
+    assert len(globesms_emulator.messages()) == 1
+
+
+def test_the_emulator_refuses_the_same_bound_and_keeps_working(globesms_emulator: EmulatorServer) -> None:
+    from tests.emulator_helpers import call
+
+    answer = call(
+        globesms_emulator, "SendMessageToGlobe", {"To": "85291234567", "Message": "hi", "ValidityPeriod": str(10**30)}
+    )
+    assert answer.code == "INVALID_PARAMETERS"
+    assert call(globesms_emulator, "SendMessageToGlobe", {"To": "85291234567", "Message": "hi"}).code == "OK"
+    assert len(globesms_emulator.messages()) == 1

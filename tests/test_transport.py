@@ -28,7 +28,6 @@ from airflow_provider_globesms.client.http11 import (
         ("us-east-1", "https://dysmsapi.us-east-1.aliyuncs.com"),
         ("cn-hongkong", "https://dysmsapi-xman.cn-hongkong.aliyuncs.com"),
         ("cn-beijing", "https://dysmsapi-proxy.cn-beijing.aliyuncs.com"),
-        ("me-east-1", "https://dysmsapi.aliyuncs.com"),
     ],
 )
 def test_endpoint_from_region(region: str | None, url: str) -> None:

@@ -37,7 +37,6 @@ from airflow_provider_globesms.client.http11 import ReplyParser, encode_request,
 from airflow_provider_globesms.client.signing import SignedRequest
 
 DEFAULT_REGION = "ap-southeast-1"
-DEFAULT_HOST = "dysmsapi.aliyuncs.com"
 REGION_HOSTS = {
     "ap-southeast-1": "dysmsapi.ap-southeast-1.aliyuncs.com",
     "ap-southeast-5": "dysmsapi.ap-southeast-5.aliyuncs.com",
@@ -96,8 +95,14 @@ class Endpoint:
             except ValueError as exc:
                 raise ConfigurationError(f"endpoint {endpoint!r}: {exc}") from None
             return cls(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
-        region = (region_id or DEFAULT_REGION).strip()
-        return cls("https", REGION_HOSTS.get(region, DEFAULT_HOST), 443)
+        region = (region_id or DEFAULT_REGION).strip().lower()
+        if region not in REGION_HOSTS:
+            # Falling back to another host would send from a region the account may not expect.
+            raise ConfigurationError(
+                f"region_id {region_id!r} has no international SMS endpoint; use one of "
+                f"{', '.join(REGION_HOSTS)}, or set an endpoint URL"
+            )
+        return cls("https", REGION_HOSTS[region], 443)
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,8 +64,13 @@ def check_task_id(value: object, field: str = "campaign_id") -> str:
     return text
 
 
+# The API documents no upper bound. 72 hours is as long as SMS centres commonly keep an undelivered
+# message (longer asks are cut to it), and far below what overflows a 64-bit store.
+MAX_VALIDITY_PERIOD = 72 * 3600
+
+
 def check_validity_period(value: object, field: str = "validity_period") -> int:
-    """ValidityPeriod in seconds: a positive integer (digit strings are accepted)."""
+    """ValidityPeriod in seconds: a whole number from 1 to ``MAX_VALIDITY_PERIOD`` (digit strings too)."""
     if isinstance(value, bool):
         raise InvalidFieldError(field, repr(value), "expected a positive number of seconds")
     if isinstance(value, str) and value.strip().isdigit():
@@ -74,6 +79,10 @@ def check_validity_period(value: object, field: str = "validity_period") -> int:
         raise InvalidFieldError(field, _short(str(value)), "expected a positive whole number of seconds")
     if value <= 0:
         raise InvalidFieldError(field, str(value), "must be a positive number of seconds")
+    if value > MAX_VALIDITY_PERIOD:
+        raise InvalidFieldError(
+            field, _short(str(value)), f"at most {MAX_VALIDITY_PERIOD} seconds (72 hours, what carriers keep)"
+        )
     return value
 
 
