@@ -59,3 +59,72 @@ def test_a_single_literal_row_and_the_message_template_still_render(
         )
     assert task_states(run_dag(dag)) == {"send": "success"}
     assert texts(emulator) == ["Code {{ 7 * 6 }} for data_one_row"]
+
+
+# --- rendering errors belong to their row ----------------------------------------------------------------
+
+
+def test_a_runtime_error_in_one_row_makes_that_row_invalid_and_the_rest_go(
+    run_dag: Callable[..., Any], globesms_conn: Callable[..., EmulatorServer], capfd: Any
+) -> None:
+    emulator = globesms_conn()
+    rows = [
+        {"to": "+85291234567", "amount": 10, "parts": 2},
+        {"to": "+85291234568", "amount": "ten", "parts": 2},  # a string times 1.1
+        {"to": "+85291234569", "amount": 10, "parts": 0},  # a zero divisor
+    ]
+    with DAG("data_row_errors", schedule=None) as dag:
+        SendGlobeSmsOperator(
+            task_id="send",
+            recipients=rows,
+            message="Pay {{ recipient.amount * 1.1 }} in {{ (recipient.amount / recipient.parts) | round }}",
+            on_invalid="skip",
+        )
+    assert task_states(run_dag(dag)) == {"send": "success"}
+    assert texts(emulator) == ["Pay 11.0 in 5.0"]
+    logged = capfd.readouterr().out
+    assert "TypeError" in logged
+    assert "ZeroDivisionError" in logged
+
+
+def test_when_every_row_fails_even_skip_mode_fails_naming_the_reason(
+    run_dag: Callable[..., Any], globesms_conn: Callable[..., EmulatorServer], capfd: Any
+) -> None:
+    emulator = globesms_conn()
+    rows = [{"to": f"+8529123456{n}"} for n in range(5)]
+    with DAG("data_all_rows_fail", schedule=None) as dag:
+        SendGlobeSmsOperator(task_id="send", recipients=rows, message="Code {{ recipient.code }}", on_invalid="skip")
+    assert task_states(run_dag(dag)) == {"send": "failed"}
+    assert emulator.messages() == []
+    assert "none of the 5 recipients is valid; nothing was sent. Most common reason (5 rows)" in capfd.readouterr().out
+
+
+def test_native_object_dags_and_numbers_given_as_ints_work(
+    run_dag: Callable[..., Any], globesms_conn: Callable[..., EmulatorServer]
+) -> None:
+    emulator = globesms_conn()
+    with DAG("data_native", schedule=None, render_template_as_native_obj=True) as dag:
+        SendGlobeSmsOperator(task_id="one", to="+85291234567", message="{{ 40 + 2 }}")
+        SendGlobeSmsOperator(
+            task_id="rows",
+            recipients=[{"to": 85291234568, "code": "0471", "amount": "1.10"}],
+            message="{{ recipient.code }}",
+        )
+        SendGlobeSmsOperator(task_id="amount", to=85291234569, message="Total {{ '1.10' }}")
+    assert set(task_states(run_dag(dag)).values()) == {"success"}
+    assert sorted((m["to"], m["message"]) for m in emulator.messages()) == [
+        ("85291234567", "42"),
+        ("85291234568", "0471"),  # not 471: the text is what the template wrote
+        ("85291234569", "Total 1.10"),  # not 1.1
+    ]
+
+
+def test_an_empty_recipient_list_warns_and_reports_zero(
+    run_dag: Callable[..., Any], globesms_conn: Callable[..., EmulatorServer], capfd: Any
+) -> None:
+    globesms_conn()
+    with DAG("data_empty", schedule=None) as dag:
+        SendGlobeSmsOperator(task_id="send", recipients=[], message="Hi")
+    dag_run = run_dag(dag)
+    assert task_states(dag_run) == {"send": "success"}
+    assert "No recipients in 0 row(s): nothing to send." in capfd.readouterr().out

@@ -54,6 +54,7 @@ from airflow_provider_globesms.client.validation import check_message
 
 log = logging.getLogger(__name__)
 
+MAX_REASONS = 1000  # distinct invalid-row reasons counted (for "the most common reason")
 REPLAY_WINDOW = 14 * 60  # the gateway accepts a timestamp for 15 minutes; keep a margin
 RECEIVED_NOTE = (
     "; the API received it but its answer was lost (no MessageId). Almost always accepted; a request "
@@ -152,6 +153,7 @@ class ValidationReport:
     segments: int = 0
     encodings: Counter[str] = field(default_factory=Counter)
     invalid_by_field: Counter[str] = field(default_factory=Counter)
+    reasons: Counter[str] = field(default_factory=Counter)  # up to MAX_REASONS distinct ones: memory stays flat
     errors: list[RowError] = field(default_factory=list)  # the first ones only: memory stays flat
     max_errors: int = 50
 
@@ -160,6 +162,9 @@ class ValidationReport:
         if isinstance(outcome, RowError):
             self.invalid += 1
             self.invalid_by_field[outcome.field] += 1
+            reason = f"{outcome.field}: {outcome.reason}"
+            if reason in self.reasons or len(self.reasons) < MAX_REASONS:
+                self.reasons[reason] += 1
             if len(self.errors) < self.max_errors:
                 self.errors.append(outcome)
         else:

@@ -157,7 +157,7 @@ class SendGlobeSmsOperator(BaseOperator):
         self,
         *,
         message: str,
-        to: str | list[str] | None = None,
+        to: str | int | Sequence[str | int] | None = None,
         recipients: Any = None,
         to_field: str = "to",
         sender: str | None = None,
@@ -259,15 +259,17 @@ class SendGlobeSmsOperator(BaseOperator):
         def render(row: Mapping[str, Any]) -> str:
             # One context for every row, only `recipient` changing: Template.render would copy the
             # whole task context twice per row. Top-level {% set %} writes to the render's own locals.
+            # str() of each part, not environment.concat: a native-object DAG's concat would turn "1.10"
+            # into 1.1 and a lone "{{ recipient.code }}" into an int.
             variables["recipient"] = row
             try:
-                return template.environment.concat(
-                    template.root_render_func(template.new_context(variables, shared=True))
-                )
+                return "".join(map(str, template.root_render_func(template.new_context(variables, shared=True))))
             except jinja2.UndefinedError as exc:
                 raise RenderError(f"template: {exc.message}") from None
             except jinja2.TemplateError as exc:
                 raise RenderError(f"template: {exc}") from None
+            except Exception as exc:  # an error in one row's data (a string times 1.1, a zero divisor)
+                raise RenderError(f"template: {type(exc).__name__}: {str(exc)[:200]}") from None
 
         return render
 
@@ -283,7 +285,7 @@ class SendGlobeSmsOperator(BaseOperator):
     def _rows(self) -> tuple[Iterator[Row], str, str]:
         """The rows, the field that holds the number, and a description for the log."""
         if self.to is not None:
-            numbers = [self.to] if isinstance(self.to, str) else list(self.to)
+            numbers = [self.to] if isinstance(self.to, str | int) else list(self.to)
             return rows_from_records({"to": n} for n in numbers), "to", f"{len(numbers)} number(s)"
         source = self.recipients
         if isinstance(source, LITERAL):  # execute() called without Airflow's rendering
@@ -353,6 +355,14 @@ class SendGlobeSmsOperator(BaseOperator):
             spill = stack.enter_context(Spill(campaign, workdir))
             report = self._validate(campaign, rows, workdir, spill.add)
             self._log_validation(report)
+            if report.total and not report.valid:
+                reason, count = report.reasons.most_common(1)[0]
+                raise AirflowFailException(
+                    f"none of the {report.total} recipients is valid; nothing was sent. Most common reason "
+                    f"({count} rows): {reason}\n{report.table()}"
+                )
+            if not report.total:
+                self.log.warning("No recipients in %s: nothing to send.", described)
             if report.invalid and self.on_invalid == "fail":
                 raise AirflowFailException(
                     f"{report.invalid} of {report.total} recipients are invalid; nothing was sent "
