@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tempfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -35,10 +36,12 @@ from airflow_provider_globesms.client.bulk import (
     validate,
 )
 from airflow_provider_globesms.client.recipients import (
+    MAX_SHOWN,
     Row,
     SourceError,
     file_format,
     rows_from_csv,
+    rows_from_json_array,
     rows_from_jsonl,
     rows_from_records,
 )
@@ -64,6 +67,19 @@ MAX_CONCURRENCY = 512
 LATENCY_BUDGET = 0.3
 LITERAL = type(literal(None))  # what airflow.sdk.literal() wraps a value in (its class is not public)
 EACH_LOGGED_UP_TO = 10  # campaigns this small log every outcome; larger ones log progress
+
+
+def _reading_error(exc: BaseException) -> str:
+    """Why a recipient file could not be read, in a line a user can act on."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"not UTF-8 text at byte {exc.start} of a block; save the file as UTF-8"
+    if isinstance(exc, EOFError | zlib.error) or "gzip" in type(exc).__name__.lower():
+        return f"the compressed file is truncated or damaged ({type(exc).__name__})"
+    if isinstance(exc, ImportError) or "protocol" in str(exc).lower() or "filesystem" in str(exc).lower():
+        return f"no file system for this URI; install the provider for its scheme ({str(exc)[:120]})"
+    return f"{type(exc).__name__}: {str(exc)[:MAX_SHOWN]}"
 
 
 def default_campaign_id(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
@@ -234,9 +250,15 @@ class SendGlobeSmsOperator(BaseOperator):
         # Airflow renders every template field through here, mapped tasks included. The message is
         # compiled, not rendered: it is rendered later, once per recipient.
         fields = list(template_fields)
-        super()._do_render_template_fields(parent, [f for f in fields if f != "message"], context, jinja_env, seen_oids)
+        others = [f for f in fields if f not in ("message", "recipients")]
+        super()._do_render_template_fields(parent, others, context, jinja_env, seen_oids)
         if "message" in fields:
             self._message_template = self._compile_message(jinja_env)
+        if "recipients" in fields and isinstance(self.recipients, str):
+            # A path or URI: templated as a string, never loaded as a template file (people.txt).
+            self.recipients = jinja_env.from_string(self.recipients).render(**context)
+        elif "recipients" in fields:
+            super()._do_render_template_fields(parent, ["recipients"], context, jinja_env, seen_oids)
 
     def _compile_message(self, jinja_env: jinja2.Environment) -> jinja2.Template:
         # Missing variables are errors, whatever the DAG's `template_undefined` says.
@@ -261,7 +283,9 @@ class SendGlobeSmsOperator(BaseOperator):
             # whole task context twice per row. Top-level {% set %} writes to the render's own locals.
             # str() of each part, not environment.concat: a native-object DAG's concat would turn "1.10"
             # into 1.1 and a lone "{{ recipient.code }}" into an int.
-            variables["recipient"] = row
+            # A missing cell or a null is undefined, so a template that uses it fails for that row
+            # (StrictUndefined) instead of sending the text "None".
+            variables["recipient"] = {k: v for k, v in row.items() if v is not None}
             try:
                 return "".join(map(str, template.root_render_func(template.new_context(variables, shared=True))))
             except jinja2.UndefinedError as exc:
@@ -301,14 +325,26 @@ class SendGlobeSmsOperator(BaseOperator):
         )
 
     def _file_rows(self, location: str) -> Iterator[Row]:
+        """Rows of a CSV, JSON Lines or JSON-array file; any failure to read it is one ``SourceError`` that
+        names the file, how far it got and why (a bad encoding, a truncated archive, a missing file...)."""
         kind = file_format(location)
-        path = storage_path(location)
         compression = "gzip" if location.lower().endswith(".gz") else None
-        with path.open("rt", encoding="utf-8", newline="", compression=compression) as handle:  # type: ignore[no-untyped-call]
-            if kind == "csv":
-                yield from rows_from_csv(handle, self.to_field)
-            else:
-                yield from rows_from_jsonl(handle)
+        shown, read = location[:MAX_SHOWN], 0
+        try:
+            path = storage_path(location)
+            # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark that would stick to the first column.
+            with path.open("rt", encoding="utf-8-sig", newline="", compression=compression) as handle:  # type: ignore[no-untyped-call]
+                reader = {
+                    "csv": lambda: rows_from_csv(handle, self.to_field),
+                    "json": lambda: rows_from_json_array(handle),
+                }
+                for row in reader.get(kind, lambda: rows_from_jsonl(handle))():
+                    yield row
+                    read += 1
+        except SourceError as exc:
+            raise SourceError(f"{shown}: {exc}") from None
+        except (OSError, EOFError, UnicodeError, ValueError, ImportError, zlib.error) as exc:
+            raise SourceError(f"{shown}: cannot be read after {read} rows ({_reading_error(exc)})") from None
 
     # --- execute ----------------------------------------------------------------------------------
 
