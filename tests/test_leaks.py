@@ -165,3 +165,36 @@ def test_the_emulator_refuses_the_same_bound_and_keeps_working(globesms_emulator
     assert answer.code == "INVALID_PARAMETERS"
     assert call(globesms_emulator, "SendMessageToGlobe", {"To": "85291234567", "Message": "hi"}).code == "OK"
     assert len(globesms_emulator.messages()) == 1
+
+
+@pytest.mark.parametrize("where", ["header", "target", "user_agent"])
+def test_the_framing_refuses_cr_lf_so_no_header_of_anyone_elses_reaches_the_wire(
+    globesms_emulator: EmulatorServer, where: str
+) -> None:
+    import asyncio
+
+    from airflow_provider_globesms.client.aio import AsyncConnectionPool
+    from airflow_provider_globesms.client.signing import SignedRequest
+    from airflow_provider_globesms.client.transport import ConnectionPool, Endpoint, Timeout
+
+    endpoint = Endpoint("http", "127.0.0.1", globesms_emulator.port)
+    headers = {"host": endpoint.host_header, "x-acs-action": "SendMessageToGlobe"}
+    target, agent = "/?Action=SendMessageToGlobe", "airflow-provider-globesms"
+    if where == "header":
+        headers["x-acs-security-token"] = "STS.token\r\nX-Injected: yes"
+    elif where == "target":
+        target += "\r\nX-Injected: yes"
+    else:
+        agent += "\r\nX-Injected: yes"
+    request = SignedRequest("POST", target, headers)
+    with pytest.raises(ConfigurationError, match="CR, LF or NUL; nothing was sent"):
+        ConnectionPool(endpoint, Timeout(), user_agent=agent).exchange(request)
+
+    async def via_asyncio() -> None:
+        await AsyncConnectionPool(endpoint, Timeout(), user_agent=agent).exchange(request)
+
+    with pytest.raises(ConfigurationError, match="CR, LF or NUL"):
+        asyncio.run(via_asyncio())
+    assert globesms_emulator.stats()["actions"] == {} or not globesms_emulator.stats()["actions"].get(
+        "SendMessageToGlobe"
+    )

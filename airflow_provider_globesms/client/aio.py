@@ -85,6 +85,10 @@ class AsyncConnectionPool:
         self, request: SignedRequest, before_write: Callable[[], Awaitable[None]] | None = None
     ) -> RawResponse:
         """See ``ConnectionPool.exchange``."""
+        headers = request.headers
+        if self.user_agent and "user-agent" not in headers:
+            headers = {**headers, "user-agent": self.user_agent}
+        payload = encode_request(request.method, request.target, headers, request.body)
         conn = self._checkout()
         if conn is None:
             try:
@@ -92,10 +96,6 @@ class AsyncConnectionPool:
             except (OSError, asyncio.TimeoutError, ssl.SSLError) as exc:
                 raise ExchangeError(Phase.CONNECT, exc) from None
         reader, writer = conn
-        headers = request.headers
-        if self.user_agent and "user-agent" not in headers:
-            headers = {**headers, "user-agent": self.user_agent}
-        payload = encode_request(request.method, request.target, headers, request.body)
         if before_write is not None:
             await before_write()
         try:

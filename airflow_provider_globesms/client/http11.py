@@ -12,10 +12,14 @@ transport from ``StreamReader.read``, so both frame replies identically.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from airflow_provider_globesms.client.errors import ConfigurationError
+
+_SAFE = re.compile(r"[^\r\n\0 ]*").fullmatch
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
 RECV_SIZE = 65536
@@ -37,9 +41,16 @@ class Reply:
     keep_alive: bool
 
 
+class UnsafeHeader(ConfigurationError):
+    """A header name or value, or the request target, holds CR, LF or NUL: it would split the request."""
+
+
 def encode_request(method: str, target: str, headers: Mapping[str, str], body: bytes = b"") -> bytes:
-    """Serialise a request. Header names and values are ours, never user input with CR/LF in it."""
+    """Serialise a request; refuse any CR, LF or NUL in the target or a header (credentials are checked
+    at configuration already: this is the last line, where no byte has left yet)."""
     head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    if head.count("\r") != len(headers) or head.count("\n") != len(headers) or "\0" in head or not _SAFE(target):
+        raise UnsafeHeader("a request header or the target holds CR, LF or NUL; nothing was sent")
     return f"{method} {target} HTTP/1.1\r\n{head}content-length: {len(body)}\r\n\r\n".encode() + body
 
 

@@ -215,6 +215,10 @@ class ConnectionPool:
         ``before_write`` runs once the connection is ready, just before the request is written (the
         rate limiter's admission: it should count the moment the gateway will count).
         """
+        headers = request.headers
+        if self.user_agent and "user-agent" not in headers:
+            headers = {**headers, "user-agent": self.user_agent}
+        payload = encode_request(request.method, request.target, headers, request.body)
         conn = self._checkout()
         if conn.sock is None:
             try:
@@ -224,10 +228,6 @@ class ConnectionPool:
                 raise ExchangeError(Phase.CONNECT, exc) from None
         sock = conn.sock
         assert sock is not None
-        headers = request.headers
-        if self.user_agent and "user-agent" not in headers:
-            headers = {**headers, "user-agent": self.user_agent}
-        payload = encode_request(request.method, request.target, headers, request.body)
         if before_write is not None:
             before_write()
         try:
