@@ -12,9 +12,10 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_globesms.client import Credentials, DysmsClient
 from airflow_provider_globesms.client.bulk import BulkSender, Campaign, Spill, validate
-from airflow_provider_globesms.client.ledger import LedgerEntry, SegmentLedger, SqliteLedger, Status, message_key
+from airflow_provider_globesms.client.ledger import LedgerEntry, SqliteLedger, Status, message_key
 from airflow_provider_globesms.client.recipients import rows_from_records
 from airflow_provider_globesms.client.report import ResultsWriter
+from airflow_provider_globesms.client.segment_ledger import SegmentLedger
 from airflow_provider_globesms.client.signing import SignedRequest
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from tests.emulator_helpers import send
@@ -121,10 +122,11 @@ def test_a_crash_is_settled_by_replaying_what_was_pending() -> None:
             summary = sender.run(spill, total=2)
         assert summary.recovered == 2
         assert (summary.skipped_already_sent, summary.sent) == (2, 0)
-        by_number = {e.to: e for e in ledger.entries()}
-        assert by_number["85291234567"].status is Status.RECEIVED
-        assert by_number["6591234567"].status is Status.ACCEPTED
-        assert by_number["6591234567"].message_id
+        by_row = {e.row: e for e in ledger.entries()}
+        assert [by_row[1].to, by_row[2].to] == ["+852****4567", "+65****4567"]  # stored masked
+        assert by_row[1].status is Status.RECEIVED
+        assert by_row[2].status is Status.ACCEPTED
+        assert by_row[2].message_id
         assert sorted(m["to"] for m in emulator.messages()) == ["6591234567", "85291234567"]
         ledger.close()
         spill.close()

@@ -40,7 +40,6 @@ from airflow_provider_globesms.client.errors import (
 from airflow_provider_globesms.client.ledger import (
     SENT_STATES,
     LedgerEntry,
-    SegmentLedger,
     SqliteLedger,
     Status,
     message_key,
@@ -48,6 +47,7 @@ from airflow_provider_globesms.client.ledger import (
 from airflow_provider_globesms.client.phone import mask_number, parse_number
 from airflow_provider_globesms.client.recipients import Row, UnreadableRow
 from airflow_provider_globesms.client.report import LineLogger, Progress, ResultsWriter, SendSummary
+from airflow_provider_globesms.client.segment_ledger import SegmentLedger
 from airflow_provider_globesms.client.segments import count_segments
 from airflow_provider_globesms.client.signing import SignedRequest
 from airflow_provider_globesms.client.validation import check_message

@@ -23,19 +23,17 @@ import enum
 import hashlib
 import json
 import os
-import re
 import sqlite3
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import msgspec
 
+from airflow_provider_globesms.client.phone import mask_number
 from airflow_provider_globesms.client.signing import SignedRequest
 
 
@@ -64,22 +62,24 @@ class LedgerEntry:
     request: SignedRequest | None = None
     updated_at: float = 0.0
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, cipher: Cipher | None = None) -> dict[str, Any]:
+        """The entry as stored: the number masked, the signed request sealed by ``cipher`` when given."""
         return {
             "key": self.key,
             "status": self.status.value,
             "row": self.row,
-            "to": self.to,
+            "to": mask_number(self.to) if self.to.lstrip("+").isdigit() else self.to,  # masked once
             "message_id": self.message_id,
             "segments": self.segments,
             "error_code": self.error_code,
             "error": self.error,
-            "request": self.request.to_json() if self.request else None,
+            "request": seal(self.request, cipher),
             "updated_at": self.updated_at,
         }
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> LedgerEntry:
+    def from_json(cls, data: dict[str, Any], cipher: Cipher | None = None) -> LedgerEntry:
+        """An entry read back from ``to_json``'s form."""
         request = data.get("request")
         return cls(
             key=str(data["key"]),
@@ -90,9 +90,43 @@ class LedgerEntry:
             segments=int(data.get("segments") or 0),
             error_code=data.get("error_code"),
             error=data.get("error"),
-            request=SignedRequest.from_json(request) if request else None,
+            request=unseal(request, cipher),
             updated_at=float(data.get("updated_at") or 0.0),
         )
+
+
+class Cipher(Protocol):
+    """Seals stored requests (they hold the message text and, with STS, the token): ``cryptography``'s
+    ``Fernet`` fits; the operator passes Airflow's own, keyed by ``[core] fernet_key``."""
+
+    def encrypt(self, data: bytes) -> bytes: ...
+
+    def decrypt(self, token: bytes) -> bytes: ...
+
+
+SEALED = "fernet:"
+
+
+def seal(request: SignedRequest | None, cipher: Cipher | None) -> str | None:
+    """A request as stored: JSON, sealed when a cipher is given."""
+    if request is None:
+        return None
+    text = _encode(request.to_json())
+    return SEALED + cipher.encrypt(text).decode() if cipher is not None else text.decode()
+
+
+def unseal(stored: object, cipher: Cipher | None) -> SignedRequest | None:
+    """The request stored by ``seal`` (or, from older ledgers, as a JSON object)."""
+    if not stored:
+        return None
+    if isinstance(stored, dict):
+        return SignedRequest.from_json(stored)
+    text = str(stored)
+    if text.startswith(SEALED):
+        if cipher is None:
+            raise ValueError("the ledger's requests are encrypted: configure the same [core] fernet_key")
+        text = cipher.decrypt(text[len(SEALED) :].encode()).decode()
+    return SignedRequest.from_json(json.loads(text))
 
 
 def message_key(scope: Sequence[str], to: str, text: str) -> str:
@@ -120,31 +154,9 @@ _UPSERT = (
     "INSERT OR REPLACE INTO ledger (key, status, row, to_number, message_id, segments, error_code, error, request,"
     " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_SELECT = "SELECT key, status, row, to_number, message_id, segments, error_code, error, request, updated_at FROM ledger"
-
-
 _encode = msgspec.json.Encoder().encode
-
-
-def _row(entry: LedgerEntry) -> tuple[Any, ...]:
-    request = _encode(entry.request.to_json()).decode() if entry.request else None
-    return (
-        entry.key,
-        entry.status.value,
-        entry.row,
-        entry.to,
-        entry.message_id,
-        entry.segments,
-        entry.error_code,
-        entry.error,
-        request,
-        entry.updated_at,
-    )
-
-
-def _entry(row: Sequence[Any]) -> LedgerEntry:
-    request = SignedRequest.from_json(json.loads(row[8])) if row[8] else None
-    return LedgerEntry(row[0], Status(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], request, row[9])
+_COLUMNS = ("key", "status", "row", "to", "message_id", "segments", "error_code", "error", "request", "updated_at")
+_SELECT = "SELECT key, status, row, to_number, message_id, segments, error_code, error, request, updated_at FROM ledger"
 
 
 class SqliteLedger:
@@ -160,12 +172,14 @@ class SqliteLedger:
     FLUSH_EVERY = 256
     FLUSH_AFTER = 0.2
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], cipher: Cipher | None = None) -> None:
+        self._cipher = cipher
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=OFF")
+        self._db.execute("PRAGMA secure_delete=ON")  # a settled request's bytes do not linger in free pages
         self._db.executescript(_SCHEMA)
         self._lock = threading.Lock()
         self._buffer: dict[str, LedgerEntry] = {}
@@ -174,13 +188,43 @@ class SqliteLedger:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
 
+    def _db_row(self, entry: LedgerEntry) -> tuple[Any, ...]:
+        data = entry.to_json(self._cipher)
+        return tuple(
+            data[k]
+            for k in (
+                "key",
+                "status",
+                "row",
+                "to",
+                "message_id",
+                "segments",
+                "error_code",
+                "error",
+                "request",
+                "updated_at",
+            )
+        )
+
+    def _from_db(self, row: Sequence[Any]) -> LedgerEntry:
+        request = unseal(row[8], self._cipher)
+        return LedgerEntry(row[0], Status(row[1]), row[2], row[3], row[4], row[5], row[6], row[7], request, row[9])
+
+    def upsert(self, entries: Sequence[LedgerEntry]) -> None:
+        """Store entries as they are, in one transaction, past the outcome buffer (replays, snapshots)."""
+        if entries:
+            with self._lock:
+                self._db.execute("BEGIN")
+                self._db.executemany(_UPSERT, [self._db_row(e) for e in entries])
+                self._db.execute("COMMIT")
+
     def get(self, key: str) -> LedgerEntry | None:
         with self._lock:
             buffered = self._buffer.get(key)
             if buffered is not None:
                 return buffered
             found = self._db.execute(f"{_SELECT} WHERE key = ?", (key,)).fetchone()
-        return _entry(found) if found else None
+        return self._from_db(found) if found else None
 
     def mark_pending(self, key: str, row: int, to: str, request: SignedRequest) -> None:
         """Durably record that ``request`` is about to be sent. Returns once it is safe to send."""
@@ -192,7 +236,7 @@ class SqliteLedger:
             for entry in entries:
                 self._buffer.pop(entry.key, None)
             self._db.execute("BEGIN")
-            self._db.executemany(_UPSERT, [_row(e) for e in entries])
+            self._db.executemany(_UPSERT, [self._db_row(e) for e in entries])
             self._db.execute("COMMIT")
 
     def record(self, entry: LedgerEntry) -> None:
@@ -211,7 +255,7 @@ class SqliteLedger:
         entries = list(self._buffer.values())
         self._buffer.clear()
         self._db.execute("BEGIN")
-        self._db.executemany(_UPSERT, [_row(e) for e in entries])
+        self._db.executemany(_UPSERT, [self._db_row(e) for e in entries])
         self._db.execute("COMMIT")
         return entries
 
@@ -224,7 +268,7 @@ class SqliteLedger:
         self.flush()
         with self._lock:
             rows = self._db.execute(f"{_SELECT} WHERE status = ? ORDER BY row", (Status.PENDING.value,)).fetchall()
-        return [_entry(r) for r in rows]
+        return [self._from_db(r) for r in rows]
 
     def in_doubt(self) -> list[LedgerEntry]:
         """Messages that may have reached the API and can still be settled by replaying their request:
@@ -235,7 +279,7 @@ class SqliteLedger:
                 f"{_SELECT} WHERE status = ? OR (status = ? AND request IS NOT NULL) ORDER BY row",
                 (Status.PENDING.value, Status.UNKNOWN.value),
             ).fetchall()
-        return [_entry(r) for r in rows]
+        return [self._from_db(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
         self.flush()
@@ -248,7 +292,7 @@ class SqliteLedger:
         with self._lock:
             rows = self._db.execute(f"{_SELECT} ORDER BY row").fetchall()
         for row in rows:
-            yield _entry(row)
+            yield self._from_db(row)
 
     def close(self) -> None:
         self.flush()
@@ -260,111 +304,3 @@ class SqliteLedger:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-class StoragePath(Protocol):
-    """What ``SegmentLedger`` needs of a path: ``pathlib.Path`` and ``ObjectStoragePath`` both fit."""
-
-    @property
-    def name(self) -> str: ...
-
-    def __truediv__(self, other: str) -> StoragePath: ...
-
-    def mkdir(self, mode: int = ..., parents: bool = ..., exist_ok: bool = ...) -> None: ...
-
-    def iterdir(self) -> Iterator[StoragePath]: ...
-
-    def open(self, mode: str) -> IO[Any]: ...
-
-
-_SEGMENT_NAME = re.compile(r"(\d{20})-[\w-]+-\d+-[a-z]\.jsonl")
-
-
-class SegmentLedger(SqliteLedger):
-    """A ledger kept in object storage (shared by workers), mirrored in a local SQLite file.
-
-    The remote copy is an append-only log of immutable JSONL segments; opening replays them in name
-    order. A name starts with a nanosecond timestamp kept above every name already in the log (a
-    Lamport clock): a worker whose clock runs behind still writes after what it read. ``write_many``
-    returns once the segment holding the batch is written. Outcomes are written as segments by
-    ``flush`` (the bulk sender flushes about every second, and at the end); an outcome lost in a crash
-    leaves its message pending, which recovery settles by replay. Locks are held only to name segments
-    and to swap buffers, never while writing to the store.
-    """
-
-    def __init__(self, remote: StoragePath, local_dir: str | os.PathLike[str] | None = None) -> None:
-        self.remote = remote
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if local_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="globesms-ledger-")
-            local_dir = self._tmp.name
-        super().__init__(Path(local_dir) / "mirror.sqlite3")
-        self._sequence = 0
-        self._clock = 0  # nanoseconds; the next segment name is above it
-        self._writer = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._name_lock = threading.Lock()
-        self._outcomes_lock = threading.Lock()
-        self._outcomes: list[LedgerEntry] = []
-        remote.mkdir(parents=True, exist_ok=True)
-        self._replay()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.remote)!r})"
-
-    def _replay(self) -> None:
-        try:
-            names = sorted(p.name for p in self.remote.iterdir() if _SEGMENT_NAME.fullmatch(p.name))
-        except FileNotFoundError:
-            names = []
-        batch: list[LedgerEntry] = []
-        for name in names:
-            self._clock = max(self._clock, int(name[:20]))
-            with (self.remote / name).open("r") as handle:
-                for line in handle:
-                    if line.strip():
-                        batch.append(LedgerEntry.from_json(json.loads(line)))
-            if len(batch) >= 5000:
-                self._apply(batch)
-                batch = []
-        self._apply(batch)
-
-    def _apply(self, entries: list[LedgerEntry]) -> None:
-        if entries:
-            with self._lock:
-                self._db.execute("BEGIN")
-                self._db.executemany(_UPSERT, [_row(e) for e in entries])
-                self._db.execute("COMMIT")
-
-    def _next_name(self, kind: str) -> str:
-        with self._name_lock:
-            self._clock = max(time.time_ns(), self._clock + 1)
-            self._sequence += 1
-            return f"{self._clock:020d}-{self._writer}-{self._sequence:010d}-{kind}.jsonl"
-
-    def _write_segment(self, entries: Sequence[LedgerEntry], kind: str) -> None:
-        if not entries:
-            return
-        name = self._next_name(kind)
-        payload = "".join(_encode(e.to_json()).decode() + "\n" for e in entries)
-        with (self.remote / name).open("w") as handle:
-            handle.write(payload)
-
-    def write_many(self, entries: Sequence[LedgerEntry]) -> None:
-        super().write_many(entries)
-        self._write_segment(entries, "w")
-
-    def record(self, entry: LedgerEntry) -> None:
-        super().record(entry)
-        with self._outcomes_lock:
-            self._outcomes.append(entry)
-
-    def flush(self) -> None:
-        super().flush()
-        with self._outcomes_lock:
-            outcomes, self._outcomes = self._outcomes, []
-        self._write_segment(outcomes, "o")
-
-    def close(self) -> None:
-        super().close()
-        if self._tmp is not None:
-            self._tmp.cleanup()

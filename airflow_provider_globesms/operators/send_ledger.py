@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -26,7 +27,8 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_globesms.client.errors import LeaseHeldError
 from airflow_provider_globesms.client.lease import FileLease, Holder, ObjectLease
-from airflow_provider_globesms.client.ledger import SegmentLedger, SqliteLedger
+from airflow_provider_globesms.client.ledger import Cipher, SqliteLedger
+from airflow_provider_globesms.client.segment_ledger import SegmentLedger
 from airflow_provider_globesms.storage import is_local, local_path, storage_path
 
 WITNESS_KEY = "globesms_ledger"
@@ -81,10 +83,23 @@ def _damaged_local_ledger(location: str, resend: bool) -> str | None:
     return problem and f"{path} {problem}"
 
 
+def airflow_cipher() -> Cipher | None:
+    """Airflow's own Fernet (``[core] fernet_key``), to seal the ledger's stored requests; ``None`` when
+    no key is configured (the requests are then stored as JSON, still only while in doubt)."""
+    from airflow.sdk.crypto import get_fernet
+
+    try:
+        fernet = get_fernet()
+    except Exception as exc:  # an unusable key (e.g. a config template's placeholder): not sealed, said so
+        logging.getLogger(__name__).warning("Send ledger requests are not encrypted: %s", exc)
+        return None
+    return fernet if fernet.is_encrypted else None
+
+
 def _open(location: str) -> SqliteLedger:
     if is_local(location):
-        return SqliteLedger(local_path(location) / "ledger.sqlite3")
-    return SegmentLedger(storage_path(location) / "ledger")
+        return SqliteLedger(local_path(location) / "ledger.sqlite3", airflow_cipher())
+    return SegmentLedger(storage_path(location) / "ledger", cipher=airflow_cipher())
 
 
 def _checked_ledger(location: str, evidence: str | None, resend: bool) -> SqliteLedger:
