@@ -128,3 +128,25 @@ def test_an_empty_recipient_list_warns_and_reports_zero(
     dag_run = run_dag(dag)
     assert task_states(dag_run) == {"send": "success"}
     assert "No recipients in 0 row(s): nothing to send." in capfd.readouterr().out
+
+
+def test_a_nested_null_is_a_row_error_never_the_text_none(
+    run_dag: Callable[..., Any], globesms_conn: Callable[..., EmulatorServer], capfd: Any
+) -> None:
+    """Found by an adversarial review: only top-level nulls were caught."""
+    emulator = globesms_conn()
+    rows = [
+        {"to": "+85291234567", "profile": {"name": "Ann"}},
+        {"to": "+85291234568", "profile": {"name": None}},
+        {"to": "+85291234569", "tags": [None]},
+    ]
+    with DAG("data_nested_null", schedule=None) as dag:
+        SendGlobeSmsOperator(
+            task_id="send",
+            recipients=rows,
+            message="Hi {{ recipient.profile.name if recipient.profile else recipient.tags[0] }}",
+            on_invalid="skip",
+        )
+    assert task_states(run_dag(dag)) == {"send": "success"}
+    assert texts(emulator) == ["Hi Ann"]
+    assert "a value the message uses is empty" in capfd.readouterr().out

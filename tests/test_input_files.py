@@ -132,3 +132,22 @@ def test_a_json_array_file_is_read_as_a_stream(send_file: Run, tmp_path: Path) -
     state, _, sent = send_file(str(path))
     assert state == "success"
     assert sent == sorted(f"Hi C{n}" for n in range(8))
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('[{"to": "+85291234567"}]\n[{"to": "+85291234568"}]', "goes on after the array's closing bracket"),
+        ('[{"to": "+85291234567"} {"to": "+85291234568"}]', "expected ',' or ']' after object 1"),
+        ("[1." + "1" * 3_000_000 + "]", "larger than 1048576 characters"),
+    ],
+)
+def test_a_json_array_never_drops_rows_silently_nor_grows_without_bound(
+    send_file: Run, tmp_path: Path, content: str, expected: str
+) -> None:
+    """Found by an adversarial review: a second array was ignored; a long number grew the buffer unbounded."""
+    path = tmp_path / "export.json"
+    path.write_text(content)
+    state, log, sent = send_file(str(path))
+    assert (state, sent) == ("failed", [])
+    assert expected in log

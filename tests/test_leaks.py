@@ -198,3 +198,42 @@ def test_the_framing_refuses_cr_lf_so_no_header_of_anyone_elses_reaches_the_wire
     assert globesms_emulator.stats()["actions"] == {} or not globesms_emulator.stats()["actions"].get(
         "SendMessageToGlobe"
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (400, {"Code": "InvalidSecurityToken.Malformed", "Message": f"SecurityToken = {TOKEN} is malformed"}),
+        (400, {"Code": "IncompleteSignature", "Message": f"canonical headers: x-acs-security-token%3A{quote(TOKEN)}"}),
+        (200, {"ResponseCode": "MOBILE_NUMBER_ILLEGAL", "ResponseDescription": f"number %2B{NUMBER} is illegal"}),
+        (200, {"ResponseCode": "MOBILE_NUMBER_ILLEGAL", "ResponseDescription": "To=+852+9123+4560 is illegal"}),
+        (500, {"Code": f"InternalError:{NUMBER}", "Message": "failed"}),
+        (400, {"Code": "Forbidden", "Message": f'{{"SecurityToken": "{TOKEN}"}}'}),
+    ],
+)
+def test_what_the_client_sent_is_redacted_by_value_from_any_gateway_text(status: int, body: dict[str, str]) -> None:
+    """Found by an adversarial review: patterns alone missed spaced, %3A, %2B and '+'-separated echoes."""
+    from airflow_provider_globesms.client import SendMessageResult
+    from airflow_provider_globesms.client.call import Call
+    from airflow_provider_globesms.client.retry import RetryPolicy
+    from airflow_provider_globesms.client.signing import sign_v1
+    from airflow_provider_globesms.client.transport import RawResponse
+
+    signed = sign_v1(
+        Credentials("AKID", "SECRET", TOKEN),
+        host="h",
+        action="SendMessageToGlobe",
+        params={"To": NUMBER, "Message": "hi"},
+        version="2018-05-01",
+    )
+    call = Call(
+        "SendMessageToGlobe",
+        SendMessageResult,
+        RetryPolicy(confirm_by_replay=False),
+        lambda: signed,
+        known=(NUMBER, "SECRET", TOKEN),
+    )
+    call.attempt()
+    verdict = call.replied(RawResponse(status, {}, json.dumps(body).encode()))
+    text = str(verdict.error)
+    assert not [form for form in [*encodings(TOKEN), NUMBER, NUMBER[-8:], "9123+4560"] if form in text], text

@@ -109,3 +109,17 @@ def test_the_operator_and_the_connection_take_a_default_region(
         SendGlobeSmsOperator(task_id="hk", to="9123 4567", message="from the task", default_region="HK")
     assert set(task_states(run_dag(dag)).values()) == {"success"}
     assert sorted(m["to"] for m in emulator.messages()) == ["6581234567", "85291234567"]
+
+
+@pytest.mark.parametrize("raw", ["１３１２３４５６７８９", "١٣١٢٣٤٥٦٧٨٩", "۱۳۱۲۳۴۵۶۷۸۹", "１3123456789"])
+def test_a_mainland_mobile_in_other_scripts_digits_is_refused_too(raw: str) -> None:
+    """Found by an adversarial review: full-width digits (Chinese input methods) slipped past to +1."""
+    with pytest.raises(InvalidFieldError, match="Chinese mainland mobile without \\+86"):
+        parse_number(raw)
+    assert parse_number("+８５２９１２３４５６７").e164 == "+85291234567"
+
+
+@pytest.mark.parametrize("raw", ["²13123456789", "¹³¹²³⁴⁵⁶⁷⁸⁹"])
+def test_digit_like_symbols_are_refused_cleanly(raw: str) -> None:
+    with pytest.raises(InvalidFieldError, match="only digits"):
+        parse_number(raw)

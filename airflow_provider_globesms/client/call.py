@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -212,6 +212,7 @@ class Call(Generic[R]):
         masked_to: str = "",
         count: Callable[[str], None] = lambda _key: None,
         hold: Callable[[float], None] = lambda _seconds: None,
+        known: Sequence[str] = (),
     ) -> None:
         self.action = action
         self.model = model
@@ -225,6 +226,7 @@ class Call(Generic[R]):
         self._masked_to = masked_to
         self._count = count
         self._hold = hold
+        self._known = tuple(k for k in known if k)  # secrets and the number: never echoed in an error
         self._current: Attempt | None = None
 
     def attempt(self) -> Attempt:
@@ -236,8 +238,11 @@ class Call(Generic[R]):
 
     def replied(self, raw: RawResponse) -> Verdict[R]:
         """The exchange brought a whole reply."""
+        assert self._current is not None, "attempt() first"
+        signed = self._current.signed
+        signature = signed.param("Signature") or signed.headers.get("authorization", "").rpartition("=")[2]
         try:
-            result = parse_reply(self.action, raw, self.model)
+            result = parse_reply(self.action, raw, self.model, (*self._known, signature))
         except GlobeSmsError as error:
             return self._decide(outcome_of_error(error), error)
         self._count(f"{self.action}.ok")

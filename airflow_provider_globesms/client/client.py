@@ -213,6 +213,11 @@ class DysmsClient:
             masked_to=masked_to,
             count=self._count,
             hold=self.limiters[action].hold,
+            known=(
+                params.get("To") or (in_doubt.param("To") if in_doubt else None) or "",
+                self.credentials.access_key_secret,
+                self.credentials.security_token or "",
+            ),
         )
 
     def _run(

@@ -16,6 +16,7 @@ for numbers without ``+`` (the API reads bare digits as international, whatever 
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import phonenumbers
@@ -56,11 +57,17 @@ class PhoneNumber:
         return f"+{self.country_code}{_MASK}{self.national_number[-4:]}"
 
 
+def ascii_digits(text: str) -> str:
+    """Any script's decimal digits (full-width from Chinese input methods, Arabic-Indic...) as ASCII:
+    phonenumbers converts them too, so every check must look at the converted text."""
+    return "".join(str(unicodedata.decimal(c)) if not c.isascii() and c.isdecimal() else c for c in text)
+
+
 def mask_number(raw: object) -> str:
     """Mask any value that may be a phone number: ``+852****5678``; garbage masks to its tail only."""
-    text = str(raw).strip()
+    text = ascii_digits(str(raw).strip())
     digits = text.translate(_SEPARATORS).lstrip("+")
-    if digits.isdigit() and len(digits) >= 8:
+    if digits.isascii() and digits.isdigit() and len(digits) >= 8:
         for size in (1, 2, 3):
             code = int(digits[:size])
             if code in COUNTRY_CODE_TO_REGION_CODE:
@@ -112,7 +119,7 @@ def parse_number(
     text = str(raw).strip()
     if not text:
         raise InvalidFieldError(field, None, "phone number is empty")
-    compact = text.translate(_SEPARATORS)
+    compact = ascii_digits(text).translate(_SEPARATORS)
     if compact.startswith("+"):
         digits = compact[1:]
     elif compact.startswith("00"):
@@ -122,7 +129,7 @@ def parse_number(
         )
     else:
         digits = compact  # Alibaba's own form: country code and number, no '+'
-    if not digits.isdigit():
+    if not (digits.isascii() and digits.isdigit()):
         raise InvalidFieldError(field, mask_number(text), "phone number may hold only digits after '+'")
     national = None if compact.startswith("+") or default_region is None else _national(digits, default_region)
     if national is None and refuse_ambiguous and not compact.startswith("+") and _looks_like_a_mainland_mobile(digits):

@@ -101,40 +101,79 @@ def rows_from_jsonl(handle: IO[str]) -> Iterator[Row]:
 
 
 def rows_from_json_array(handle: IO[str], chunk: int = 65536) -> Iterator[Row]:
-    """The objects of one JSON array (``[{...}, {...}]``), decoded one at a time as the file streams in."""
-    decoder = json.JSONDecoder()
-    buffer, position, number, started, done = "", 0, 0, False, False
-    while not done:
-        data = handle.read(chunk)
-        buffer = buffer[position:] + data
-        position = 0
+    """The objects of one JSON array (``[{...}, {...}]``), decoded one at a time as the file streams in.
+
+    Strict where being lenient could lose rows silently: values must be separated by commas, and nothing
+    but whitespace may follow the closing bracket. No value may exceed ``MAX_OBJECT`` characters."""
+    reader = _JsonArrayReader(handle, chunk)
+    yield from reader.rows()
+
+
+class _JsonArrayReader:
+    def __init__(self, handle: IO[str], chunk: int) -> None:
+        self.handle, self.chunk = handle, chunk
+        self.buffer, self.position, self.eof = "", 0, False
+        self.decoder = json.JSONDecoder()
+
+    def _more(self) -> None:
+        data = self.handle.read(self.chunk)
+        self.buffer, self.position, self.eof = self.buffer[self.position :] + data, 0, not data
+        if len(self.buffer) > MAX_OBJECT + self.chunk:
+            raise SourceError(f"a value of the JSON array is larger than {MAX_OBJECT} characters, or not JSON")
+
+    def _next_char(self) -> str:
+        """The next character that is not whitespace (not consumed); "" at the end of the file."""
         while True:
-            while position < len(buffer) and (buffer[position].isspace() or (started and buffer[position] == ",")):
-                position += 1
-            if position == len(buffer):
-                break
-            if not started:
-                if buffer[position] != "[":
-                    raise SourceError("a .json recipient file must hold one array of objects: [{...}, {...}]")
-                started, position = True, position + 1
-                continue
-            if buffer[position] == "]":
-                done = True
-                break
+            while self.position < len(self.buffer) and self.buffer[self.position].isspace():
+                self.position += 1
+            if self.position < len(self.buffer) or self.eof:
+                return self.buffer[self.position] if self.position < len(self.buffer) else ""
+            self._more()
+
+    def _value(self, number: int) -> Any:
+        while True:
             try:
-                record, end = decoder.raw_decode(buffer, position)
+                value, end = self.decoder.raw_decode(self.buffer, self.position)
             except json.JSONDecodeError as exc:
-                if data and len(buffer) - position <= MAX_OBJECT:
-                    break  # the object may go on in the next chunk
-                raise SourceError(f"not valid JSON after object {number} ({exc.msg})") from None
-            if end == len(buffer) and data:
-                break  # a number or literal may go on in the next chunk
-            number, position = number + 1, end
-            if isinstance(record, dict):
-                yield number, record
-            else:
-                yield number, UnreadableRow(f"expected a JSON object, got {type(record).__name__}")
-        if not data and not done:
-            if started:
-                raise SourceError("the JSON array is not closed: the file ends early")
+                if self.eof:
+                    raise SourceError(f"not valid JSON after object {number} ({exc.msg})") from None
+                self._more()
+                continue
+            except ValueError as exc:  # e.g. a number longer than Python converts
+                raise SourceError(f"not valid JSON after object {number} ({str(exc)[:80]})") from None
+            if end == len(self.buffer) and not self.eof:
+                self._more()  # a number may go on in the next chunk
+                continue
+            self.position = end
+            return value
+
+    def rows(self) -> Iterator[Row]:
+        first = self._next_char()
+        if first == "":
             return  # an empty file: no recipients (the operator warns)
+        if first != "[":
+            raise SourceError("a .json recipient file must hold one array of objects: [{...}, {...}]")
+        self.position += 1
+        number = 0
+        if self._next_char() == "]":
+            self.position += 1
+        else:
+            while True:
+                value = self._value(number)
+                number += 1
+                yield (
+                    number,
+                    value
+                    if isinstance(value, dict)
+                    else UnreadableRow(f"expected a JSON object, got {type(value).__name__}"),
+                )
+                separator = self._next_char()
+                self.position += 1
+                if separator == "]":
+                    break
+                if separator != ",":
+                    found = repr(separator) if separator else "the end of the file"
+                    raise SourceError(f"expected ',' or ']' after object {number}, found {found}")
+                self._next_char()
+        if self._next_char() != "":
+            raise SourceError(f"the file goes on after the array's closing bracket (after object {number})")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
+from urllib.parse import quote, quote_plus
 
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
@@ -38,15 +39,34 @@ _BUSINESS_PREFIX = re.compile(r"^(isv|isp)\.", re.IGNORECASE)
 # double-encoded), a token or a signature. None of it may reach a log, a results file or a ledger.
 _STRING_TO_SIGN = re.compile(r"(string[ -]to[ -]sign)\s*(is)?\s*:?.*", re.IGNORECASE | re.DOTALL)
 _SECRET_VALUE = re.compile(
-    r"(SecurityToken|Signature|AccessKeySecret|x-acs-security-token|Authorization)"
-    r"(=|:\s*|%3D|%253D)[^&\s,;]*?(?=%26|%2526|&|\s|,|;|$)",
+    r"(SecurityToken|security_token|Signature|AccessKeySecret|access_key_secret|x-acs-security-token|Authorization)"
+    r"(\"?\s*(?:=|:|%3D|%253D|%3A|%253A)\s*\"?)[^&\s,;\"]*?(?=%26|%2526|&|\s|,|;|\"|$)",
     re.IGNORECASE,
 )
+_NUMBER_GAP = r"(?:[\s.\-_()+]|%20|%2B|%252B|%2520){0,3}"
 _ENCODED_NUMBER = re.compile(r"(%3D|%253D|=)(?:%2B|%252B|\+)?(\d{7,15})(?!\d)", re.IGNORECASE)
 
 
-def scrub_gateway_text(text: str) -> str:
-    """A gateway message fit for logs: no string to sign, token, signature or full number, in any encoding."""
+def _forms(value: str) -> list[str]:
+    once = quote(value, safe="")
+    return sorted(
+        {value, once, quote(once, safe=""), quote_plus(value), json.dumps(value)[1:-1]}, key=len, reverse=True
+    )
+
+
+def scrub_gateway_text(text: str, known: Sequence[str] = ()) -> str:
+    """A gateway message fit for logs: no string to sign, token, signature or full number, in any encoding.
+
+    ``known``: values the caller sent and must never see echoed (its secret, token, signature and the
+    number), removed by value in every encoding first; patterns catch the rest."""
+    for value in known:
+        if value.isdigit() and len(value) >= 7:
+            for digits in {value, value[-8:]}:
+                pattern = _NUMBER_GAP.join(re.escape(d) for d in digits)
+                text = re.sub(pattern, mask_number(value).replace("\\", r"\\"), text)
+        elif len(value) >= 6:
+            for form in _forms(value):
+                text = re.sub(re.escape(form), "***", text, flags=re.IGNORECASE)
     text = _STRING_TO_SIGN.sub(r"\1 withheld (it holds the request's token and numbers)", text)
     text = _SECRET_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
     text = _ENCODED_NUMBER.sub(lambda m: m.group(1) + mask_number(m.group(2)), text)
@@ -74,10 +94,11 @@ def throttle_wait(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-def parse_reply(action: str, raw: RawResponse, model: type[R]) -> R:
-    """The result of a 2xx reply whose ``ResponseCode`` is ``OK``; raises the typed error otherwise."""
+def parse_reply(action: str, raw: RawResponse, model: type[R], known: Sequence[str] = ()) -> R:
+    """The result of a 2xx reply whose ``ResponseCode`` is ``OK``; raises the typed error otherwise.
+    ``known``: see ``scrub_gateway_text``."""
     if raw.status >= 400:
-        raise gateway_error(action, raw)
+        raise gateway_error(action, raw, known)
     try:
         result = model.model_validate_json(raw.body)
     except PydanticValidationError:
@@ -86,8 +107,8 @@ def parse_reply(action: str, raw: RawResponse, model: type[R]) -> R:
         ) from None
     code = getattr(result, "response_code", None)
     if code != "OK":
-        raw_code = code or "MissingResponseCode"
-        description = scrub_gateway_text(getattr(result, "response_description", None) or "")
+        raw_code = scrub_gateway_text(code or "MissingResponseCode", known)
+        description = scrub_gateway_text(getattr(result, "response_description", None) or "", known)
         raise BusinessError(
             normalize_code(raw_code),
             description,
@@ -98,7 +119,7 @@ def parse_reply(action: str, raw: RawResponse, model: type[R]) -> R:
     return result
 
 
-def gateway_error(action: str, raw: RawResponse) -> GlobeSmsError:
+def gateway_error(action: str, raw: RawResponse, known: Sequence[str] = ()) -> GlobeSmsError:
     """The typed error of a 4xx/5xx reply with the gateway's ``{Code, Message, RequestId}`` body."""
     body: dict[str, Any] = {}
     try:
@@ -106,8 +127,8 @@ def gateway_error(action: str, raw: RawResponse) -> GlobeSmsError:
         body = parsed if isinstance(parsed, dict) else {}
     except ValueError:
         pass
-    code = str(body.get("Code") or body.get("code") or f"HTTP{raw.status}")
-    message = scrub_gateway_text(str(body.get("Message") or body.get("message") or ""))
+    code = scrub_gateway_text(str(body.get("Code") or body.get("code") or f"HTTP{raw.status}"), known)
+    message = scrub_gateway_text(str(body.get("Message") or body.get("message") or ""), known)
     request_id = body.get("RequestId") or body.get("requestId")
     kwargs: dict[str, Any] = {"request_id": request_id, "http_status": raw.status}
     if code.startswith("Throttling"):

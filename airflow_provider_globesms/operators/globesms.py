@@ -69,6 +69,13 @@ LITERAL = type(literal(None))  # what airflow.sdk.literal() wraps a value in (it
 EACH_LOGGED_UP_TO = 10  # campaigns this small log every outcome; larger ones log progress
 
 
+def _refuse_none(value: Any) -> Any:
+    """Jinja's ``finalize``: every ``{{ }}`` output passes here; a null is a row error, not "None"."""
+    if value is None:
+        raise ValueError("a value the message uses is empty (null or a missing cell)")
+    return value
+
+
 def _reading_error(exc: BaseException) -> str:
     """Why a recipient file could not be read, in a line a user can act on."""
     if isinstance(exc, FileNotFoundError):
@@ -261,8 +268,9 @@ class SendGlobeSmsOperator(BaseOperator):
             super()._do_render_template_fields(parent, ["recipients"], context, jinja_env, seen_oids)
 
     def _compile_message(self, jinja_env: jinja2.Environment) -> jinja2.Template:
-        # Missing variables are errors, whatever the DAG's `template_undefined` says.
-        strict = jinja_env.overlay(undefined=jinja2.StrictUndefined)
+        # Missing variables are errors, whatever the DAG's `template_undefined` says, and so is a null
+        # (at any depth, e.g. recipient.profile.name): never the text "None".
+        strict = jinja_env.overlay(undefined=jinja2.StrictUndefined, finalize=_refuse_none)
         message = self.message
         if not isinstance(message, str):
             raise ValueError(f"message must be text, got {type(message).__name__}")
