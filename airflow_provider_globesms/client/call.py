@@ -238,15 +238,20 @@ class Call(Generic[R]):
 
     def replied(self, raw: RawResponse) -> Verdict[R]:
         """The exchange brought a whole reply."""
-        assert self._current is not None, "attempt() first"
-        signed = self._current.signed
-        signature = signed.param("Signature") or signed.headers.get("authorization", "").rpartition("=")[2]
         try:
-            result = parse_reply(self.action, raw, self.model, (*self._known, signature))
+            result = parse_reply(self.action, raw, self.model, self._secrets)
         except GlobeSmsError as error:
             return self._decide(outcome_of_error(error), error)
         self._count(f"{self.action}.ok")
         return Verdict(result=result)
+
+    def _secrets(self) -> Sequence[str]:
+        """What an error text must not echo: the known values and this attempt's signature (computed only
+        for a reply that is an error: parsing the query on every reply would cost a send's CPU)."""
+        assert self._current is not None, "attempt() first"
+        signed = self._current.signed
+        signature = signed.param("Signature") or signed.headers.get("authorization", "").rpartition("=")[2]
+        return (*self._known, signature)
 
     def failed(self, exc: ExchangeError) -> Verdict[R]:
         """The exchange failed in ``exc.phase``."""

@@ -60,6 +60,8 @@ class PhoneNumber:
 def ascii_digits(text: str) -> str:
     """Any script's decimal digits (full-width from Chinese input methods, Arabic-Indic...) as ASCII:
     phonenumbers converts them too, so every check must look at the converted text."""
+    if text.isascii():
+        return text  # nearly always: no per-character work on the hot path
     return "".join(str(unicodedata.decimal(c)) if not c.isascii() and c.isdecimal() else c for c in text)
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from urllib.parse import quote, quote_plus
 
@@ -94,11 +94,11 @@ def throttle_wait(headers: Mapping[str, str]) -> float | None:
     return None
 
 
-def parse_reply(action: str, raw: RawResponse, model: type[R], known: Sequence[str] = ()) -> R:
+def parse_reply(action: str, raw: RawResponse, model: type[R], known: Callable[[], Sequence[str]] = tuple) -> R:
     """The result of a 2xx reply whose ``ResponseCode`` is ``OK``; raises the typed error otherwise.
-    ``known``: see ``scrub_gateway_text``."""
+    ``known`` gives ``scrub_gateway_text``'s values, asked for only when there is an error to scrub."""
     if raw.status >= 400:
-        raise gateway_error(action, raw, known)
+        raise gateway_error(action, raw, known())
     try:
         result = model.model_validate_json(raw.body)
     except PydanticValidationError:
@@ -107,8 +107,9 @@ def parse_reply(action: str, raw: RawResponse, model: type[R], known: Sequence[s
         ) from None
     code = getattr(result, "response_code", None)
     if code != "OK":
-        raw_code = scrub_gateway_text(code or "MissingResponseCode", known)
-        description = scrub_gateway_text(getattr(result, "response_description", None) or "", known)
+        secrets = known()
+        raw_code = scrub_gateway_text(code or "MissingResponseCode", secrets)
+        description = scrub_gateway_text(getattr(result, "response_description", None) or "", secrets)
         raise BusinessError(
             normalize_code(raw_code),
             description,
