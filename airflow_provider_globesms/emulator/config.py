@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -94,8 +95,16 @@ class EmulatorConfig:
         for name, value in values.items():
             if name not in self.RUNTIME:
                 raise ValueError(f"setting {name!r} cannot change at run time; these can: {', '.join(self.RUNTIME)}")
-            number = float(value)
-            if number < 0 or (name == "failure_rate" and number > 1) or (name.endswith("qps") and number == 0):
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"setting {name!r}: {value!r} is not a number") from None
+            if (
+                not math.isfinite(number)
+                or number < 0
+                or (name == "failure_rate" and number > 1)
+                or (name.endswith("qps") and number == 0)
+            ):
                 raise ValueError(f"setting {name!r}: {value!r} is out of range")
             setattr(self, name, number)
 

@@ -154,7 +154,10 @@ class Gateway:
     def handle(self, method: str, query: bytes, headers: Mapping[str, str], body: bytes = b"") -> Outcome:
         now = self.clock()
         request_id = str(uuid.uuid4()).upper()
-        action = headers.get("x-acs-action") or _query_value(query, b"Action") or "Unknown"
+        # For counting only (the operation is the *signed* Action, known after verification); anything but
+        # the three actions shares one bucket, so arbitrary names cannot grow the stats.
+        claimed = headers.get("x-acs-action") or _query_value(query, b"Action") or "Unknown"
+        action = claimed if claimed in ACTIONS else "Unknown"
         outcome = self._handle(method, query, headers, body, now, request_id, action)
         outcome.action = action
         outcome.body.setdefault("RequestId", request_id)
@@ -205,11 +208,12 @@ class Gateway:
                 )
             if fault == "throttle":
                 raise self._throttled(0.05)
-            cap = {SEND: self.config.qps, BATCH_SEND: self.config.batch_qps, QUERY: self.config.query_qps}[action]
-            wait = self.windows[(auth.access_key_id, action)].offer(now, cap)
+            signed = auth.action  # route and rate-limit by what the signature covers, not an unsigned header
+            cap = {SEND: self.config.qps, BATCH_SEND: self.config.batch_qps, QUERY: self.config.query_qps}[signed]
+            wait = self.windows[(auth.access_key_id, signed)].offer(now, cap)
             if wait is not None:
                 raise self._throttled(wait, cap)
-            handler = {SEND: self._send, BATCH_SEND: self._batch_send, QUERY: self._query}[action]
+            handler = {SEND: self._send, BATCH_SEND: self._batch_send, QUERY: self._query}[signed]
             outcome = handler(auth.access_key_id, auth.params, now, request_id)
         except GatewayRefusal as refusal:
             return self._refusal(refusal, headers, request_id, counts)
