@@ -40,3 +40,37 @@ def test_arbitrary_action_names_share_one_bucket(globesms_emulator: EmulatorServ
         assert send(globesms_emulator, signed).code == "InvalidAction.NotFound"
     assert set(globesms_emulator.stats()["actions"]) <= {"Unknown", "SendMessageToGlobe", "QueryMessage"}
     assert globesms_emulator.stats()["actions"]["Unknown"]["requests"] == 40
+
+
+def test_the_inspection_api_can_require_a_token() -> None:
+    import urllib.request
+
+    from airflow_provider_globesms.emulator import EmulatorConfig
+
+    with EmulatorServer(EmulatorConfig(delivery_delay=0, inspection_token="t0ken")) as emulator:
+        answer = send(emulator, sign(emulator, "SendMessageToGlobe", {"To": "85291234567", "Message": "hi"}))
+        assert answer.code == "OK"  # the API itself is open to the configured keys, as Alibaba's is
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"{emulator.url}/_emulator/messages", timeout=10)
+        assert caught.value.code == 401
+        wrong = urllib.request.Request(f"{emulator.url}/_emulator/messages", headers={"authorization": "Bearer x"})
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(wrong, timeout=10)
+        assert [m["to"] for m in emulator.messages()] == ["85291234567"]  # the helper sends the token
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "expected"),
+    [
+        ("127.0.0.1", False, None),
+        ("localhost", False, None),
+        ("::1", False, None),
+        ("0.0.0.0", False, "has no authentication: use --inspection-token"),
+        ("0.0.0.0", True, "is protected by its token"),
+    ],
+)
+def test_listening_beyond_loopback_is_said_out_loud(host: str, token: bool, expected: str | None) -> None:
+    from airflow_provider_globesms.emulator.cli import exposure_warning
+
+    warning = exposure_warning(host, token)
+    assert (warning is None) if expected is None else (warning is not None and expected in warning)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import socket
 import struct
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -124,8 +125,20 @@ class EmulatorApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/":
             await self.api(scope, receive, send)
+        elif scope["type"] == "http" and not self._inspection_allowed(scope):
+            payload = _encode_json({"Code": "Unauthorized", "Message": "the inspection API needs its token"})
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
+            await send({"type": "http.response.start", "status": 401, "headers": headers})
+            await send({"type": "http.response.body", "body": payload})
         else:
             await self.inspection(scope, receive, send)
+
+    def _inspection_allowed(self, scope: Scope) -> bool:
+        token = self.gateway.config.inspection_token
+        if not token:
+            return True
+        given = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        return hmac.compare_digest(given, f"Bearer {token}")
 
     async def api(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = b""

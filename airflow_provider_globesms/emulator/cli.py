@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
+from airflow_provider_globesms.client.transport import is_loopback
 from airflow_provider_globesms.emulator.config import DEFAULT_KEYS, EmulatorConfig, Faults
 
 
@@ -39,6 +41,12 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8787, help="port (default 8787; 0 picks a free one)")
+    p.add_argument(
+        "--inspection-token",
+        default=os.environ.get("GLOBESMS_EMULATOR_INSPECTION_TOKEN"),
+        help="require 'Authorization: Bearer TOKEN' on /_emulator/* (it shows numbers and texts); "
+        "default: $GLOBESMS_EMULATOR_INSPECTION_TOKEN, else open",
+    )
     keys = p.add_argument_group("keys (default: AKID / SECRET)")
     keys.add_argument("--access-key-id", action="append", default=[], help="an AccessKeyId; repeatable")
     keys.add_argument("--access-key-secret", action="append", default=[], help="its secret, in the same order")
@@ -84,6 +92,17 @@ def read_keys(args: argparse.Namespace) -> dict[str, str]:
     return keys or dict(DEFAULT_KEYS)
 
 
+def exposure_warning(host: str, has_token: bool) -> str | None:
+    """What to say when the emulator listens beyond this machine (``None`` on loopback)."""
+    if is_loopback(host):
+        return None
+    inspection = "is protected by its token" if has_token else "has no authentication: use --inspection-token"
+    return (
+        f"listening on {host}, reachable from other machines; the API accepts the configured keys and "
+        f"/_emulator/* (every number and text sent) {inspection}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from airflow_provider_globesms.emulator.server import serve_forever
@@ -97,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         failure_rate=args.failure_rate,
         db=args.db,
         seed=args.seed,
+        inspection_token=args.inspection_token,
         faults=Faults(
             throttle=args.throttle_ratio,
             error_5xx=args.error_ratio,
@@ -110,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"globesms-emulator listening on {url} (keys: {', '.join(sorted(config.keys))})", flush=True)
         print(f"  inspect: {url}/_emulator/messages  stats: {url}/_emulator/stats", flush=True)
 
+    warning = exposure_warning(args.host, bool(args.inspection_token))
+    if warning:
+        print(f"globesms-emulator: warning: {warning}", file=sys.stderr, flush=True)
     try:
         serve_forever(config, args.host, args.port, ready)
     except OSError as exc:

@@ -79,6 +79,8 @@ class EmulatorConfig:
     max_message_length: int = 2000
     seed: int | None = None
     faults: Faults = field(default_factory=Faults)
+    # Required (as "Authorization: Bearer <token>") by /_emulator/*, which shows numbers and texts.
+    inspection_token: str | None = field(default=None, repr=False)
 
     # Settings that may change while the emulator runs (``PATCH /_emulator/settings``).
     RUNTIME: ClassVar[tuple[str, ...]] = (

@@ -142,8 +142,11 @@ class EmulatorServer:
 
     def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
         data = json.dumps(payload).encode() if payload is not None else None
+        headers = {"content-type": "application/json"}
+        if self.config.inspection_token:
+            headers["authorization"] = f"Bearer {self.config.inspection_token}"
         request = urllib.request.Request(  # noqa: S310 - our own loopback URL
-            self.url + path, data=data, method=method, headers={"content-type": "application/json"}
+            self.url + path, data=data, method=method, headers=headers
         )
         with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
             return json.loads(response.read())
