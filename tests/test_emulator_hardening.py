@@ -74,3 +74,36 @@ def test_listening_beyond_loopback_is_said_out_loud(host: str, token: bool, expe
 
     warning = exposure_warning(host, token)
     assert (warning is None) if expected is None else (warning is not None and expected in warning)
+
+
+def test_a_huge_body_is_refused_fast_with_413(globesms_emulator: EmulatorServer) -> None:
+    import socket
+    import time
+
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", globesms_emulator.port), timeout=10) as sock:
+        head = f"POST / HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {8 * 1024 * 1024}\r\n\r\n"
+        sock.sendall(head.encode() + b"x" * (2 * 1024 * 1024))  # past the limit, far from the declared end
+        reply = b""
+        while b"\r\n\r\n" not in reply or b"RequestEntityTooLarge" not in reply:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.1 413")
+    assert b"RequestEntityTooLarge" in reply
+    assert time.monotonic() - started < 5
+    ok = send(globesms_emulator, sign(globesms_emulator, "SendMessageToGlobe", {"To": "85291234567", "Message": "hi"}))
+    assert ok.code == "OK"  # and it keeps working
+
+
+def test_an_unexpected_error_is_a_json_500_not_plain_text(
+    globesms_emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(globesms_emulator.gateway, "handle", broken)
+    answer = send(globesms_emulator, sign(globesms_emulator, "SendMessageToGlobe", {"To": "85291234567"}))
+    assert (answer.status, answer.body["Code"]) == (500, "InternalError")
+    assert "KeyError" in answer.body["Message"]
