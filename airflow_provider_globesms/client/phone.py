@@ -108,6 +108,17 @@ def _looks_like_a_mainland_mobile(digits: str) -> bool:
     return parsed is not None and phonenumbers.number_type(parsed) == phonenumbers.PhoneNumberType.MOBILE
 
 
+def _refuse_a_mainland_mobile(digits: str, field: str, text: str) -> None:
+    """Bare digits that are a mainland mobile in national form: the API would read them as +1 (or +13...)."""
+    if _looks_like_a_mainland_mobile(digits):
+        raise InvalidFieldError(
+            field,
+            mask_number(text),
+            "looks like a Chinese mainland mobile without +86 (which this API cannot reach); the API would "
+            f"read it as +{digits[0]} {digits[1:]}: write +{digits} if you mean that number",
+        )
+
+
 def parse_number(
     raw: object, field: str = "to", *, default_region: str | None = None, refuse_ambiguous: bool = True
 ) -> PhoneNumber:
@@ -133,14 +144,10 @@ def parse_number(
         digits = compact  # Alibaba's own form: country code and number, no '+'
     if not (digits.isascii() and digits.isdigit()):
         raise InvalidFieldError(field, mask_number(text), "phone number may hold only digits after '+'")
-    national = None if compact.startswith("+") or default_region is None else _national(digits, default_region)
-    if national is None and refuse_ambiguous and not compact.startswith("+") and _looks_like_a_mainland_mobile(digits):
-        raise InvalidFieldError(
-            field,
-            mask_number(text),
-            "looks like a Chinese mainland mobile without +86 (which this API cannot reach); the API would "
-            f"read it as +{digits[0]} {digits[1:]}: write +{digits} if you mean that number",
-        )
+    bare = not compact.startswith("+")
+    national = _national(digits, default_region) if bare and default_region else None
+    if bare and national is None and refuse_ambiguous:
+        _refuse_a_mainland_mobile(digits, field, text)
     try:
         parsed = national or phonenumbers.parse("+" + digits, None)
     except phonenumbers.NumberParseException as exc:
