@@ -62,6 +62,12 @@ def parser() -> argparse.ArgumentParser:
     )
     limits.add_argument("--failure-rate", type=_ratio, default=0.0, help="share of messages whose receipt fails")
     limits.add_argument("--db", default=":memory:", help="SQLite file for messages (default: in memory)")
+    limits.add_argument(
+        "--request-timeout",
+        type=_positive,
+        default=30.0,
+        help="seconds for a request to arrive whole, else 408 and the connection closes (default 30)",
+    )
     limits.add_argument("--seed", type=int, help="random seed, for repeatable runs")
     faults = p.add_argument_group("faults (shares of send calls; change at run time via /_emulator/faults)")
     faults.add_argument("--throttle-ratio", type=_ratio, default=0.0, help="answer 400 Throttling.User")
@@ -117,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         db=args.db,
         seed=args.seed,
         inspection_token=args.inspection_token,
+        request_timeout=args.request_timeout,
         faults=Faults(
             throttle=args.throttle_ratio,
             error_5xx=args.error_ratio,

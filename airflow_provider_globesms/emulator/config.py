@@ -81,6 +81,8 @@ class EmulatorConfig:
     faults: Faults = field(default_factory=Faults)
     # Required (as "Authorization: Bearer <token>") by /_emulator/*, which shows numbers and texts.
     inspection_token: str | None = field(default=None, repr=False)
+    # Seconds for a request to arrive whole (from the connection opening or its first byte): then 408.
+    request_timeout: float = 30.0
 
     # Settings that may change while the emulator runs (``PATCH /_emulator/settings``).
     RUNTIME: ClassVar[tuple[str, ...]] = (

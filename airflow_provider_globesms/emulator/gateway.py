@@ -478,6 +478,7 @@ class Gateway:
             "codes": dict(self.counts["codes"]),
             "windows": windows,
             "messages": {"total": self.store.count(), **self.store.status_counts(now)},
+            "store_errors": self.store.store_errors,
         }
 
     def reset_state(self) -> int:

@@ -18,6 +18,7 @@ import uvicorn
 from airflow_provider_globesms.emulator.app import EmulatorApp
 from airflow_provider_globesms.emulator.config import EmulatorConfig
 from airflow_provider_globesms.emulator.gateway import Gateway
+from airflow_provider_globesms.emulator.protocol import REQUEST_TIMEOUT, deadline_protocol
 
 
 class _Server(uvicorn.Server):
@@ -66,7 +67,8 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(app: EmulatorApp) -> uvicorn.Config:
+def uvicorn_config(app: EmulatorApp, request_timeout: float = REQUEST_TIMEOUT) -> uvicorn.Config:
+    """How the emulator runs uvicorn: quiet, on uvloop, each request due within ``request_timeout`` s."""
     return uvicorn.Config(
         app,
         log_config=None,  # never reconfigure the host process's logging (Airflow, pytest)
@@ -74,7 +76,7 @@ def uvicorn_config(app: EmulatorApp) -> uvicorn.Config:
         access_log=False,
         proxy_headers=False,
         lifespan="off",
-        http="httptools",
+        http=deadline_protocol(request_timeout),
         loop="uvloop",
         backlog=2048,
         timeout_keep_alive=75,
@@ -88,7 +90,7 @@ def serve_forever(config: EmulatorConfig, host: str, port: int, on_ready: Callab
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{actual}"
-    server = _Server(uvicorn_config(EmulatorApp(gateway)), on_ready=lambda: on_ready(url))
+    server = _Server(uvicorn_config(EmulatorApp(gateway), config.request_timeout), on_ready=lambda: on_ready(url))
     try:
         server.run(sockets=[sock])
     finally:
@@ -111,7 +113,9 @@ class EmulatorServer:
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
         self._ready = threading.Event()
-        self._server = _Server(uvicorn_config(EmulatorApp(self.gateway)), on_ready=self._ready.set)
+        self._server = _Server(
+            uvicorn_config(EmulatorApp(self.gateway), self.config.request_timeout), on_ready=self._ready.set
+        )
         self._thread: threading.Thread | None = None
 
     def start(self, timeout: float = 10.0) -> EmulatorServer:

@@ -7,12 +7,15 @@ QueryMessage reports it as being sent (Status 3); after it, delivered (1) or fai
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any
+
+_log = logging.getLogger(__name__)
 
 STATUS_DELIVERED, STATUS_FAILED, STATUS_SENDING = 1, 2, 3
 GATEWAY_TZ = timezone(timedelta(hours=8))  # receipt dates come in +0800, as the real ones do
@@ -150,6 +153,7 @@ class MessageStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._pending: dict[str, StoredMessage] = {}
+        self.store_errors = 0
         self._oldest_pending = 0.0
 
     def add(self, message: StoredMessage) -> None:
@@ -164,13 +168,32 @@ class MessageStore:
             self.add(message)
 
     def flush(self) -> None:
+        """Write the buffer in one transaction; if that fails, roll back and write row by row.
+
+        A row SQLite refuses is dropped, logged and counted (``store_errors``): one bad message must
+        never leave a transaction open and wedge every later write and read.
+        """
         if not self._pending:
             return
         rows = [tuple(getattr(m, c) for c in _COLUMNS) for m in self._pending.values()]
         self._pending.clear()
-        self._db.execute("BEGIN")
-        self._db.executemany(_INSERT, rows)
-        self._db.execute("COMMIT")
+        if self._write(rows):
+            return
+        for row in rows:
+            if not self._write([row]):
+                self.store_errors += 1
+                _log.error("emulator store: message %s could not be stored and is dropped", row[0])
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> bool:
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany(_INSERT, rows)
+            self._db.execute("COMMIT")
+        except (sqlite3.Error, OverflowError, ValueError, TypeError):
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            return False
+        return True
 
     def get(self, message_id: str) -> StoredMessage | None:
         pending = self._pending.get(message_id)
