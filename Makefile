@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install test lint typecheck pytest chaos demo bench clean
+.PHONY: install node-deps test lint typecheck pytest chaos demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,16 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# Test-only: Alibaba's older Node.js client (@alicloud/pop-core), pinned by tests/node/package-lock.json.
+# Without npm the tests that need it skip, saying why.
+NODE_DEPS := tests/node/node_modules/.installed
+$(NODE_DEPS): tests/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		npm ci --prefix tests/node --no-audit --no-fund --loglevel=error && touch $@; \
+	else echo "npm not found: the @alicloud/pop-core tests will skip"; fi
+
+node-deps: $(NODE_DEPS)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -26,7 +36,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install node-deps
 	$(BIN)/pytest
 
 test: lint typecheck pytest
