@@ -85,6 +85,10 @@ def test_a_runtime_error_in_one_row_makes_that_row_invalid_and_the_rest_go(
     logged = capfd.readouterr().out
     assert "TypeError" in logged
     assert "ZeroDivisionError" in logged
+    # each rejected row is logged once, in the validation table with its masked number, not again per outcome
+    assert logged.count("ZeroDivisionError") == 1
+    assert "SMS to -" not in logged
+    assert "+852****4569" in logged
 
 
 def test_when_every_row_fails_even_skip_mode_fails_naming_the_reason(

@@ -229,3 +229,22 @@ def test_airflow_accepts_the_notifier_as_a_deadline_alert_callback() -> None:
         EmptyOperator(task_id="noop")
     serialized = DagSerialization.serialize_dag(dag)
     assert "airflow_provider_globesms.notifications.globesms.GlobeSmsNotifier" in str(serialized)
+
+
+def test_an_alert_whose_template_fails_still_goes_out_with_the_default_text(
+    run_dag: Callable[..., Any], globesms_conn: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """`{{ ds }}` in a run without a logical date (REST API, assets) used to lose the DAG-level alert."""
+    emulator = globesms_conn()
+    alert = GlobeSmsNotifier(to=ON_CALL, message="DAG {{ dag.dag_id }} failed on {{ no_such_variable.day }}")
+    with DAG("ntf_broken_template", schedule=None, on_failure_callback=alert) as dag:
+
+        @task(retries=0)
+        def extract() -> None:
+            raise ValueError("bad input")
+
+        extract()
+    run_dag(dag)
+    (text,) = texts(emulator)
+    assert text.startswith("Airflow: ntf_broken_template")
+    assert "Alert message template failed (UndefinedError" in capfd.readouterr().out

@@ -85,7 +85,9 @@ class GlobeSmsNotifier(BaseNotifier):
     :param sms_type: ``NOTIFY`` by default; ``OTP`` or ``MKT`` are possible.
     """
 
-    template_fields: Sequence[str] = ("to", "message", "sender")
+    # `message` is rendered by the notifier itself (``_text``): an alert whose template fails (say `{{ ds }}`
+    # in a run without a logical date) still goes out, with the default text.
+    template_fields: Sequence[str] = ("to", "sender")
 
     def __init__(
         self,
@@ -117,9 +119,25 @@ class GlobeSmsNotifier(BaseNotifier):
         dag = dag or context.get("dag")
         return super()._render(template, context, dag if hasattr(dag, "get_template_env") else None)
 
+    def _text(self, context: Context | dict[str, Any]) -> str:
+        """The alert's text: the message rendered, else (no message, or its template failed) the default."""
+        if not self.message:
+            return default_message(context)
+        dag = context.get("dag")
+        try:
+            env = self.get_template_env(dag=dag if hasattr(dag, "get_template_env") else None)
+            return str(self.render_template(self.message, context, env))  # type: ignore[arg-type]
+        except Exception as exc:  # an alert is never lost to its own template
+            self.log.error(
+                "Alert message template failed (%s: %s); sending the default alert text instead",
+                type(exc).__name__,
+                str(exc)[:200],
+            )
+            return default_message(context)
+
     def _requests(self, context: Context | dict[str, Any], hook: GlobeSmsHook) -> list[SendMessageRequest]:
         """Validated requests, one per number; a number that fails validation is logged and dropped."""
-        text = self.message if self.message else default_message(context)
+        text = self._text(context)
         numbers = [self.to] if isinstance(self.to, str) else list(self.to)
         requests = []
         for number in numbers:

@@ -14,7 +14,7 @@ import math
 import os
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -67,6 +67,59 @@ MAX_CONCURRENCY = 512
 LATENCY_BUDGET = 0.3
 LITERAL = type(literal(None))  # what airflow.sdk.literal() wraps a value in (its class is not public)
 EACH_LOGGED_UP_TO = 10  # campaigns this small log every outcome; larger ones log progress
+
+
+MESSAGE_FILE_SUFFIXES = (".txt", ".j2")  # a message ending so is the name of a template file
+
+
+class ShownMasked:
+    """Numbers or rows, kept whole for ``execute`` but stored and shown by Airflow (the serialized DAG, the
+    rendered fields in the metadata database, the UI) as ``shown``: masked numbers, or a count of rows.
+
+    Airflow serializes a template field through its ``serialize()`` method when it has one, and renders
+    it through ``resolve()``: rows are data, so they resolve to themselves, never rendered as Jinja.
+    """
+
+    __slots__ = ("shown", "value")
+
+    def __init__(self, value: Any, shown: Any) -> None:
+        self.value = value
+        self.shown = shown
+
+    @classmethod
+    def numbers(cls, to: Any) -> ShownMasked:
+        """``to`` (one number or several) shown as masked numbers."""
+        return cls(to, [mask_number(n) for n in ([to] if isinstance(to, str | int) else to)])
+
+    @classmethod
+    def rows(cls, rows: Any) -> ShownMasked:
+        """Rows shown as their count and field names."""
+        return cls(rows, _describe_rows(rows))
+
+    def resolve(self, context: Any) -> ShownMasked:
+        """What Airflow's rendering makes of it: itself (data is never a template)."""
+        return self
+
+    def serialize(self) -> Any:
+        """What Airflow stores and shows for this field."""
+        return self.shown
+
+    def __repr__(self) -> str:
+        return repr(self.shown)
+
+
+def _has_template(value: Any) -> bool:
+    """Whether a number (or any in a list of them) holds Jinja markup that Airflow should render."""
+    values = [value] if isinstance(value, str | int) else value
+    return any(isinstance(v, str) and ("{{" in v or "{%" in v or "{#" in v) for v in values)
+
+
+def _describe_rows(rows: Any) -> str:
+    """A rows field as shown by Airflow: how many and which fields, never the numbers or the data."""
+    rows = [rows] if isinstance(rows, Mapping) else rows
+    first = rows[0] if len(rows) and isinstance(rows[0], Mapping) else {}
+    fields = f" with fields {', '.join(map(str, first))}" if first else ""
+    return f"{len(rows)} row(s){fields} (data, not shown: rows hold phone numbers)"
 
 
 def _refuse_none(value: Any) -> Any:
@@ -172,7 +225,9 @@ class SendGlobeSmsOperator(BaseOperator):
         "ledger_uri",
         "results_uri",
     )
-    template_ext: Sequence[str] = (".txt", ".j2")
+    # No field is read from a file by Airflow: a recipients path such as people.txt is a path, never a
+    # template. A message ending in .txt or .j2 is loaded as a template file by the operator itself.
+    template_ext: Sequence[str] = ()
     template_fields_renderers: ClassVar[dict[str, str]] = {"message": "jinja", "recipients": "json"}
     ui_color = "#ff6a00"
 
@@ -214,12 +269,16 @@ class SendGlobeSmsOperator(BaseOperator):
             max_qps = require_positive("max_qps", max_qps)  # nan, inf, 0, negative: refused at parse time
         if concurrency is not None and concurrency < 1:
             raise ValueError("concurrency must be at least 1")
-        self.message = message
-        self.to = to
+        # The message is compiled and rendered per recipient by the operator, not once by Airflow, which
+        # keeps (and shows as rendered) the template text itself.
+        self.message = literal(message) if isinstance(message, str) else message
+        self.to: str | int | Sequence[str | int] | ShownMasked | None = to
+        if to is not None and not _has_template(to):
+            self.to = ShownMasked.numbers(to)
         if isinstance(recipients, list | tuple | Mapping):
             # Rows are data: Airflow would render every string inside them (a row holding
             # "{{ conn.x.password }}" would send the secret). Only a path or URI is templated.
-            recipients = literal(recipients)
+            recipients = ShownMasked.rows(recipients)
         self.recipients = recipients
         self.to_field = to_field
         self.sender = sender
@@ -246,43 +305,35 @@ class SendGlobeSmsOperator(BaseOperator):
 
     # --- templating: the message is rendered per recipient, not once ----------------------------
 
-    def _do_render_template_fields(
-        self,
-        parent: Any,
-        template_fields: Iterable[str],
-        context: Context,
-        jinja_env: jinja2.Environment,
-        seen_oids: set[int],
-    ) -> None:
-        # Airflow renders every template field through here, mapped tasks included. The message is
-        # compiled, not rendered: it is rendered later, once per recipient.
-        fields = list(template_fields)
-        others = [f for f in fields if f not in ("message", "recipients")]
-        super()._do_render_template_fields(parent, others, context, jinja_env, seen_oids)
-        if "message" in fields:
-            self._message_template = self._compile_message(jinja_env)
-        if "recipients" in fields and isinstance(self.recipients, str):
-            # A path or URI: templated as a string, never loaded as a template file (people.txt).
-            self.recipients = jinja_env.from_string(self.recipients).render(**context)
-        elif "recipients" in fields:
-            super()._do_render_template_fields(parent, ["recipients"], context, jinja_env, seen_oids)
+    def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        """Render the fields as Airflow does, then compile the message (rendered later, once per recipient)
+        and keep the numbers out of what Airflow stores and shows as the rendered fields."""
+        super().render_template_fields(context, jinja_env)
+        self._message_template = self._compile_message(jinja_env or self.get_template_env())
+        # A templated `to` and rows from XCom arrive here as plain values: mask them too.
+        if self.to is not None and not isinstance(self.to, ShownMasked):
+            self.to = ShownMasked.numbers(self.to)
+        if isinstance(self.recipients, list | tuple | Mapping):
+            self.recipients = ShownMasked.rows(self.recipients)
 
     def _compile_message(self, jinja_env: jinja2.Environment) -> jinja2.Template:
         # Missing variables are errors, whatever the DAG's `template_undefined` says, and so is a null
         # (at any depth, e.g. recipient.profile.name): never the text "None".
         strict = jinja_env.overlay(undefined=jinja2.StrictUndefined, finalize=_refuse_none)
-        message = self.message
+        message = self.message.value if isinstance(self.message, LITERAL) else self.message
         if not isinstance(message, str):
             raise ValueError(f"message must be text, got {type(message).__name__}")
-        if message.endswith(tuple(self.template_ext)):
+        if message.endswith(MESSAGE_FILE_SUFFIXES):
             return strict.get_template(message)
         return strict.from_string(message)
 
     def _renderer(self, context: Context) -> Callable[[Mapping[str, Any]], str]:
         template = self._message_template
-        if template is None:  # execute() called without Airflow's rendering (tests, subclasses)
+        if template is None and isinstance(self.message, LITERAL):  # never rendered (execute() called directly)
             self.render_template_fields(context)
-            template = self._message_template
+        elif template is None:  # a mapped task: Airflow renders its fields without render_template_fields
+            self._message_template = self._compile_message(self.get_template_env())
+        template = self._message_template
         assert template is not None
         variables = dict(context)
 
@@ -317,10 +368,11 @@ class SendGlobeSmsOperator(BaseOperator):
     def _rows(self) -> tuple[Iterator[Row], str, str]:
         """The rows, the field that holds the number, and a description for the log."""
         if self.to is not None:
-            numbers = [self.to] if isinstance(self.to, str | int) else list(self.to)
+            to = self.to.value if isinstance(self.to, ShownMasked) else self.to
+            numbers = [to] if isinstance(to, str | int) else list(to)
             return rows_from_records({"to": n} for n in numbers), "to", f"{len(numbers)} number(s)"
         source = self.recipients
-        if isinstance(source, LITERAL):  # execute() called without Airflow's rendering
+        if isinstance(source, ShownMasked):
             source = source.value
         if isinstance(source, Mapping):
             source = [source]
@@ -520,6 +572,8 @@ class SendGlobeSmsOperator(BaseOperator):
         with storage_path(results).open("r") as handle:  # type: ignore[no-untyped-call]
             for line in handle:
                 record = json.loads(line)
+                if record["status"] == "invalid":
+                    continue  # already in the validation table, once
                 self.log.info(
                     "SMS to %s: %s%s%s",
                     mask_number(record.get("to")) if record.get("to") else "-",
