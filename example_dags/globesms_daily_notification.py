@@ -26,7 +26,11 @@ with DAG(
         task_id="report_ready",
         # Numbers in international form. Keep real ones in a Variable or a file, not in code.
         to=["+85291234567", "+6591234567", "+447911123456"],
-        message="Daily sales report for {{ ds }} is ready: https://bi.example.com/daily/{{ ds_nodash }}",
+        # run_after, not ds: every run has it, also one triggered through the REST API without a logical date.
+        message=(
+            "Daily sales report for {{ dag_run.run_after | ds }} is ready: "
+            "https://bi.example.com/daily/{{ dag_run.run_after | ds_nodash }}"
+        ),
         sender="Reports",  # sender ID: letters and digits, up to 11
         sms_type="NOTIFY",
         globesms_conn_id="globesms_default",

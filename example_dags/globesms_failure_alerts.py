@@ -35,7 +35,9 @@ with DAG(
         # No message: the default names the DAG, task, try and run, with the log URL, in one segment.
         "on_failure_callback": send_globe_sms_notification(to=ON_CALL),
     },
-    on_failure_callback=GlobeSmsNotifier(to=ON_CALL, message="DAG {{ dag.dag_id }} failed on {{ ds }}"),
+    on_failure_callback=GlobeSmsNotifier(
+        to=ON_CALL, message="DAG {{ dag.dag_id }} failed, run after {{ dag_run.run_after | ds }}"
+    ),
     params={"simulate": Param("none", enum=["none", "transient", "outage"])},
     tags=["globesms", "example"],
 ):

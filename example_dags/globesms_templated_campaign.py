@@ -17,7 +17,7 @@ from airflow.sdk import DAG, task
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.sensors.globesms import GlobeSmsDeliverySensor
 
-# In production this is an object store URI, e.g. s3://crm-exports/{{ ds }}/renewals.csv.
+# In production this is an object store URI, e.g. s3://crm-exports/{{ dag_run.run_after | ds }}/renewals.csv.
 CUSTOMERS = Path(__file__).parent / "data" / "customers.csv"
 
 with DAG(
@@ -32,7 +32,7 @@ with DAG(
         recipients="{{ params.recipients }}",
         message=(
             "Hi {{ recipient.first_name }}, your {{ recipient.plan }} plan renews on "
-            "{{ macros.ds_add(ds, 7) }}. Reply STOP to opt out."
+            "{{ (dag_run.run_after + macros.timedelta(days=7)) | ds }}. Reply STOP to opt out."
         ),
         sms_type="MKT",
         on_invalid="skip",  # bad rows are reported, the rest is sent

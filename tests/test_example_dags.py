@@ -79,17 +79,16 @@ def test_failure_alerts(
     if simulate == "outage":
         assert texts[0] == "globesms_failure_alerts.load failed, retrying (try 1)"
         assert texts[1].startswith("Airflow: globesms_failure_alerts.load failed (try 2)")
-        assert texts[2].startswith("DAG globesms_failure_alerts failed on ")
+        assert texts[2].startswith("DAG globesms_failure_alerts failed, run after 20")
 
 
-def test_fan_out(run_dag: Callable[..., Any], globesms_conn: Any, tmp_path: Path) -> None:
-    from airflow.models.pool import Pool
+def test_fan_out(run_dag: Callable[..., Any], globesms_conn: Any) -> None:
+    """No pool to create, no file to prepare: it writes its own sample beside the ledgers and removes it."""
+    from airflow.sdk import conf
 
     emulator = globesms_conn()
-    Pool.create_or_update_pool("globesms", slots=4, description="SMS shards", include_deferred=False)
-    big = tmp_path / "large.csv"
-    big.write_text("to,name,order\n" + "".join(f"+8529{n + 1000000:07d},C{n},{n}\n" for n in range(600)))
-    dag_run = run_dag(load("globesms_fan_out"), run_conf={"recipients": str(big), "shards": 3})
+    examples_before = sorted(p.name for p in EXAMPLES.rglob("*"))
+    dag_run = run_dag(load("globesms_fan_out"), run_conf={"sample_rows": 600, "shards": 3})
     states = task_states(dag_run)
     assert states == {
         "split": "success",
@@ -101,3 +100,7 @@ def test_fan_out(run_dag: Callable[..., Any], globesms_conn: Any, tmp_path: Path
     (total,) = xcom_values(dag_run, "total")
     assert total["accepted"] == 600
     assert len(emulator.messages()) == 600
+    assert sorted(p.name for p in EXAMPLES.rglob("*")) == examples_before  # nothing written beside the DAGs
+    work = Path(conf.get("core", "dags_folder")).parent / "globesms" / "examples-data" / "globesms_fan_out"
+    assert work.is_dir()
+    assert not any(work.rglob("*.csv"))  # the run's input and shards are gone once every shard succeeded
