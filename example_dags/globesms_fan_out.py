@@ -64,7 +64,7 @@ with DAG(
         paths = [folder / f"shard-{n:03d}.csv" for n in range(int(params["shards"]))]
         with source.open("r") as reader:  # type: ignore[no-untyped-call]
             header = reader.readline()
-            writers = [p.open("w") for p in paths]
+            writers = [p.open("w") for p in paths]  # type: ignore[no-untyped-call]
             try:
                 for w in writers:
                     w.write(header)
