@@ -1,0 +1,210 @@
+"""A real Airflow on this machine, for the live tests: api-server, scheduler, dag-processor and triggerer
+(LocalExecutor, SQLite) in a temporary AIRFLOW_HOME on free loopback ports.
+
+Everything it starts runs in its own process group and is stopped on exit (SIGTERM, then SIGKILL after a
+bounded wait). Waits are bounded; on a timeout the error carries the tail of every component's log.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LiveAirflow:
+    """``with LiveAirflow(home, dags, env) as airflow: airflow.api("GET", "/dags")``."""
+
+    def __init__(self, home: Path, dags: Path, env: Mapping[str, str] | None = None, components=COMPONENTS) -> None:  # type: ignore[no-untyped-def]
+        self.home = home
+        self.dags = dags
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.components = tuple(components)
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._token: str | None = None
+        airflow = Path(sys.executable).with_name("airflow")
+        self.airflow = str(airflow if airflow.exists() else shutil.which("airflow"))
+        self.env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTEST"))},
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": "8",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+            "AIRFLOW__CORE__TEST_CONNECTION": "Enabled",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.url}/execution/",
+            "AIRFLOW__API__PORT": str(self.port),
+            "AIRFLOW__API__HOST": "127.0.0.1",
+            "AIRFLOW__API__BASE_URL": self.url,
+            "AIRFLOW__API_AUTH__JWT_SECRET": "live-test-jwt-secret-0123456789abcdef",
+            "AIRFLOW__CORE__FERNET_KEY": "",
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+            "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+            "AIRFLOW__SCHEDULER__MIN_FILE_PROCESS_INTERVAL": "5",
+            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+            "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+            **(env or {}),
+        }
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def __enter__(self) -> LiveAirflow:
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def cli(self, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        """Run an ``airflow`` command in this home; raises with its output when it fails."""
+        done = subprocess.run(
+            [self.airflow, *args], env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        if done.returncode:
+            raise RuntimeError(f"airflow {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+        return done
+
+    def start(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "component-logs").mkdir(exist_ok=True)
+        self.cli("db", "migrate", timeout=300)
+        for name in self.components:
+            log = (self.home / "component-logs" / f"{name}.log").open("wb")
+            args = [name, "--port", str(self.port), "--host", "127.0.0.1"] if name == "api-server" else [name]
+            self.processes[name] = subprocess.Popen(
+                [self.airflow, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.wait_for("the API server to answer", self._healthy, timeout=120)
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+        self.processes.clear()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one component and everything it started (its process group)."""
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def restart(self, name: str) -> None:
+        log = (self.home / "component-logs" / f"{name}.log").open("ab")
+        self.processes[name] = subprocess.Popen(
+            [self.airflow, name], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    # --- waiting ------------------------------------------------------------------------------------
+
+    def report(self) -> str:
+        """The tail of every component's log, for a failure message."""
+        parts = []
+        for name in self.components:
+            path = self.home / "component-logs" / f"{name}.log"
+            tail = path.read_bytes()[-2500:].decode(errors="replace") if path.exists() else "(no log)"
+            state = self.processes[name].poll() if name in self.processes else "stopped"
+            parts.append(f"--- {name} (exit code {state}) ---\n{tail}")
+        return "\n".join(parts)
+
+    def wait_for(self, what: str, check: Callable[[], Any], timeout: float, every: float = 0.5) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.processes.items():
+                if process.poll() is not None:
+                    raise RuntimeError(
+                        f"{name} exited ({process.returncode}) while waiting for {what}\n{self.report()}"
+                    )
+            result = check()
+            if result:
+                return result
+            time.sleep(every)
+        raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}\n{self.report()}")
+
+    def _healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.url}/api/v2/monitor/health", timeout=5) as reply:
+                return bool(reply.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    # --- the REST API v2 ----------------------------------------------------------------------------
+
+    def api(self, method: str, path: str, body: Any = None, expect: tuple[int, ...] = (200, 201, 204)) -> Any:
+        if self._token is None:
+            with urllib.request.urlopen(f"{self.url}/auth/token", timeout=30) as reply:
+                self._token = json.loads(reply.read())["access_token"]
+        request = urllib.request.Request(
+            f"{self.url}/api/v2{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
+            headers={"authorization": f"Bearer {self._token}", "content-type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                status, raw = reply.status, reply.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
+        if status not in expect:
+            raise AssertionError(f"{method} {path} -> {status}: {raw[:2000]!r}")
+        return json.loads(raw) if raw else None
+
+    def wait_for_dags(self, dag_ids: list[str], timeout: float = 120) -> None:
+        def parsed() -> bool:
+            known = {d["dag_id"] for d in self.api("GET", "/dags?limit=100")["dags"]}
+            return set(dag_ids) <= known
+
+        self.wait_for(f"the DAGs {dag_ids} to be parsed", parsed, timeout, every=1)
+        errors = self.api("GET", "/importErrors")["import_errors"]
+        if errors:
+            raise AssertionError(f"import errors: {errors}")
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None) -> str:
+        body = {"logical_date": logical_date, "conf": conf or {}}
+        return str(self.api("POST", f"/dags/{dag_id}/dagRuns", body)["dag_run_id"])
+
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 180) -> dict[str, Any]:
+        def finished() -> dict[str, Any] | None:
+            run = self.api("GET", f"/dags/{dag_id}/dagRuns/{urllib.parse.quote(run_id, safe='')}")
+            return run if run["state"] in TERMINAL_RUN_STATES else None
+
+        return dict(self.wait_for(f"run {run_id} of {dag_id} to finish", finished, timeout, every=1))
+
+    def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+        quoted = urllib.parse.quote(run_id, safe="")
+        return list(self.api("GET", f"/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=1000")["task_instances"])
