@@ -125,3 +125,38 @@ def test_store_errors_are_reported_in_the_stats(strict_emulator: EmulatorServer)
     strict_emulator.gateway.store.add(dataclasses.replace(_message(1), message_id="bad", validity_period=10**30))
     assert strict_emulator.stats()["store_errors"] == 1
     assert _hi(strict_emulator, "85291234560") == "OK"
+
+
+def test_blank_lines_between_requests_do_not_keep_a_connection_open(strict_emulator: EmulatorServer) -> None:
+    """Found by review: after one request, a CR/LF every 0.2 s was never closed (the parser skips blank
+    lines without beginning a request, and any data cancels uvicorn's keep-alive timer)."""
+    with socket.create_connection(("127.0.0.1", strict_emulator.port), timeout=10) as sock:
+        sock.sendall(_signed_bytes(strict_emulator))
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        sock.settimeout(0.2)
+        closed = False
+        while time.monotonic() - started < DEADLINE + 4 and not closed:
+            try:
+                sock.sendall(b"\r\n")
+                closed = sock.recv(65536) == b"" or closed
+            except TimeoutError:
+                continue
+            except OSError:
+                closed = True
+        assert closed
+
+
+def test_a_late_pipelined_request_never_costs_the_reply_before_it(strict_emulator: EmulatorServer) -> None:
+    """Found by review: a complete request held by a `hang` fault, then half of a second one: the deadline
+    answered 408 in place of the first reply, whose message had been accepted (a client would resend it)."""
+    strict_emulator.set_faults(script=["hang"], hang_seconds=DEADLINE * 3)
+    try:
+        with socket.create_connection(("127.0.0.1", strict_emulator.port), timeout=10) as sock:
+            sock.sendall(_signed_bytes(strict_emulator) + b"POST / HTTP/1.1\r\nhost: x\r\n")
+            reply, _ = _read_until_closed(sock)
+    finally:
+        strict_emulator.set_faults(hang_seconds=30)
+    assert reply.startswith(b"HTTP/1.1 200")
+    assert b'"ResponseCode":"OK"' in reply.replace(b" ", b"")
+    assert b"408" not in reply.split(b"\r\n", 1)[0]

@@ -114,31 +114,62 @@ def _rendered_fields(dag_run: Any, task_id: str) -> list[dict[str, Any]]:
 
 
 def test_the_rendered_fields_show_masked_numbers_and_row_counts_only(
-    run_dag: Callable[..., Any], globesms_conn: Callable[..., EmulatorServer]
+    run_dag: Callable[..., Any], globesms_conn: Callable[..., EmulatorServer], capfd: pytest.CaptureFixture[str]
 ) -> None:
     """What the UI's Rendered Template tab shows (and the metadata database keeps): numbers given as `to`,
-    templated or mapped, masked; rows from XCom or mapped literals as a count and their field names."""
-    globesms_conn()
+    templated, mapped or from XCom, masked; rows from XCom or mapped literals as a count and their field names.
+    Mapped tasks are rendered by Airflow without the operator's render_template_fields: their rendered fields
+    are stored again, masked, when the task ends."""
+    emulator = globesms_conn()
     from airflow.sdk import task
 
-    numbers = [_fresh_number() for _ in range(4)]
+    numbers = [_fresh_number() for _ in range(7)]
     with DAG("no_trace_rendered", schedule=None, params={"oncall": f"+{numbers[0]}"}) as dag:
 
         @task
         def rows() -> list[dict[str, str]]:
             return [{"to": f"+{numbers[1]}", "name": "Li"}]
 
+        @task
+        def one_number() -> str:
+            return f"+{numbers[4]}"
+
+        @task
+        def shard(n: int) -> dict[str, str]:
+            return {"to": f"+{numbers[5 + n]}", "name": f"S{n}"}
+
         SendGlobeSmsOperator(task_id="templated", to="{{ params.oncall }}", message="hi")
         SendGlobeSmsOperator(task_id="from_xcom", recipients=rows(), message="Hi {{ recipient.name }}")
         SendGlobeSmsOperator.partial(task_id="mapped", message="hi").expand(to=[f"+{numbers[2]}", f"+{numbers[3]}"])
+        SendGlobeSmsOperator.partial(task_id="mapped_templated", to="{{ params.oncall }}").expand(message=["a", "b"])
+        SendGlobeSmsOperator.partial(task_id="mapped_xcom_rows", recipients=rows()).expand(message=["c {{ 1 }}"])
+        SendGlobeSmsOperator(task_id="to_from_xcom", to=one_number(), message="xcom number")
+        SendGlobeSmsOperator(
+            task_id="lazy_rows", recipients=shard.expand(n=[0, 1]), message="lazy {{ recipient.name }}"
+        )
+        SendGlobeSmsOperator(
+            task_id="row_error",
+            recipients=[{"to": f"+{numbers[0]}"}],
+            message="{{ {}[recipient.to] }}",
+            on_invalid="skip",
+        )
     dag_run = run_dag(dag)
-    assert set(task_states(dag_run).values()) == {"success"}
-    shown = {t: _rendered_fields(dag_run, t) for t in ("templated", "from_xcom", "mapped")}
+    got = task_states(dag_run)
+    assert got.pop("row_error") == "failed"  # its only row fails to render: nothing to send
+    assert set(got.values()) == {"success"}, got
+    names = ("templated", "from_xcom", "mapped", "mapped_templated", "mapped_xcom_rows", "to_from_xcom", "lazy_rows")
+    shown = {t: _rendered_fields(dag_run, t) for t in names}
     assert shown["templated"][0]["to"] == [f"+852****{numbers[0][-4:]}"]
-    assert (
-        shown["from_xcom"][0]["recipients"]
-        == "1 row(s) with fields to, name (data, not shown: rows hold phone numbers)"
-    )
-    assert sorted(f["to"][0] for f in shown["mapped"]) == sorted(f"+852****{n[-4:]}" for n in numbers[2:])
-    assert all(f["message"] in ("hi", "Hi {{ recipient.name }}") for fields in shown.values() for f in fields)
+    described = "1 row(s) with fields to, name (data, not shown: rows hold phone numbers)"
+    assert shown["from_xcom"][0]["recipients"] == described
+    assert shown["mapped_xcom_rows"][0]["recipients"] == described
+    assert sorted(f["to"][0] for f in shown["mapped"]) == sorted(f"+852****{n[-4:]}" for n in numbers[2:4])
+    assert [f["to"] for f in shown["mapped_templated"]] == [[f"+852****{numbers[0][-4:]}"]] * 2
+    assert shown["to_from_xcom"][0]["to"] == [f"+852****{numbers[4][-4:]}"]
+    assert shown["lazy_rows"][0]["recipients"].startswith("2 row(s) with fields to, name")
+    assert {m["message"] for m in emulator.messages()} >= {"xcom number", "lazy S0", "lazy S1", "a", "b", "c 1"}
     assert not _traces(json.dumps(shown).encode(), [n.encode() for n in numbers])
+    # Our lines (row errors included) mask numbers; Airflow logs what the user's own upstream tasks return.
+    ours = "\n".join(line for line in capfd.readouterr().out.splitlines() if "Returned value was" not in line)
+    assert "+852****" in ours
+    assert not _traces(ours.encode(), [n.encode() for n in numbers])

@@ -42,6 +42,13 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        # Bytes that begin no request (blank lines between requests) reach neither on_message_begin nor
+        # the keep-alive timer, which any data cancels: they must not keep a connection open for ever.
+        if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
+            self._arm()
+        super().data_received(data)
+
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arm()
@@ -63,7 +70,14 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        if self.cycle is None or not self.cycle.response_started or self.cycle.response_complete:
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete and not cycle.more_body:
+            # A complete earlier request is still being answered (a pipelined late one is what expired):
+            # its reply is owed and may report an accepted message. Finish it, then close.
+            cycle.keep_alive = False
+            self.flow.pause_reading()
+            return
+        if cycle is None or not cycle.response_started or cycle.response_complete:
             self.transport.write(_TIMEOUT_REPLY)
         self.transport.close()
 

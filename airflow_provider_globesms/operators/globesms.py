@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import jinja2
-from airflow.sdk import BaseOperator, ObjectStoragePath, conf, literal
+from airflow.sdk import BaseOperator, ObjectStoragePath, XComArg, conf, literal
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from tabulate import tabulate
 
@@ -35,6 +36,7 @@ from airflow_provider_globesms.client.bulk import (
     ValidationReport,
     validate,
 )
+from airflow_provider_globesms.client.phone import scrub_numbers
 from airflow_provider_globesms.client.recipients import (
     MAX_SHOWN,
     Row,
@@ -70,6 +72,7 @@ EACH_LOGGED_UP_TO = 10  # campaigns this small log every outcome; larger ones lo
 
 
 MESSAGE_FILE_SUFFIXES = (".txt", ".j2")  # a message ending so is the name of a template file
+_JINJA = re.compile(r"\{[{%#]")  # the start of a Jinja expression, statement or comment
 
 
 class ShownMasked:
@@ -109,9 +112,16 @@ class ShownMasked:
 
 
 def _has_template(value: Any) -> bool:
-    """Whether a number (or any in a list of them) holds Jinja markup that Airflow should render."""
+    """Whether ``to`` is for Airflow to render or resolve first: Jinja markup in it, or an XComArg."""
     values = [value] if isinstance(value, str | int) else value
-    return any(isinstance(v, str) and ("{{" in v or "{%" in v or "{#" in v) for v in values)
+    if not isinstance(values, list | tuple):
+        return True  # an XComArg, or anything else Airflow resolves: masked once rendered
+    return any(not isinstance(v, int) and not (isinstance(v, str) and not _JINJA.search(v)) for v in values)
+
+
+def _is_rows(value: Any) -> bool:
+    """Rows given as data: a mapping, or a sequence that is not text (a list, a lazy XCom sequence)."""
+    return isinstance(value, Mapping) or (isinstance(value, Sequence) and not isinstance(value, str | bytes))
 
 
 def _describe_rows(rows: Any) -> str:
@@ -235,7 +245,7 @@ class SendGlobeSmsOperator(BaseOperator):
         self,
         *,
         message: str,
-        to: str | int | Sequence[str | int] | None = None,
+        to: str | int | Sequence[str | int] | XComArg | None = None,
         recipients: Any = None,
         to_field: str = "to",
         sender: str | None = None,
@@ -272,10 +282,10 @@ class SendGlobeSmsOperator(BaseOperator):
         # The message is compiled and rendered per recipient by the operator, not once by Airflow, which
         # keeps (and shows as rendered) the template text itself.
         self.message = literal(message) if isinstance(message, str) else message
-        self.to: str | int | Sequence[str | int] | ShownMasked | None = to
+        self.to: str | int | Sequence[str | int] | XComArg | ShownMasked | None = to
         if to is not None and not _has_template(to):
             self.to = ShownMasked.numbers(to)
-        if isinstance(recipients, list | tuple | Mapping):
+        if _is_rows(recipients):
             # Rows are data: Airflow would render every string inside them (a row holding
             # "{{ conn.x.password }}" would send the secret). Only a path or URI is templated.
             recipients = ShownMasked.rows(recipients)
@@ -310,11 +320,16 @@ class SendGlobeSmsOperator(BaseOperator):
         and keep the numbers out of what Airflow stores and shows as the rendered fields."""
         super().render_template_fields(context, jinja_env)
         self._message_template = self._compile_message(jinja_env or self.get_template_env())
-        # A templated `to` and rows from XCom arrive here as plain values: mask them too.
+        self._mask_rendered()
+
+    def _mask_rendered(self) -> bool:
+        """Wrap a `to` or rows that arrived as plain values (templated, from XCom); True if any did."""
+        masked = False
         if self.to is not None and not isinstance(self.to, ShownMasked):
-            self.to = ShownMasked.numbers(self.to)
-        if isinstance(self.recipients, list | tuple | Mapping):
-            self.recipients = ShownMasked.rows(self.recipients)
+            self.to, masked = ShownMasked.numbers(self.to), True
+        if _is_rows(self.recipients):
+            self.recipients, masked = ShownMasked.rows(self.recipients), True
+        return masked
 
     def _compile_message(self, jinja_env: jinja2.Environment) -> jinja2.Template:
         # Missing variables are errors, whatever the DAG's `template_undefined` says, and so is a null
@@ -333,6 +348,8 @@ class SendGlobeSmsOperator(BaseOperator):
             self.render_template_fields(context)
         elif template is None:  # a mapped task: Airflow renders its fields without render_template_fields
             self._message_template = self._compile_message(self.get_template_env())
+            # Airflow stored its rendered fields before this runs; have them stored again, masked, at the end.
+            self.overwrite_rtif_after_execution = self._mask_rendered()
         template = self._message_template
         assert template is not None
         variables = dict(context)
@@ -347,12 +364,13 @@ class SendGlobeSmsOperator(BaseOperator):
             variables["recipient"] = {k: v for k, v in row.items() if v is not None}
             try:
                 return "".join(map(str, template.root_render_func(template.new_context(variables, shared=True))))
+            # Error texts may quote the row's data (a number used as a key): numbers are masked in them.
             except jinja2.UndefinedError as exc:
-                raise RenderError(f"template: {exc.message}") from None
+                raise RenderError(f"template: {scrub_numbers(str(exc.message))}") from None
             except jinja2.TemplateError as exc:
-                raise RenderError(f"template: {exc}") from None
+                raise RenderError(f"template: {scrub_numbers(str(exc))}") from None
             except Exception as exc:  # an error in one row's data (a string times 1.1, a zero divisor)
-                raise RenderError(f"template: {type(exc).__name__}: {str(exc)[:200]}") from None
+                raise RenderError(f"template: {type(exc).__name__}: {scrub_numbers(str(exc)[:200])}") from None
 
         return render
 
@@ -369,6 +387,8 @@ class SendGlobeSmsOperator(BaseOperator):
         """The rows, the field that holds the number, and a description for the log."""
         if self.to is not None:
             to = self.to.value if isinstance(self.to, ShownMasked) else self.to
+            if isinstance(to, XComArg):  # execute() called without Airflow's rendering
+                raise ValueError("`to` is an XComArg that was never resolved: run the task in Airflow")
             numbers = [to] if isinstance(to, str | int) else list(to)
             return rows_from_records({"to": n} for n in numbers), "to", f"{len(numbers)} number(s)"
         source = self.recipients
@@ -378,7 +398,7 @@ class SendGlobeSmsOperator(BaseOperator):
             source = [source]
         if isinstance(source, str | os.PathLike | ObjectStoragePath):
             return self._file_rows(str(source)), self.to_field, f"file {source}"
-        if isinstance(source, list | tuple):
+        if _is_rows(source):  # a list, a tuple, or the lazy sequence of a mapped upstream's XComs
             return rows_from_records(source), self.to_field, f"{len(source)} row(s)"
         raise ValueError(
             f"recipients must be a list of rows, an XComArg or a CSV/JSONL path, got {type(source).__name__}"
