@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install node-deps test lint typecheck pytest chaos demo bench clean
+.PHONY: install node-deps test test-cluster cluster-parts lint typecheck pytest chaos demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,23 @@ pytest: install node-deps
 
 test: lint typecheck pytest
 
+# The distributed test (tests_cluster/): CeleryExecutor with Redis, PostgreSQL, two Celery workers, the ledger
+# on moto's S3 server. Its own venv (the Celery and Amazon providers stay out of the main one); Redis and
+# PostgreSQL come from Debian's packages, installed here when missing (needs root and apt).
+CLUSTER_VENV := .venv-cluster
+$(CLUSTER_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(CLUSTER_VENV)
+	$(CLUSTER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(CLUSTER_VENV)/bin/python -m pip install --quiet -e '.[dev,cluster]'
+	touch $@
+
+cluster-parts:
+	@if ! command -v redis-server >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+		apt-get update -q && apt-get install -y -q redis-server postgresql; fi
+
+test-cluster: $(CLUSTER_VENV)/.installed cluster-parts
+	$(CLUSTER_VENV)/bin/pytest tests_cluster -p no:cacheprovider
+
 # The chaos suite's long profile (thousands of generated fault schedules and kills), for before a release.
 chaos: install
 	HYPOTHESIS_PROFILE=chaos $(BIN)/pytest tests/test_chaos.py -p no:cacheprovider -o timeout=7200
@@ -53,4 +70,4 @@ bench: install
 	$(BIN)/python bench/emulator_throughput.py
 
 clean:
-	rm -rf $(VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CLUSTER_VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis

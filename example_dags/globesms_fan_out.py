@@ -18,6 +18,7 @@ resends another's messages.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import DAG, ObjectStoragePath, Param, conf, task
@@ -42,6 +43,8 @@ with DAG(
     dag_id="globesms_fan_out",
     description="Send to a large recipient file in parallel shards under the account's QPS cap",
     schedule=None,
+    # A shard whose worker dies is retried (on any worker): its ledger makes the retry send only the rest.
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=5)},
     params={
         "recipients": Param("", type="string", description="CSV path or URI; empty: a generated sample"),
         "sample_rows": Param(8000, type="integer", minimum=1, description="rows of the generated sample"),

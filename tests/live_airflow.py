@@ -35,12 +35,21 @@ def free_port() -> int:
 class LiveAirflow:
     """``with LiveAirflow(home, dags, env) as airflow: airflow.api("GET", "/dags")``."""
 
-    def __init__(self, home: Path, dags: Path, env: Mapping[str, str] | None = None, components=COMPONENTS) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        home: Path,
+        dags: Path,
+        env: Mapping[str, str] | None = None,
+        extra_components: Mapping[str, list[str]] | None = None,
+    ) -> None:
         self.home = home
         self.dags = dags
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.components = tuple(components)
+        # component name -> its `airflow` arguments
+        self.components: dict[str, list[str]] = {name: [name] for name in COMPONENTS}
+        self.components["api-server"] += ["--port", str(self.port), "--host", "127.0.0.1"]
+        self.components.update(extra_components or {})
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self._token: str | None = None
         airflow = Path(sys.executable).with_name("airflow")
@@ -98,11 +107,7 @@ class LiveAirflow:
         (self.home / "component-logs").mkdir(exist_ok=True)
         self.cli("db", "migrate", timeout=300)
         for name in self.components:
-            log = (self.home / "component-logs" / f"{name}.log").open("wb")
-            args = [name, "--port", str(self.port), "--host", "127.0.0.1"] if name == "api-server" else [name]
-            self.processes[name] = subprocess.Popen(
-                [self.airflow, *args], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
+            self.launch(name)
         self.wait_for("the API server to answer", self._healthy, timeout=120)
 
     def stop(self) -> None:
@@ -124,10 +129,15 @@ class LiveAirflow:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=10)
 
-    def restart(self, name: str) -> None:
+    def launch(self, name: str) -> None:
+        """Start one component (again), in its own process group, appending to its log."""
         log = (self.home / "component-logs" / f"{name}.log").open("ab")
         self.processes[name] = subprocess.Popen(
-            [self.airflow, name], env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [self.airflow, *self.components[name]],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     # --- waiting ------------------------------------------------------------------------------------

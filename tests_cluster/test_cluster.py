@@ -1,0 +1,153 @@
+"""A distributed Airflow (issue 11), what users run when one machine is not enough: CeleryExecutor with Redis,
+PostgreSQL, two Celery workers, the send ledger on an S3-compatible server (moto) through
+``[globesms] ledger_uri = s3://...``, and the emulator as the SMS API.
+
+The fan-out example sends to a generated file in shards. In the middle of sending, the worker that runs a
+shard is SIGKILLed with its whole process group. The scheduler notices (heartbeat timeout lowered for the
+test), the shard is retried on the surviving worker, and every recipient still receives exactly one message.
+Run with ``make test-cluster`` (it installs what it needs; see the README).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
+from airflow_provider_globesms.operators.globesms import default_campaign_id
+from tests.live_airflow import LiveAirflow
+from tests_cluster import parts
+
+pytest.importorskip("airflow.providers.celery", reason="make test-cluster installs the Celery provider")
+pytest.importorskip("moto", reason="make test-cluster installs moto")
+pytestmark = pytest.mark.timeout(1200)
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
+DAG_ID, BUCKET = "globesms_fan_out", "globesms-ledgers"
+KEY_ID, SECRET = "CLUSTERKEY", "cluster-Secret-5a4b3c2d1e"
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorConfig(keys={KEY_ID: SECRET}, delivery_delay=0.5)) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cluster(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAirflow]:
+    home = tmp_path_factory.mktemp("cluster")
+    shutil.copytree(EXAMPLES, home / "dags")
+    with (
+        parts.postgres() as database,
+        parts.redis(home) as broker,
+        parts.s3_server(BUCKET) as s3,
+    ):
+        aws = {"conn_type": "aws", "login": "testing", "password": "testing",
+               "extra": {"endpoint_url": s3, "region_name": "us-east-1"}}  # fmt: skip
+        sms = {"conn_type": "globesms", "login": KEY_ID, "password": SECRET, "extra": {"endpoint": emulator.url}}
+        env = {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database,
+            "AIRFLOW__CELERY__BROKER_URL": broker,
+            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + database,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": "4",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "15",
+            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
+            "AIRFLOW__GLOBESMS__LEDGER_URI": f"s3://{BUCKET}/globesms",
+            "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws),
+            "AIRFLOW_CONN_GLOBESMS_DEFAULT": json.dumps(sms),
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_EC2_METADATA_DISABLED": "true",
+            # Every S3 client, with or without an Airflow connection, talks to moto on loopback only.
+            "AWS_ENDPOINT_URL": s3,
+            "AWS_ENDPOINT_URL_S3": s3,
+        }
+        workers = {
+            f"worker-{n}": ["celery", "worker", "--celery-hostname", f"worker{n}@%h", "--skip-serve-logs"]
+            for n in (1, 2)
+        }
+        with LiveAirflow(home, home / "dags", env, extra_components=workers) as airflow:
+            airflow.wait_for_dags([DAG_ID], timeout=180)
+            airflow.api("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
+            yield airflow
+
+
+def shard_counts(emulator: EmulatorServer, run_id: str, shards: int) -> list[int]:
+    return [len(emulator.messages(task_id=default_campaign_id(DAG_ID, run_id, "send_shard", n))) for n in range(shards)]
+
+
+def kill_the_worker_of_a_sending_shard(airflow: LiveAirflow, emulator: EmulatorServer, run_id: str, shards: int) -> str:
+    """Wait until a shard has sent part of its messages, then SIGKILL the worker running it (process group)."""
+
+    def sending() -> dict[str, Any] | None:
+        counts = shard_counts(emulator, run_id, shards)
+        for ti in airflow.task_instances(DAG_ID, run_id):
+            running = ti["task_id"] == "send_shard" and ti["state"] == "running" and ti.get("pid")
+            if running and 200 <= counts[ti["map_index"]] < 1200:
+                return ti
+        return None
+
+    ti = airflow.wait_for("a shard in the middle of sending", sending, timeout=240, every=0.2)
+    workers = {p.pid: name for name, p in airflow.processes.items() if name.startswith("worker-")}
+    pid = int(ti["pid"])
+    while pid not in workers and pid > 1:  # up from the task's process to the worker that runs it
+        pid = _parent(pid)
+    victim = workers[pid]
+    for doomed in [pid, *_descendants(pid)]:  # the whole machine's share: worker, pool, supervisor, task
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(doomed, signal.SIGKILL)
+    airflow.processes.pop(victim).wait(timeout=10)
+    return victim
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                children.setdefault(_parent(int(entry.name)), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.parametrize("shards", [4])
+def test_a_killed_worker_costs_no_message_and_sends_none_twice(
+    cluster: LiveAirflow, emulator: EmulatorServer, shards: int
+) -> None:
+    rows = 2400 * shards
+    started = time.monotonic()
+    run_id = cluster.trigger(DAG_ID, {"sample_rows": rows, "shards": shards})
+    victim = kill_the_worker_of_a_sending_shard(cluster, emulator, run_id, shards)
+    run = cluster.wait_for_run(DAG_ID, run_id, timeout=600)
+    tis = {(t["task_id"], t["map_index"]): t for t in cluster.task_instances(DAG_ID, run_id)}
+    assert run["state"] == "success", (tis, cluster.report())
+    retried = [key for key, t in tis.items() if t["try_number"] > 1]
+    assert retried, "the killed shard should have been retried"
+    assert shard_counts(emulator, run_id, shards) == [rows // shards] * shards
+    numbers = Counter(m["to"] for m in emulator.messages(limit=100_000))  # this module's emulator: this run only
+    assert len(numbers) == rows
+    assert max(numbers.values()) == 1  # every recipient exactly once, whichever try and worker sent it
+    print(
+        f"cluster: {rows} recipients in {shards} shards, killed {victim}, retried {retried}, "
+        f"{time.monotonic() - started:.0f} s, emulator {emulator.stats()['codes']}"
+    )
