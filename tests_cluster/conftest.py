@@ -7,3 +7,6 @@ import tempfile
 
 os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix="globesms-cluster-client-")
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+import logging
+
+logging.getLogger("werkzeug").setLevel(logging.WARNING)

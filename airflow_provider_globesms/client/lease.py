@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from airflow_provider_globesms.client.errors import LeaseHeldError, LeaseLostError
-from airflow_provider_globesms.client.segment_ledger import StoragePath
+from airflow_provider_globesms.client.segment_ledger import StoragePath, forget_listings
 
 log = logging.getLogger(__name__)
 
@@ -181,13 +181,6 @@ class LeasePath(StoragePath, Protocol):
     def read_text(self) -> str: ...
 
 
-def _forget_listings(path: object) -> None:
-    # fsspec stores (s3fs...) cache listings for ever by default, and answer exists() from them: drop them.
-    invalidate = getattr(getattr(path, "fs", None), "invalidate_cache", None)
-    if callable(invalidate):
-        invalidate(getattr(path, "path", None))
-
-
 @dataclass(frozen=True)
 class _Record:
     holder: Holder
@@ -255,10 +248,10 @@ class ObjectLease:
 
     def _look(self) -> tuple[int, _Record | None]:
         """The highest generation (0 when there is none) and its record (None if unreadable)."""
-        _forget_listings(self.remote)
+        forget_listings(self.remote)
         try:
             names = [entry.name for entry in self.remote.iterdir()]
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # an object store has no empty "folders" (S3)
             names = []
         generation = max((int(m.group(1)) for m in map(_LEASE_NAME.fullmatch, names) if m), default=0)
         return generation, self._read(generation) if generation else None
@@ -267,7 +260,12 @@ class ObjectLease:
         return self.remote / f"lease-{generation:012d}.json"
 
     def _read(self, generation: int) -> _Record | None:
-        return _read_retrying(lambda: _Record.parse(self._object(generation).read_text()))
+        def read() -> _Record | None:
+            # s3fs answers a read of an object that a cached listing lacks with "not found": drop listings.
+            forget_listings(self.remote)
+            return _Record.parse(self._object(generation).read_text())
+
+        return _read_retrying(read)
 
     def _free(self, generation: int, record: _Record | None, unreadable: dict[int, float]) -> bool:
         now = time.time()
@@ -316,7 +314,7 @@ class ObjectLease:
         )
 
     def _taken(self, generation: int) -> bool:
-        _forget_listings(self.remote)
+        forget_listings(self.remote)
         return self._object(generation + 1).exists()
 
     def _lose(self, reason: str) -> LeaseLostError:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -19,6 +20,17 @@ import msgspec
 from airflow_provider_globesms.client.ledger import Cipher, LedgerEntry, SqliteLedger
 
 _encode = msgspec.json.Encoder().encode
+
+
+def forget_listings(path: object) -> None:
+    """Drop the file system's cached listings of ``path``, so the next listing or read asks the store."""
+    # fsspec stores (s3fs...) cache listings for ever by default, and answer exists() from them: drop them.
+    # Airflow's ObjectStoragePath wraps a UPath (``__wrapped__``) whose file system, the one its listings
+    # and reads go through, is another instance than its own ``fs``: forget in both.
+    for layer in (path, getattr(path, "__wrapped__", None)):
+        invalidate = getattr(getattr(layer, "fs", None), "invalidate_cache", None)
+        if callable(invalidate):
+            invalidate(getattr(layer, "path", None))
 
 
 class StoragePath(Protocol):
@@ -88,9 +100,10 @@ class SegmentLedger(SqliteLedger):
         return f"{type(self).__name__}({str(self.remote)!r})"
 
     def _replay(self) -> None:
+        forget_listings(self.remote)
         try:
             names = sorted(p.name for p in self.remote.iterdir() if _SEGMENT_NAME.fullmatch(p.name))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # an object store has no empty "folders" (S3)
             names = []
         batch: list[LedgerEntry] = []
         for name in names:
@@ -140,7 +153,9 @@ class SegmentLedger(SqliteLedger):
         Only the lease holder writes, so nothing is lost: a crash between the two leaves old segments
         that replay before the snapshot, which wins."""
         self.flush()
-        with self._name_lock:
+        written: list[str] = []
+        forget_listings(self.remote)
+        with self._name_lock, contextlib.suppress(FileNotFoundError, NotADirectoryError):
             written = [p.name for p in self.remote.iterdir() if _SEGMENT_NAME.fullmatch(p.name)]
         entries = list(self.entries())
         if not entries or len(written) <= 1:
