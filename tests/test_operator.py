@@ -315,3 +315,26 @@ def test_a_ledger_other_workers_cannot_see_is_flagged(
     SendGlobeSmsOperator(task_id="x", to="+85291234567", message="m")._warn_if_ledger_is_not_shared(ledger)
     logged = capfd.readouterr().out + caplog.text
     assert ("a retry on another worker cannot see it" in logged) is warned
+
+
+def test_the_connection_id_is_templated_in_the_operator_sensor_and_notifier(
+    run_dag: Callable[..., Any], globesms_conn: Any
+) -> None:
+    """As in every official provider: `globesms_conn_id="{{ params.sms_conn }}"` picks the connection per run."""
+    from airflow_provider_globesms.notifications.globesms import GlobeSmsNotifier
+    from airflow_provider_globesms.sensors.globesms import GlobeSmsDeliverySensor
+
+    emulator = globesms_conn("sms_from_params")
+    conn = "{{ params.sms_conn }}"
+    alert = GlobeSmsNotifier(to="+85291234567", message="{{ ti.task_id }} failed", globesms_conn_id=conn)
+    with DAG("conn_id_templated", schedule=None, params={"sms_conn": "sms_from_params"}) as dag:
+        send = SendGlobeSmsOperator(task_id="send", to="+85291234568", message="hi", globesms_conn_id=conn)
+        GlobeSmsDeliverySensor(task_id="receipts", messages=send.output, globesms_conn_id=conn, poke_interval=0.2)
+
+        @task(on_failure_callback=alert, retries=0)
+        def broken() -> None:
+            raise RuntimeError("x")
+
+        send >> broken()
+    assert task_states(run_dag(dag)) == {"send": "success", "receipts": "success", "broken": "failed"}
+    assert sorted(m["message"] for m in emulator.messages()) == ["broken failed", "hi"]

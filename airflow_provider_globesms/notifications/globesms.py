@@ -10,11 +10,13 @@ error that triggered the alert must stay the one Airflow reports.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseNotifier
 
 from airflow_provider_globesms.client import (
+    DysmsClient,
     GlobeSmsError,
     InvalidFieldError,
     OutcomeUnknownError,
@@ -87,7 +89,7 @@ class GlobeSmsNotifier(BaseNotifier):
 
     # `message` is rendered by the notifier itself (``_text``): an alert whose template fails (say `{{ ds }}`
     # in a run without a logical date) still goes out, with the default text.
-    template_fields: Sequence[str] = ("to", "sender")
+    template_fields: Sequence[str] = ("to", "sender", "globesms_conn_id")
 
     def __init__(
         self,
@@ -135,26 +137,29 @@ class GlobeSmsNotifier(BaseNotifier):
             )
             return default_message(context)
 
-    def _requests(self, context: Context | dict[str, Any], hook: GlobeSmsHook) -> list[SendMessageRequest]:
+    @cached_property
+    def hook(self) -> GlobeSmsHook:
+        """The hook for ``globesms_conn_id`` (as rendered), reading numbers with ``default_region``."""
+        return GlobeSmsHook(self.globesms_conn_id, default_region=self.default_region)
+
+    def _requests(self, context: Context | dict[str, Any], client: DysmsClient) -> list[SendMessageRequest]:
         """Validated requests, one per number; a number that fails validation is logged and dropped."""
         text = self._text(context)
         numbers = [self.to] if isinstance(self.to, str) else list(self.to)
         requests = []
         for number in numbers:
             try:
-                requests.append(
-                    hook.client.build_send_request(number, text, sender=self.sender, sms_type=self.sms_type)
-                )
+                requests.append(client.build_send_request(number, text, sender=self.sender, sms_type=self.sms_type))
             except InvalidFieldError as exc:
                 self.log.error("Alert SMS to %s not sent: %s", mask_number(number), exc)
         return requests
 
     def notify(self, context: Context) -> None:
         try:
-            hook = GlobeSmsHook(self.globesms_conn_id, default_region=self.default_region)
-            for request in self._requests(context, hook):
+            client = self.hook.client
+            for request in self._requests(context, client):
                 try:
-                    self._accepted(request, hook.client.send(request))
+                    self._accepted(request, client.send(request))
                 except GlobeSmsError as exc:
                     self._refused(request, exc)
         except Exception as exc:  # never hide the error that triggered the alert
@@ -162,11 +167,10 @@ class GlobeSmsNotifier(BaseNotifier):
 
     async def async_notify(self, context: Context) -> None:
         try:
-            hook = GlobeSmsHook(self.globesms_conn_id, default_region=self.default_region)
-            hook.__dict__["client"] = await hook.aget_client()  # the connection read without blocking
-            aclient = AsyncDysmsClient(hook.client)
+            client = await self.hook.aget_client()  # the connection read without blocking
+            aclient = AsyncDysmsClient(client)
             try:
-                for request in self._requests(context, hook):
+                for request in self._requests(context, client):
                     try:
                         self._accepted(request, await aclient.send(request))
                     except GlobeSmsError as exc:

@@ -17,6 +17,7 @@ import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -25,7 +26,7 @@ from airflow.sdk import BaseOperator, ObjectStoragePath, XComArg, conf, literal
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 from tabulate import tabulate
 
-from airflow_provider_globesms.client import DEFAULT_MAX_QPS, mask_number
+from airflow_provider_globesms.client import mask_number
 from airflow_provider_globesms.client.bulk import (
     BulkSender,
     Campaign,
@@ -234,6 +235,7 @@ class SendGlobeSmsOperator(BaseOperator):
         "campaign_id",
         "ledger_uri",
         "results_uri",
+        "globesms_conn_id",
     )
     # No field is read from a file by Airflow: a recipients path such as people.txt is a path, never a
     # template. A message ending in .txt or .j2 is loaded as a template file by the operator itself.
@@ -312,6 +314,11 @@ class SendGlobeSmsOperator(BaseOperator):
         self.progress_interval = progress_interval
         self.max_errors_shown = max_errors_shown
         self._message_template: jinja2.Template | None = None
+
+    @cached_property
+    def hook(self) -> GlobeSmsHook:
+        """The hook for ``globesms_conn_id`` (as rendered), with this task's ``max_qps`` and ``default_region``."""
+        return GlobeSmsHook(self.globesms_conn_id, max_qps=self.max_qps, default_region=self.default_region)
 
     # --- templating: the message is rendered per recipient, not once ----------------------------
 
@@ -433,8 +440,8 @@ class SendGlobeSmsOperator(BaseOperator):
         ti = context["ti"]
         dag_id, run_id, task_id, map_index = scope
         campaign_id = self.campaign_id or default_campaign_id(dag_id, run_id, task_id, int(map_index))
-        hook = GlobeSmsHook(self.globesms_conn_id, max_qps=self.max_qps, default_region=self.default_region)
-        max_qps = float(self.max_qps or hook.settings.max_qps or DEFAULT_MAX_QPS)
+        hook = self.hook
+        max_qps = hook.client.max_qps  # this task's max_qps, else the connection's, else the account cap
         concurrency = self.concurrency or max(1, min(MAX_CONCURRENCY, math.ceil(max_qps * LATENCY_BUDGET)))
         rows, to_field, described = self._rows()
         options = {

@@ -6,6 +6,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,7 +50,7 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
     The summary (XCom) holds counts, the delivery rate, p50/p95 time to deliver and ``results_uri``.
     """
 
-    template_fields: Sequence[str] = ("messages", "results_uri")
+    template_fields: Sequence[str] = ("messages", "results_uri", "globesms_conn_id")
     ui_color = "#ffc89e"
 
     def __init__(
@@ -117,6 +118,11 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
             raise
         return self._finish(context, timed_out=False)
 
+    @cached_property
+    def hook(self) -> GlobeSmsHook:
+        """The hook for ``globesms_conn_id`` (as rendered)."""
+        return GlobeSmsHook(self.globesms_conn_id)
+
     def poke(self, context: Context) -> bool:
         tracker = self._tracker(context)
         try:
@@ -128,7 +134,7 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
         return pending == 0
 
     async def _poll(self, tracker: DeliveryTracker) -> Round:
-        client = AsyncDysmsClient(GlobeSmsHook(self.globesms_conn_id).client, max_connections=self.concurrency)
+        client = AsyncDysmsClient(self.hook.client, max_connections=self.concurrency)
         try:
             return await tracker.poll_round(client, concurrency=self.concurrency)
         finally:
