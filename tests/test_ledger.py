@@ -27,6 +27,11 @@ def signed(n: int = 0) -> SignedRequest:
     return SignedRequest("POST", f"/?To=852912345{n:02d}", {"host": "h", "authorization": "x"})
 
 
+def mark_pending(ledger: SqliteLedger, key: str, row: int, to: str, request: SignedRequest) -> None:
+    """Durably record that ``request`` is about to be sent, as the sender does before sending it."""
+    ledger.write_many([LedgerEntry(key, Status.PENDING, row, to, request=request, updated_at=time.time())])
+
+
 def test_keys_depend_on_the_task_instance_number_and_text() -> None:
     base = message_key(SCOPE, "85291234567", "hello")
     assert base == message_key(SCOPE, "85291234567", "hello")
@@ -47,8 +52,8 @@ def test_keys_depend_on_the_task_instance_number_and_text() -> None:
 def test_sqlite_ledger_survives_reopening(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite3"
     with SqliteLedger(path) as ledger:
-        ledger.mark_pending("k1", 1, "85291234567", signed(1))
-        ledger.mark_pending("k2", 2, "85291234568", signed(2))
+        mark_pending(ledger, "k1", 1, "85291234567", signed(1))
+        mark_pending(ledger, "k2", 2, "85291234568", signed(2))
         ledger.record(LedgerEntry("k2", Status.ACCEPTED, 2, "85291234568", message_id="m2", segments=1))
     with SqliteLedger(path) as reopened:
         (pending,) = reopened.pending()
@@ -114,7 +119,7 @@ def test_a_crash_is_settled_by_replaying_what_was_pending() -> None:
         ledger = SqliteLedger(Path(workdir) / "ledger.sqlite3")
         for message in (arrived, never_left):
             request = client.sign("SendMessageToGlobe", message.params)  # type: ignore[union-attr]
-            ledger.mark_pending(message.key, message.row, message.to, request)  # type: ignore[union-attr]
+            mark_pending(ledger, message.key, message.row, message.to, request)  # type: ignore[union-attr]
             if message is arrived:
                 assert send(emulator, request).code == "OK"  # ...and then the worker died
         with (Path(workdir) / "results.jsonl").open("wb") as handle:
@@ -215,6 +220,6 @@ def test_a_millionth_segment_is_still_read(tmp_path: Path) -> None:
     remote = tmp_path / "remote"
     ledger = SegmentLedger(remote)
     ledger._sequence = 1_000_000
-    ledger.mark_pending("k", 1, "85291234567", signed(1))
+    mark_pending(ledger, "k", 1, "85291234567", signed(1))
     ledger.close()
     assert [e.key for e in SegmentLedger(remote).pending()] == ["k"]

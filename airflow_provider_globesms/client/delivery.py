@@ -151,10 +151,6 @@ class DeliveryTracker:
     def pending(self) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM receipts WHERE status = ?", (PENDING,)).fetchone()[0])
 
-    @property
-    def done(self) -> bool:
-        return self.pending() == 0
-
     def _pending_ids(self, after: int, limit: int) -> list[tuple[int, str]]:
         rows = self._db.execute(
             "SELECT id, message_id FROM receipts WHERE status = ? AND id > ? ORDER BY id LIMIT ?",
@@ -262,9 +258,6 @@ class DeliveryTracker:
             "p95_seconds_to_deliver": self._percentile(0.95),
             "segments": int(segments),
         }
-
-    def table(self) -> str:
-        return summary_table(self.summary())
 
     def records(self) -> Iterator[dict[str, Any]]:
         """Every message with its receipt, in row order (streamed)."""

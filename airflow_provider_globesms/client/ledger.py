@@ -162,7 +162,7 @@ _SELECT = "SELECT key, status, row, to_number, message_id, segments, error_code,
 class SqliteLedger:
     """A ledger in one local SQLite file, shared by the sending threads of one task instance.
 
-    Pending records are committed before ``mark_pending`` returns. Outcomes are buffered and
+    Pending records are committed before ``write_many`` returns. Outcomes are buffered and
     committed in batches (``FLUSH_EVERY`` entries or ``FLUSH_AFTER`` seconds): an outcome lost in a
     crash leaves its message pending, which recovery settles by replay. WAL with ``synchronous=OFF``:
     a commit survives the process being killed (it is in the OS page cache), which is the failure
@@ -225,10 +225,6 @@ class SqliteLedger:
                 return buffered
             found = self._db.execute(f"{_SELECT} WHERE key = ?", (key,)).fetchone()
         return self._from_db(found) if found else None
-
-    def mark_pending(self, key: str, row: int, to: str, request: SignedRequest) -> None:
-        """Durably record that ``request`` is about to be sent. Returns once it is safe to send."""
-        self.write_many([LedgerEntry(key, Status.PENDING, row, to, request=request, updated_at=time.time())])
 
     def write_many(self, entries: Sequence[LedgerEntry]) -> None:
         """Durably record a batch of entries (pending ones, refusals) in one transaction."""

@@ -41,20 +41,18 @@ class PhoneNumber:
 
     @property
     def wire(self) -> str:
+        """The number as the API takes it: country code and national number, no ``+``."""
         return f"{self.country_code}{self.national_number}"
 
     @property
     def e164(self) -> str:
+        """The number as ``+<country code><national number>``."""
         return f"+{self.wire}"
 
     @property
     def region(self) -> str:
         """ISO region (``HK``) of the number, or ``ZZ`` when phonenumbers has none."""
         return phonenumbers.region_code_for_country_code(self.country_code)
-
-    @property
-    def masked(self) -> str:
-        return f"+{self.country_code}{_MASK}{self.national_number[-4:]}"
 
 
 def ascii_digits(text: str) -> str:
