@@ -44,7 +44,7 @@ with DAG(
         messages=send.output,
         min_delivery_rate=0.8,
         deferrable=True,
-        poke_interval=2,
+        poke_interval=5,  # also how long the trigger waits before its first poll (the worker just polled)
         timeout=600,
     )
 

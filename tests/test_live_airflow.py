@@ -35,7 +35,8 @@ FAN_OUT_ROWS, FAN_OUT_SHARDS = 6000, 4
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorServer]:
-    with EmulatorServer(EmulatorConfig(keys={KEY_ID: SECRET}, delivery_delay=0.5)) as server:
+    # Receipts take 5 s: the sensor finds them pending on its first look and defers to the triggerer.
+    with EmulatorServer(EmulatorConfig(keys={KEY_ID: SECRET}, delivery_delay=5)) as server:
         yield server
 
 

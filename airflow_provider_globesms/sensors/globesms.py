@@ -110,6 +110,10 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
 
     def execute(self, context: Context) -> Any:
         if self.deferrable:
+            # Look once first: receipts are often final already. A trigger that fires the moment it starts
+            # also races Airflow 3.3's scheduler, which can then fail the resumed task (apache/airflow#72716).
+            if self.poke(context):
+                return self._finish(context, timed_out=False)
             self._defer(context)
         try:
             super().execute(context)
@@ -161,6 +165,7 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
             results_uri=self._results_location(context),
             globesms_conn_id=self.globesms_conn_id,
             poll_interval=self.poke_interval,
+            first_poll_after=self.poke_interval,  # the worker has just polled
             timeout_at=time.time() + self.timeout,
             concurrency=self.concurrency,
         )

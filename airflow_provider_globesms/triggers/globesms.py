@@ -53,6 +53,7 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
 
     :param source: the send results file (path or URI) or a list of MessageIds.
     :param results_uri: where to write the receipts (one JSON line per message).
+    :param first_poll_after: seconds to wait before the first poll (the sensor polled just before deferring).
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
         poll_interval: float = 30.0,
         timeout_at: float | None = None,
         concurrency: int = 64,
+        first_poll_after: float = 0.0,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.source = source
@@ -72,6 +74,13 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
         self.poll_interval = poll_interval
         self.timeout_at = timeout_at
         self.concurrency = concurrency
+        self.first_poll_after = first_poll_after
+
+    def _before_timeout(self, seconds: float) -> float:
+        """``seconds``, cut short so that a wait never passes ``timeout_at``."""
+        if self.timeout_at is None:
+            return seconds
+        return max(0.0, min(seconds, self.timeout_at - time.time()))
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -83,6 +92,7 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
                 "poll_interval": self.poll_interval,
                 "timeout_at": self.timeout_at,
                 "concurrency": self.concurrency,
+                "first_poll_after": self.first_poll_after,
             },
         )
 
@@ -93,6 +103,8 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
             tracker = DeliveryTracker(Path(workdir) / "receipts.sqlite3")
             try:
                 await asyncio.to_thread(load_source, tracker, self.source)
+                if self.first_poll_after > 0:
+                    await asyncio.sleep(self._before_timeout(self.first_poll_after))
                 status = "done"
                 while True:
                     round_ = await tracker.poll_round(aclient, concurrency=self.concurrency)

@@ -1,38 +1,23 @@
-"""Bulk sending: validate -> render -> rate-limit -> send -> record, in constant memory.
-
-``Campaign.prepare`` turns one recipient row into a validated request (or a ``RowError`` naming the
-row, the masked number, the field and the reason). ``validate`` runs that over every row before
-anything is sent. ``BulkSender`` then streams the rows again through a pool of threads: the client's
-rate limiter paces them at the account's QPS cap (latency, not CPU, is what bounds a send, so
-throughput comes from many in flight), and the ledger makes every message exactly-once across
-retries, killed workers and cleared tasks (see ``ledger``).
-
-Nothing here imports Airflow; the operator passes in the renderer, the rows and the stores.
-"""
+"""``BulkSender``: prepared messages sent concurrently on one event loop, paced by the client's rate limiter,
+exactly once per ledger key across retries, killed workers and cleared tasks (see ``ledger``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Protocol
-
-import msgspec
-from tabulate import tabulate
 
 from airflow_provider_globesms.client import aio
 from airflow_provider_globesms.client.aio import AsyncDysmsClient
-from airflow_provider_globesms.client.client import DysmsClient
+from airflow_provider_globesms.client.bulk.prepare import Campaign, PreparedMessage, RowError
 from airflow_provider_globesms.client.errors import (
     ApiError,
-    InvalidFieldError,
     OutcomeUnknownError,
     ReceivedWithoutAnswerError,
     RequestNotSentError,
@@ -42,19 +27,13 @@ from airflow_provider_globesms.client.ledger import (
     LedgerEntry,
     SqliteLedger,
     Status,
-    message_key,
 )
-from airflow_provider_globesms.client.phone import mask_number, parse_number
-from airflow_provider_globesms.client.recipients import Row, UnreadableRow
 from airflow_provider_globesms.client.report import LineLogger, Progress, ResultsWriter, SendSummary
 from airflow_provider_globesms.client.segment_ledger import SegmentLedger
-from airflow_provider_globesms.client.segments import count_segments
 from airflow_provider_globesms.client.signing import SignedRequest
-from airflow_provider_globesms.client.validation import check_message
 
 log = logging.getLogger(__name__)
 
-MAX_REASONS = 1000  # distinct invalid-row reasons counted (for "the most common reason")
 REPLAY_WINDOW = 14 * 60  # the gateway accepts a timestamp for 15 minutes; keep a margin
 RECEIVED_NOTE = (
     "; the API received it but its answer was lost (no MessageId). Almost always accepted; a request "
@@ -74,215 +53,6 @@ class SendGuard(Protocol):
 
 class LedgerError(Exception):
     """The ledger could not be written: sending must stop, or nothing protects against sending twice."""
-
-
-class RenderError(Exception):
-    """The message template could not be rendered for a row (e.g. a missing variable)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RowError:
-    row: int
-    to: str  # masked
-    field: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedMessage:
-    """A validated message: the API parameters, ready to sign."""
-
-    row: int
-    to: str  # the wire form, e.g. 85291234567
-    params: dict[str, str]
-    key: str
-    segments: int
-    encoding: str
-
-    @property
-    def text(self) -> str:
-        return self.params["Message"]
-
-
-@dataclass
-class Campaign:
-    """One bulk send: the client, how to render a row's text, the options and the ledger scope."""
-
-    client: DysmsClient
-    render: Callable[[Mapping[str, Any]], str]
-    scope: Sequence[str]  # dag, run, task, map index: part of every message key
-    options: dict[str, Any] = field(default_factory=dict)  # sender, sms_type, task_id, validity_period...
-    to_field: str = "to"
-    _option_params: dict[str, str] | None = field(default=None, init=False, repr=False)
-
-    def check_options(self) -> dict[str, str]:
-        """Refuse bad options (sender ID, TaskId...) once, before reading any row; return their API
-        parameters (``From``, ``Type``...)."""
-        if self._option_params is None:
-            probe = self.client.build_send_request("+85291234567", "option check", **self.options)
-            self._option_params = {k: v for k, v in probe.to_params().items() if k not in ("To", "Message")}
-        return self._option_params
-
-    def prepare(self, row: int, data: Mapping[str, Any] | UnreadableRow) -> PreparedMessage | RowError:
-        if isinstance(data, UnreadableRow):
-            return RowError(row, "", "(row)", data.reason)
-        raw_to = data.get(self.to_field)
-        if raw_to is None or (isinstance(raw_to, str) and not raw_to.strip()):
-            return RowError(row, "", self.to_field, "no phone number")
-        try:
-            text = self.render(data)
-        except RenderError as exc:
-            return RowError(row, mask_number(raw_to), "message", str(exc))
-        # The same checks as SendMessageRequest's, without building a model per row; the options
-        # were checked once (check_options).
-        try:
-            to = parse_number(raw_to, self.to_field, default_region=self.client.default_region).wire
-            check_message(text, self.client.max_message_length)
-        except InvalidFieldError as exc:
-            return RowError(row, mask_number(raw_to), exc.field, exc.reason)
-        count = count_segments(text)
-        params = {**self.check_options(), "To": to, "Message": text}
-        return PreparedMessage(row, to, params, message_key(self.scope, to, text), count.segments, count.encoding)
-
-
-@dataclass
-class ValidationReport:
-    total: int = 0
-    valid: int = 0
-    invalid: int = 0
-    segments: int = 0
-    encodings: Counter[str] = field(default_factory=Counter)
-    invalid_by_field: Counter[str] = field(default_factory=Counter)
-    reasons: Counter[str] = field(default_factory=Counter)  # up to MAX_REASONS distinct ones: memory stays flat
-    errors: list[RowError] = field(default_factory=list)  # the first ones only: memory stays flat
-    max_errors: int = 50
-
-    def add(self, outcome: PreparedMessage | RowError) -> None:
-        self.total += 1
-        if isinstance(outcome, RowError):
-            self.invalid += 1
-            self.invalid_by_field[outcome.field] += 1
-            reason = f"{outcome.field}: {outcome.reason}"
-            if reason in self.reasons or len(self.reasons) < MAX_REASONS:
-                self.reasons[reason] += 1
-            if len(self.errors) < self.max_errors:
-                self.errors.append(outcome)
-        else:
-            self.valid += 1
-            self.segments += outcome.segments
-            self.encodings[outcome.encoding] += 1
-
-    def table(self) -> str:
-        rows = [[e.row, e.to or "-", e.field, e.reason] for e in self.errors]
-        text = str(tabulate(rows, headers=["row", "to", "field", "reason"], tablefmt="simple"))
-        hidden = self.invalid - len(self.errors)
-        if hidden > 0:
-            by_field = ", ".join(f"{name}: {count}" for name, count in self.invalid_by_field.most_common())
-            text += f"\n... and {hidden} more invalid rows (by field: {by_field})"
-        return text
-
-
-class Deduplicator:
-    """Remembers every message key of a run on disk, to report a repeated number-and-text pair."""
-
-    def __init__(self, directory: str | None = None) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="globesms-dedup-", dir=directory)
-        self._db = sqlite3.connect(f"{self._dir.name}/keys.sqlite3", isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("CREATE TABLE keys (key TEXT PRIMARY KEY, row INTEGER NOT NULL) WITHOUT ROWID")
-        self._db.execute("BEGIN")
-        self._since_commit = 0
-
-    def first_row(self, key: str, row: int) -> int | None:
-        """``None`` the first time ``key`` is seen, else the row that had it first."""
-        found = self._db.execute("SELECT row FROM keys WHERE key = ?", (key,)).fetchone()
-        if found:
-            return int(found[0])
-        self._db.execute("INSERT INTO keys VALUES (?, ?)", (key, row))
-        self._since_commit += 1
-        if self._since_commit >= 10_000:
-            self._db.execute("COMMIT")
-            self._db.execute("BEGIN")
-            self._since_commit = 0
-        return None
-
-    def close(self) -> None:
-        self._db.close()
-        self._dir.cleanup()
-
-
-class Spill:
-    """The validated messages of the first pass, on disk, streamed back by the send pass.
-
-    The send pass then neither renders nor validates again: it sends exactly what was validated,
-    and memory stays flat for any number of rows.
-    """
-
-    def __init__(self, campaign: Campaign, directory: str | None = None) -> None:
-        self._file = tempfile.TemporaryFile(mode="w+b", dir=directory, prefix="globesms-spill-")  # noqa: SIM115
-        self._options = campaign.check_options()
-        self._encode = msgspec.json.Encoder().encode
-
-    def add(self, outcome: PreparedMessage | RowError) -> None:
-        if isinstance(outcome, RowError):
-            record: list[Any] = [outcome.row, None, outcome.to, outcome.field, outcome.reason]
-        else:
-            record = [outcome.row, outcome.to, outcome.text, outcome.segments, outcome.encoding, outcome.key]
-        self._file.write(self._encode(record) + b"\n")
-
-    def __iter__(self) -> Iterator[PreparedMessage | RowError]:
-        self._file.flush()
-        self._file.seek(0)
-        decode = msgspec.json.Decoder().decode
-        for line in self._file:
-            record = decode(line)
-            if record[1] is None:
-                yield RowError(record[0], record[2], record[3], record[4])
-            else:
-                row, to, text, segments, encoding, key = record
-                params = {**self._options, "To": to, "Message": text}
-                yield PreparedMessage(row, to, params, key, segments, encoding)
-
-    def close(self) -> None:
-        self._file.close()
-
-    def __enter__(self) -> Spill:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def validate(
-    campaign: Campaign,
-    rows: Iterable[Row],
-    *,
-    max_errors: int = 50,
-    on_row: Callable[[PreparedMessage | RowError], None] | None = None,
-    workdir: str | None = None,
-) -> ValidationReport:
-    """Check and render every row, and find repeated number-and-text pairs, without sending anything."""
-    report = ValidationReport(max_errors=max_errors)
-    seen = Deduplicator(workdir)
-    try:
-        for number, data in rows:
-            outcome = campaign.prepare(number, data)
-            if isinstance(outcome, PreparedMessage):
-                first = seen.first_row(outcome.key, outcome.row)
-                if first is not None:
-                    outcome = RowError(
-                        outcome.row,
-                        mask_number(outcome.to),
-                        campaign.to_field,
-                        f"same number and text as row {first}",
-                    )
-            report.add(outcome)
-            if on_row is not None:
-                on_row(outcome)
-    finally:
-        seen.close()
-    return report
 
 
 class BulkSender:

@@ -1,0 +1,39 @@
+"""Bulk sending: validate -> render -> rate-limit -> send -> record, in constant memory.
+
+``prepare``: ``Campaign.prepare`` turns one recipient row into a validated request (or a ``RowError``), and
+``validate`` runs it over every row before anything is sent. ``spill``: the valid messages wait on disk.
+``sender``: ``BulkSender`` streams them again, many in flight on one event loop (latency, not CPU, bounds a
+send), paced by the client's rate limiter at the account's QPS cap, and the ledger makes every message
+exactly-once across retries, killed workers and cleared tasks (see ``ledger``). Reporting (progress, the
+results file, the summary) is in ``report``.
+
+Nothing here imports Airflow; the operator passes in the renderer, the rows and the stores.
+"""
+
+from airflow_provider_globesms.client.bulk.prepare import (
+    MAX_REASONS,
+    Campaign,
+    Deduplicator,
+    PreparedMessage,
+    RenderError,
+    RowError,
+    ValidationReport,
+    validate,
+)
+from airflow_provider_globesms.client.bulk.sender import BulkSender, LedgerError, SendGuard
+from airflow_provider_globesms.client.bulk.spill import Spill
+
+__all__ = [
+    "MAX_REASONS",
+    "BulkSender",
+    "Campaign",
+    "Deduplicator",
+    "LedgerError",
+    "PreparedMessage",
+    "RenderError",
+    "RowError",
+    "SendGuard",
+    "Spill",
+    "ValidationReport",
+    "validate",
+]
