@@ -14,6 +14,7 @@ from airflow.sdk import DAG, ObjectStoragePath, task
 
 from airflow_provider_globesms.emulator import EmulatorServer
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator, default_campaign_id
+from airflow_provider_globesms.operators.send_log import warn_if_ledger_is_not_shared
 from airflow_provider_globesms.testing import task_states, xcom_values
 
 LOGICAL_DATE = datetime(2026, 11, 21, tzinfo=timezone.utc)
@@ -312,7 +313,7 @@ def test_a_ledger_other_workers_cannot_see_is_flagged(
     warned: bool,
 ) -> None:
     monkeypatch.setenv("AIRFLOW__CORE__EXECUTOR", executor)
-    SendGlobeSmsOperator(task_id="x", to="+85291234567", message="m")._warn_if_ledger_is_not_shared(ledger)
+    warn_if_ledger_is_not_shared(SendGlobeSmsOperator(task_id="x", to="+85291234567", message="m").log, ledger)
     logged = capfd.readouterr().out + caplog.text
     assert ("a retry on another worker cannot see it" in logged) is warned
 

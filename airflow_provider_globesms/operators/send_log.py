@@ -1,0 +1,142 @@
+"""What SendGlobeSmsOperator tells its log and XCom: the validation table, each outcome of a small campaign,
+the summary table, what may not have arrived, and the (small) summary it returns."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from airflow.sdk import conf
+from tabulate import tabulate
+
+from airflow_provider_globesms.client import mask_number
+from airflow_provider_globesms.client.bulk import PreparedMessage, RowError, ValidationReport
+from airflow_provider_globesms.client.report import LineLogger, ResultsWriter, SendSummary
+from airflow_provider_globesms.storage import is_local, storage_path
+
+EACH_LOGGED_UP_TO = 10  # campaigns this small log every outcome; larger ones log progress
+
+
+def log_validation(log: LineLogger, report: ValidationReport, on_invalid: str) -> None:
+    """The validation pass in one line, and the invalid rows as one table (masked numbers)."""
+    encodings = ", ".join(f"{name} {count}" for name, count in sorted(report.encodings.items())) or "-"
+    log.info(
+        "Validated %d recipients: %d valid, %d invalid; %d segments to bill (%s)",
+        report.total,
+        report.valid,
+        report.invalid,
+        report.segments,
+        encodings,
+    )
+    if report.invalid:
+        action = "skipped" if on_invalid == "skip" else "refused"
+        log.warning("%d invalid recipients %s:\n%s", report.invalid, action, report.table())
+
+
+def log_each(log: LineLogger, results: str) -> None:
+    """One line per sent message of a small campaign; invalid rows are already in the validation table."""
+    with storage_path(results).open("r") as handle:  # type: ignore[no-untyped-call]
+        for line in handle:
+            record = json.loads(line)
+            if record["status"] == "invalid":
+                continue
+            log.info(
+                "SMS to %s: %s%s%s",
+                mask_number(record.get("to")) if record.get("to") else "-",
+                record["status"],
+                f", MessageId {record['message_id']}" if record.get("message_id") else "",
+                f" ({record.get('note') or record.get('error')})" if record.get("note") or record.get("error") else "",
+            )
+
+
+def log_summary(log: LineLogger, s: SendSummary) -> None:
+    """Every recipient's final status, whichever try settled it, and what this try did."""
+    rows: list[list[Any]] = [
+        ["accepted", s.accepted],
+        ["received, answer lost (no MessageId)", s.received],
+        ["unknown outcome", s.unknown],
+        ["failed", s.failed],
+        ["invalid, skipped", s.invalid],
+    ]
+    rows += [[f"  failed: {code}", count] for code, count in s.failed_by_code.most_common()]
+    rows += [
+        ["(this try) sent", s.sent],
+        ["(this try) settled by earlier tries", s.skipped_already_sent],
+        ["(this try) in doubt, settled by replay", s.recovered],
+        ["segments billed", s.segments],
+    ]
+    table = tabulate([r for r in rows if r[1]], headers=["every recipient", "count"], tablefmt="simple")
+    log.info(
+        "%d recipients; %d messages sent in this try in %.1f s (%.0f/s):\n%s", s.total, s.sent, s.seconds, s.rate, table
+    )
+
+
+def log_unconfirmed(log: LineLogger, summary: SendSummary, results: str, *, fail_on_unknown: bool) -> None:
+    """Say plainly how many messages may not have reached their recipient, and what to do."""
+    if summary.received:
+        log.warning(
+            "%d message(s) were received by the API but their answers were lost (no MessageId, so no "
+            "delivery receipt): almost always accepted, but one throttled while its worker was killed, or "
+            "refused (e.g. for the balance) with its answer lost, looks the same. They are marked "
+            "'received' in %s; check them with the recipients if it matters. They are never resent "
+            "automatically.",
+            summary.received,
+            results,
+        )
+    if summary.unknown and not fail_on_unknown:
+        log.warning("%d message(s) have an unknown outcome (fail_on_unknown=False): %s", summary.unknown, results)
+
+
+def failure_text(summary: SendSummary, results: str) -> str:
+    """Why the task fails after sending (refusals, unknown outcomes) and what each way forward does."""
+    codes = ", ".join(f"{code} x{n}" for code, n in summary.failed_by_code.most_common()) or "-"
+    return (
+        f"{summary.failed} message(s) refused ({codes}); {summary.unknown} with an unknown outcome "
+        f"({summary.unknown_previous} of them since earlier attempts); {summary.accepted} accepted. "
+        f"Details per recipient: {results}. A retry within 15 minutes settles the unknown ones by "
+        "replaying their exact requests and resends the refused ones. Only if you know the unknown "
+        "ones did not arrive: resend_unknown=True (a second SMS to whoever got the first); to accept "
+        "them as they are: fail_on_unknown=False."
+    )
+
+
+def warn_if_ledger_is_not_shared(log: LineLogger, ledger_dir: str) -> None:
+    """A ledger on this worker's disk protects a retry only if the retry runs on this worker too."""
+    executors = str(conf.get("core", "executor", fallback="LocalExecutor"))
+    distributed = [e.strip() for e in executors.split(",") if e.strip() and "Local" not in e]
+    if is_local(ledger_dir) and distributed:
+        log.warning(
+            "The send ledger is on this worker's disk (%s) but the executor is %s: a retry on another "
+            "worker cannot see it and would send again. Point [globesms] ledger_uri (or ledger_uri=) at "
+            "storage every worker shares, e.g. s3://bucket/globesms, or a shared mount.",
+            ledger_dir,
+            ", ".join(distributed),
+        )
+
+
+def dry_run_line(results: ResultsWriter, outcome: PreparedMessage | RowError) -> None:
+    """A dry run's results line: what would be sent, or why a row is invalid."""
+    if isinstance(outcome, RowError):
+        results.write(outcome.row, "", "invalid", field=outcome.field, error=outcome.reason)
+    else:
+        results.write(outcome.row, outcome.to, "dry_run", segments=outcome.segments, encoding=outcome.encoding)
+
+
+def xcom_summary(
+    campaign_id: str, report: ValidationReport, summary: SendSummary | None, results: str, *, dry_run: bool
+) -> dict[str, Any]:
+    """The task's (small) return value: counts, segments, the campaign id and where the results are."""
+    out: dict[str, Any] = {
+        "campaign_id": campaign_id,
+        "dry_run": dry_run,
+        "recipients": report.total,
+        "valid": report.valid,
+        "invalid": report.invalid,
+        "results_uri": results,
+    }
+    if summary is None:
+        out.update(segments=report.segments, encodings=dict(report.encodings))
+    else:
+        out.update(summary.as_dict())
+        out["invalid"] = report.invalid
+    return out
