@@ -182,39 +182,30 @@ class DeliveryTracker:
         while chunk := self._pending_ids(after, batch):
             after = chunk[-1][0]
             answers = await asyncio.gather(*(check(row_id, message_id) for row_id, message_id in chunk))
-            self._db.execute("BEGIN")
-            for row_id, answer in answers:
-                queried += 1
-                if answer is None:
-                    errors += 1
-                    self._db.execute("UPDATE receipts SET checks = checks + 1 WHERE id = ?", (row_id,))
-                    continue
-                update: tuple[str, str | None, str | None, str | None, str | None, float | None, str | None]
-                if isinstance(answer, BusinessError):
-                    update = (QUERY_FAILED, answer.code, answer.message, None, None, None, None)
-                else:
-                    status = receipt_status(answer)
-                    sent, received = answer.sent_at, answer.received_at
-                    seconds = (received - sent).total_seconds() if status == DELIVERED and sent and received else None
-                    update = (
-                        status,
-                        answer.error_code or None,
-                        answer.error_description or None,
-                        answer.send_date,
-                        answer.receive_date or None,
-                        seconds,
-                        answer.to,
-                    )
-                if update[0] != PENDING:
-                    became_final += 1
-                self._db.execute(
-                    "UPDATE receipts SET status = ?, error_code = ?, error_description = ?, send_date = ?,"
-                    " receive_date = ?, seconds = ?, to_number = COALESCE(to_number, ?), checks = checks + 1"
-                    " WHERE id = ?",
-                    (*update, row_id),
-                )
-            self._db.execute("COMMIT")
+            final, unanswered = self._record(answers)
+            queried, became_final, errors = queried + len(answers), became_final + final, errors + unanswered
         return Round(queried, became_final, errors, time.monotonic() - started, dict(failures))
+
+    def _record(self, answers: list[tuple[int, QueryMessageResult | BusinessError | None]]) -> tuple[int, int]:
+        """Store one chunk of answers in one transaction; returns (became final, unanswered)."""
+        became_final = unanswered = 0
+        self._db.execute("BEGIN")
+        for row_id, answer in answers:
+            if answer is None:
+                unanswered += 1
+                self._db.execute("UPDATE receipts SET checks = checks + 1 WHERE id = ?", (row_id,))
+                continue
+            update = _receipt_update(answer)
+            if update[0] != PENDING:
+                became_final += 1
+            self._db.execute(
+                "UPDATE receipts SET status = ?, error_code = ?, error_description = ?, send_date = ?,"
+                " receive_date = ?, seconds = ?, to_number = COALESCE(to_number, ?), checks = checks + 1"
+                " WHERE id = ?",
+                (*update, row_id),
+            )
+        self._db.execute("COMMIT")
+        return became_final, unanswered
 
     # --- reporting --------------------------------------------------------------------------------
 
@@ -315,3 +306,23 @@ def read_jsonl(handle: IO[bytes] | IO[str]) -> Iterator[dict[str, Any]]:
             record = decode(line)
             if isinstance(record, dict):
                 yield record
+
+
+def _receipt_update(
+    answer: QueryMessageResult | BusinessError,
+) -> tuple[str, str | None, str | None, str | None, str | None, float | None, str | None]:
+    """A receipts row's new (status, error code, error text, send date, receive date, seconds, number)."""
+    if isinstance(answer, BusinessError):  # e.g. a MessageId the API does not know
+        return (QUERY_FAILED, answer.code, answer.message, None, None, None, None)
+    status = receipt_status(answer)
+    sent, received = answer.sent_at, answer.received_at
+    seconds = (received - sent).total_seconds() if status == DELIVERED and sent and received else None
+    return (
+        status,
+        answer.error_code or None,
+        answer.error_description or None,
+        answer.send_date,
+        answer.receive_date or None,
+        seconds,
+        answer.to,
+    )
