@@ -103,38 +103,10 @@ class GlobeSmsHook(BaseHook):
         return self.settings_from_connection(conn)
 
     def settings_from_connection(self, conn: Any) -> GlobeSmsSettings:
+        """The settings a connection holds, checked: every refusal names the connection and the field."""
         conn_id = conn.conn_id or self.globesms_conn_id
-        extras: dict[str, Any] = dict(conn.extra_dejson or {})
-        conn_type = (conn.conn_type or CONN_TYPE).replace("-", "_")
-
-        def extra(name: str, *aliases: str) -> Any:
-            for key in (name, *aliases):
-                for candidate in (key, f"extra__{conn_type}__{key}"):
-                    value = _blank_to_none(extras.get(candidate))
-                    if value is not None:
-                        return value
-            return None
-
-        def number(name: str) -> float | None:
-            value = extra(name)
-            if value is None:
-                return None
-            try:
-                return require_positive(name, value)
-            except ConfigurationError:
-                raise ConfigurationError(
-                    f"connection {conn_id!r}: extra {name!r} must be a finite number above 0, got {value!r}"
-                ) from None
-
-        key_id = _blank_to_none(conn.login) or extra("access_key_id")
-        secret = _blank_to_none(conn.password) or extra("access_key_secret")
-        token = extra("security_token")
-        source = "connection"
-        if not key_id and not secret:
-            key_id = _blank_to_none(os.environ.get(ENV_ACCESS_KEY_ID))
-            secret = _blank_to_none(os.environ.get(ENV_ACCESS_KEY_SECRET))
-            token = token or _blank_to_none(os.environ.get(ENV_SECURITY_TOKEN))
-            source = "environment"
+        extra = _ExtraReader(conn, conn_id)
+        key_id, secret, token, source = _credentials(conn, extra)
         if not key_id or not secret:
             raise ConfigurationError(
                 f"connection {conn_id!r} has no AccessKey: set its login (AccessKey ID) and password "
@@ -156,8 +128,8 @@ class GlobeSmsHook(BaseHook):
             region_id=str(extra("region_id", "region") or DEFAULT_REGION),
             endpoint=extra("endpoint"),
             signature_version=signature_version,
-            timeout=number("timeout"),
-            max_qps=number("max_qps"),
+            timeout=extra.number("timeout"),
+            max_qps=extra.number("max_qps"),
             default_region=extra("default_region"),
             credentials_from=source,
         )
@@ -291,3 +263,47 @@ class GlobeSmsHook(BaseHook):
             widget = BS3PasswordFieldWidget() if secret else BS3TextFieldWidget()
             widgets[name] = field_class(lazy_gettext(spec["label"]), widget=widget, description=spec["description"])
         return widgets
+
+
+class _ExtraReader:
+    """A connection's extras by name, under their plain or ``extra__<type>__`` key; blanks count as unset."""
+
+    def __init__(self, conn: Any, conn_id: str) -> None:
+        self.extras: dict[str, Any] = dict(conn.extra_dejson or {})
+        self.conn_type = (conn.conn_type or CONN_TYPE).replace("-", "_")
+        self.conn_id = conn_id
+
+    def __call__(self, name: str, *aliases: str) -> Any:
+        for key in (name, *aliases):
+            for candidate in (key, f"extra__{self.conn_type}__{key}"):
+                value = _blank_to_none(self.extras.get(candidate))
+                if value is not None:
+                    return value
+        return None
+
+    def number(self, name: str) -> float | None:
+        """A positive finite number, or None when unset; anything else names the connection and field."""
+        value = self(name)
+        if value is None:
+            return None
+        try:
+            return require_positive(name, value)
+        except ConfigurationError:
+            raise ConfigurationError(
+                f"connection {self.conn_id!r}: extra {name!r} must be a finite number above 0, got {value!r}"
+            ) from None
+
+
+def _credentials(conn: Any, extra: _ExtraReader) -> tuple[Any, Any, Any, str]:
+    """(key id, secret, STS token, where they came from): the connection, else Alibaba's environment."""
+    key_id = _blank_to_none(conn.login) or extra("access_key_id")
+    secret = _blank_to_none(conn.password) or extra("access_key_secret")
+    token = extra("security_token")
+    if key_id or secret:
+        return key_id, secret, token, "connection"
+    return (
+        _blank_to_none(os.environ.get(ENV_ACCESS_KEY_ID)),
+        _blank_to_none(os.environ.get(ENV_ACCESS_KEY_SECRET)),
+        token or _blank_to_none(os.environ.get(ENV_SECURITY_TOKEN)),
+        "environment",
+    )
