@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import msgspec
-from fastapi import Body, FastAPI, HTTPException, Query
+from fastapi import APIRouter, Body, FastAPI, HTTPException, Query
 
 from airflow_provider_globesms.client.errors import InvalidFieldError
 from airflow_provider_globesms.client.phone import parse_number
@@ -48,6 +48,7 @@ def reset_connection(send: Send) -> bool:
 
 
 def build_inspection_app(gateway: Gateway) -> FastAPI:
+    """The inspection and control API under ``/_emulator/`` (messages, stats, faults, settings)."""
     app = FastAPI(
         title="globesms emulator",
         description="Inspection and control of the local Alibaba Cloud SMS (international) emulator.",
@@ -55,14 +56,22 @@ def build_inspection_app(gateway: Gateway) -> FastAPI:
         openapi_url="/_emulator/openapi.json",
         redoc_url=None,
     )
+    app.include_router(_messages_router(gateway))
+    app.include_router(_controls_router(gateway))
+    return app
 
-    # Every endpoint is async: it runs on the event loop thread, the only one touching the gateway.
 
-    @app.get("/_emulator/health")
+# Every endpoint is async: it runs on the event loop thread, the only one touching the gateway.
+
+
+def _messages_router(gateway: Gateway) -> APIRouter:
+    router = APIRouter(prefix="/_emulator")
+
+    @router.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/_emulator/messages")
+    @router.get("/messages")
     async def messages(
         to: str | None = Query(None, description="a phone number, with or without '+'"),
         task_id: str | None = Query(None, description="the TaskId (campaign id) sent with the messages"),
@@ -82,20 +91,26 @@ def build_inspection_app(gateway: Gateway) -> FastAPI:
             "messages": [m.as_json(now) for m in found],
         }
 
-    @app.delete("/_emulator/messages")
+    @router.delete("/messages")
     async def clear_messages() -> dict[str, int]:
         return {"deleted": gateway.reset_state()}
 
-    @app.get("/_emulator/stats")
+    @router.get("/stats")
     async def stats() -> dict[str, Any]:
         return gateway.stats()
 
-    @app.get("/_emulator/faults")
+    return router
+
+
+def _controls_router(gateway: Gateway) -> APIRouter:
+    router = APIRouter(prefix="/_emulator")
+
+    @router.get("/faults")
     async def get_faults() -> dict[str, Any]:
         return gateway.config.faults.as_dict()
 
-    @app.patch("/_emulator/faults")
-    @app.post("/_emulator/faults")
+    @router.patch("/faults")
+    @router.post("/faults")
     async def set_faults(values: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
         try:
             gateway.config.faults.update(values)
@@ -103,11 +118,11 @@ def build_inspection_app(gateway: Gateway) -> FastAPI:
             raise HTTPException(status_code=422, detail=str(exc)) from None
         return gateway.config.faults.as_dict()
 
-    @app.get("/_emulator/settings")
+    @router.get("/settings")
     async def get_settings() -> dict[str, Any]:
         return gateway.config.public()
 
-    @app.patch("/_emulator/settings")
+    @router.patch("/settings")
     async def set_settings(values: dict[str, float] = Body(...)) -> dict[str, Any]:  # noqa: B008
         try:
             gateway.config.update(values)
@@ -115,7 +130,7 @@ def build_inspection_app(gateway: Gateway) -> FastAPI:
             raise HTTPException(status_code=422, detail=str(exc)) from None
         return gateway.config.public()
 
-    return app
+    return router
 
 
 MAX_BODY_BYTES = 1024 * 1024  # far above any real request (a 1,000-number batch is a few dozen KiB)
