@@ -27,7 +27,7 @@ from airflow_provider_globesms.client.errors import (
     ConfigurationError,
     GlobeSmsError,
 )
-from airflow_provider_globesms.client.models import QueryMessageResult
+from airflow_provider_globesms.client.models import DeliveryStatus, QueryMessageResult
 
 PENDING, DELIVERED, FAILED, EXPIRED, QUERY_FAILED, UNTRACKED = (
     "pending",
@@ -98,7 +98,7 @@ def receipt_status(result: QueryMessageResult) -> str:
     if result.delivered:
         return DELIVERED
     if result.failed:
-        return EXPIRED if result.status == 6 else FAILED
+        return EXPIRED if result.status == DeliveryStatus.EXPIRED else FAILED
     return PENDING
 
 

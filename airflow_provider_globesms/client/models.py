@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from email.utils import parsedate_to_datetime
+from enum import IntEnum
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -232,8 +233,14 @@ class BatchSendResult(_Response):
         return _json_list(v)
 
 
-STATUS_SENT, STATUS_FAILED, STATUS_SENDING = 1, 2, 3
-STATUS_EXPIRED = 6  # pushed receipts only
+class DeliveryStatus(IntEnum):
+    """A message's Status in QueryMessage and receipts, as the API numbers it (one vocabulary for the
+    client, the receipts tracker and the emulator)."""
+
+    DELIVERED = 1
+    FAILED = 2
+    SENDING = 3
+    EXPIRED = 6  # pushed receipts only
 
 
 def parse_receipt_date(value: str | None) -> datetime | None:
@@ -271,7 +278,7 @@ class QueryMessageResult(_Response):
 
     @property
     def failed(self) -> bool:
-        return not self.delivered and self.status in (STATUS_FAILED, STATUS_EXPIRED)
+        return not self.delivered and self.status in (DeliveryStatus.FAILED, DeliveryStatus.EXPIRED)
 
     @property
     def final(self) -> bool:

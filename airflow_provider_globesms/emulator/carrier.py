@@ -9,10 +9,11 @@ from typing import Any
 from phonenumbers import PhoneNumber as PhoneNumberObject
 from phonenumbers import carrier as phone_carrier
 
+from airflow_provider_globesms.client.models import DeliveryStatus
 from airflow_provider_globesms.client.phone import PhoneNumber
 from airflow_provider_globesms.client.segments import count_segments
 from airflow_provider_globesms.emulator.config import EmulatorConfig
-from airflow_provider_globesms.emulator.store import STATUS_DELIVERED, STATUS_FAILED, StoredMessage
+from airflow_provider_globesms.emulator.store import StoredMessage
 
 # Receipt error codes a carrier reports for failed messages (SMPP-style), with their weights.
 FAILURE_CODES = (
@@ -77,8 +78,8 @@ class Carrier:
         if self.config.failure_rate and self.random.random() < self.config.failure_rate:
             codes = [c[:2] for c in FAILURE_CODES]
             code, text = self.random.choices(codes, weights=[c[2] for c in FAILURE_CODES])[0]
-            return STATUS_FAILED, code, text
-        return STATUS_DELIVERED, "DELIVERED", "success"
+            return DeliveryStatus.FAILED, code, text
+        return DeliveryStatus.DELIVERED, "DELIVERED", "success"
 
     def accept(
         self,

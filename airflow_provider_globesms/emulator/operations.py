@@ -11,7 +11,7 @@ from typing import Any
 
 from airflow_provider_globesms.client.client import BATCH_SEND, SEND
 from airflow_provider_globesms.client.errors import InvalidFieldError
-from airflow_provider_globesms.client.models import MAX_BATCH_NUMBERS
+from airflow_provider_globesms.client.models import MAX_BATCH_NUMBERS, DeliveryStatus
 from airflow_provider_globesms.client.phone import parse_number
 from airflow_provider_globesms.client.validation import (
     check_channel_id,
@@ -22,7 +22,7 @@ from airflow_provider_globesms.client.validation import (
 )
 from airflow_provider_globesms.emulator.carrier import Carrier
 from airflow_provider_globesms.emulator.config import EmulatorConfig
-from airflow_provider_globesms.emulator.store import STATUS_SENDING, MessageStore, StoredMessage, receipt_date
+from airflow_provider_globesms.emulator.store import MessageStore, StoredMessage, receipt_date
 from airflow_provider_globesms.emulator.verify import GatewayRefusal
 
 
@@ -175,7 +175,7 @@ class Operations:
         if message is None or message.access_key_id != key_id:
             return self._business("INVALID_PARAMETERS", f"MessageId {message_id} is not found.")
         status = message.status(now)
-        final = status != STATUS_SENDING
+        final = status != DeliveryStatus.SENDING
         return Outcome(
             200,
             {

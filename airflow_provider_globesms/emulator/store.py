@@ -15,9 +15,11 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any
 
-_log = logging.getLogger(__name__)
+from airflow_provider_globesms.client.models import DeliveryStatus
 
-STATUS_DELIVERED, STATUS_FAILED, STATUS_SENDING = 1, 2, 3
+_log = logging.getLogger(__name__)
+_STATUS_NAMES: dict[int, str] = {DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.FAILED: "failed"}
+
 GATEWAY_TZ = timezone(timedelta(hours=8))  # receipt dates come in +0800, as the real ones do
 
 _SCHEMA = """
@@ -105,11 +107,12 @@ class StoredMessage:
     request_id: str
 
     def status(self, now: float) -> int:
-        return self.final_status if now >= self.final_at else STATUS_SENDING
+        """The Status QueryMessage reports at ``now``: sending until the receipt is final."""
+        return self.final_status if now >= self.final_at else DeliveryStatus.SENDING
 
     def as_json(self, now: float) -> dict[str, Any]:
         status = self.status(now)
-        final = status != STATUS_SENDING
+        final = status != DeliveryStatus.SENDING
         return {
             "message_id": self.message_id,
             "to": self.to_number,
@@ -123,7 +126,7 @@ class StoredMessage:
             "validity_period": self.validity_period,
             "action": self.action,
             "access_key_id": self.access_key_id,
-            "status": {STATUS_DELIVERED: "delivered", STATUS_FAILED: "failed"}.get(status, "sending"),
+            "status": _STATUS_NAMES.get(status, "sending"),
             "status_code": status,
             "error_code": self.error_code if final else None,
             "submitted_at": self.submitted_at,
@@ -229,9 +232,9 @@ class MessageStore:
         self.flush()
         now = time.time() if now is None else now
         row = self._db.execute(
-            "SELECT SUM(final_at > ?), SUM(final_at <= ? AND final_status = 1), "
-            "SUM(final_at <= ? AND final_status = 2), COALESCE(SUM(segments), 0) FROM messages",
-            (now, now, now),
+            "SELECT SUM(final_at > ?), SUM(final_at <= ? AND final_status = ?), "
+            "SUM(final_at <= ? AND final_status = ?), COALESCE(SUM(segments), 0) FROM messages",
+            (now, now, DeliveryStatus.DELIVERED, now, DeliveryStatus.FAILED),
         ).fetchone()
         return {"sending": row[0] or 0, "delivered": row[1] or 0, "failed": row[2] or 0, "segments": row[3]}
 
