@@ -99,6 +99,7 @@ CONFIG = {
 
 
 def get_provider_info() -> dict[str, Any]:
+    """The provider's metadata for Airflow's ``apache_airflow_provider`` entry point."""
     integration = "Alibaba Cloud SMS (international)"
     info: dict[str, Any] = {
         "package-name": "airflow-provider-globesms",

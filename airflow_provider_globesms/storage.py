@@ -25,10 +25,12 @@ def safe_segment(part: str) -> str:
 
 
 def is_local(location: str) -> bool:
+    """Whether ``location`` is a local path (no scheme, or ``file://``)."""
     return "://" not in location or location.startswith("file://")
 
 
 def local_path(location: str) -> Path:
+    """The local path of a ``location`` (``file://`` removed, ``~`` expanded)."""
     return Path(location.removeprefix("file://")).expanduser()
 
 
@@ -40,6 +42,7 @@ def storage_path(location: str) -> ObjectStoragePath:
 
 
 def base_location(explicit: str | None = None) -> str:
+    """The folders' base: ``explicit``, else ``[globesms] ledger_uri``, else ``$AIRFLOW_HOME/globesms``."""
     return (
         explicit
         or conf.get(CONFIG_SECTION, "ledger_uri", fallback=None)
@@ -54,6 +57,7 @@ def task_instance_scope(ti: Any) -> list[str]:
 
 
 def task_instance_location(ti: Any, explicit_base: str | None = None) -> str:
+    """The folder of a task instance's files under the base location."""
     dag_id, run_id, task_id, map_index = task_instance_scope(ti)
     folder = "/".join(
         [safe_segment(dag_id), safe_segment(run_id), safe_segment(task_id), map_index if map_index != "-1" else "task"]

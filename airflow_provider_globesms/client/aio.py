@@ -129,6 +129,7 @@ class AsyncConnectionPool:
                 return reply
 
     async def aclose(self) -> None:
+        """Close every idle connection."""
         while self._idle:
             _, writer = self._idle.pop()
             writer.close()

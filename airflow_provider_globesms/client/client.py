@@ -257,6 +257,7 @@ class DysmsClient:
             return dict(self._stats)
 
     def close(self) -> None:
+        """Close the connection pool (idle connections now, the others when returned)."""
         self._pool.close()
 
     def __enter__(self) -> DysmsClient:

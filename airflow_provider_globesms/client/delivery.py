@@ -77,6 +77,8 @@ _COLUMNS = (
 
 @dataclass(frozen=True, slots=True)
 class Round:
+    """What one polling round did: queries made, receipts that became final, failed queries and time taken."""
+
     queried: int
     became_final: int
     errors: int
@@ -84,6 +86,7 @@ class Round:
     errors_by_code: dict[str, int] = field(default_factory=dict)
 
     def describe(self, pending: int) -> str:
+        """A log line for the round, given how many messages are still ``pending``."""
         text = (
             f"receipts: queried {self.queried} in {self.seconds:.1f} s, {self.became_final} became final, "
             f"{pending} still pending"
@@ -95,6 +98,7 @@ class Round:
 
 
 def receipt_status(result: QueryMessageResult) -> str:
+    """The tracker's status of a ``QueryMessage`` answer: delivered, failed, expired or pending."""
     if result.delivered:
         return DELIVERED
     if result.failed:
@@ -149,6 +153,7 @@ class DeliveryTracker:
         return count
 
     def pending(self) -> int:
+        """How many messages still await a final receipt."""
         return int(self._db.execute("SELECT COUNT(*) FROM receipts WHERE status = ?", (PENDING,)).fetchone()[0])
 
     def _pending_ids(self, after: int, limit: int) -> list[tuple[int, str]]:
@@ -225,6 +230,7 @@ class DeliveryTracker:
         return round(float(value), 3)
 
     def summary(self) -> dict[str, Any]:
+        """Totals by status, failures by error code, the delivery rate and time-to-deliver percentiles."""
         counts = dict(self._db.execute("SELECT status, COUNT(*) FROM receipts GROUP BY status").fetchall())
         by_code = self._db.execute(
             "SELECT COALESCE(error_code, status), COUNT(*) FROM receipts WHERE status IN (?, ?, ?)"
@@ -260,6 +266,7 @@ class DeliveryTracker:
             yield {k: v for k, v in record.items() if v is not None}
 
     def write_results(self, handle: IO[bytes]) -> int:
+        """Write every record as a JSON line to ``handle``; return the number of lines."""
         encode = msgspec.json.Encoder().encode
         lines = 0
         for record in self.records():
@@ -268,6 +275,7 @@ class DeliveryTracker:
         return lines
 
     def close(self) -> None:
+        """Close the database."""
         self._db.close()
 
     def __enter__(self) -> DeliveryTracker:
@@ -300,6 +308,7 @@ def summary_table(s: Mapping[str, Any]) -> str:
 
 
 def read_jsonl(handle: IO[bytes] | IO[str]) -> Iterator[dict[str, Any]]:
+    """The JSON objects of a JSON Lines file, skipping blank lines and values that are not objects."""
     decode = msgspec.json.Decoder().decode
     for line in handle:
         if line.strip():

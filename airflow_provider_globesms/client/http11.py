@@ -35,6 +35,8 @@ class PeerClosed(ConnectionResetError):
 
 @dataclass(slots=True)
 class Reply:
+    """A parsed HTTP/1.1 reply, and whether the connection can be kept alive."""
+
     status: int
     headers: dict[str, str]  # lower-case names; repeated headers joined with ", "
     body: bytes
@@ -88,6 +90,7 @@ class ReplyParser:
         self._need = 0
 
     def feed(self, data: bytes) -> Reply | None:
+        """Parse more bytes; the ``Reply`` once it is complete, else ``None``."""
         self.received += len(data)
         self._buf += data
         return self._advance()

@@ -36,12 +36,11 @@ _LEASE_NAME = re.compile(r"lease-(\d{12})\.json")
 _T = TypeVar("_T")
 
 
-def _when(epoch: float) -> str:
+def _when(epoch: float) -> str:  # for messages: an epoch as ISO 8601 in UTC
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
 
 
-def _read_retrying(read: Callable[[], _T | None]) -> _T | None:
-    # A lock file or lease object may be read mid-write (truncated, empty): read again before judging.
+def _read_retrying(read: Callable[[], _T | None]) -> _T | None:  # a lease may be read mid-write: retry
     for _ in range(_READ_TRIES):
         with contextlib.suppress(OSError, ValueError, BufferError):  # BufferError: fsspec's memory store
             if (value := read()) is not None:
@@ -174,11 +173,14 @@ class LeasePath(StoragePath, Protocol):
 
     def __truediv__(self, other: str) -> LeasePath: ...
 
-    def iterdir(self) -> Iterator[LeasePath]: ...
+    def iterdir(self) -> Iterator[LeasePath]:
+        """The directory's children."""
 
-    def exists(self) -> bool: ...
+    def exists(self) -> bool:
+        """Whether the path exists."""
 
-    def read_text(self) -> str: ...
+    def read_text(self) -> str:
+        """The file's content as text."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,7 @@ class _Record:
 
     @classmethod
     def parse(cls, text: str) -> _Record | None:
+        """A lease record from its stored JSON, or ``None`` when it holds no holder or expiry."""
         holder = Holder.from_json(text)
         data: dict[str, Any] = json.loads(text) if holder else {}  # from_json parsed it: a mapping
         expires_at = data.get("expires_at")
@@ -384,7 +387,7 @@ class ObjectLease:
             return
         try:
             with self._io_lock:
-                if time.time() < self._valid_until and not self._taken(generation):
+                if time.time() < self._valid_until and not self._taken(generation):  # still ours
                     self._write(generation, self._valid_until, released=True)
         except Exception:  # not fatal: the lease then ends at its expiry instead of now
             log.warning("Releasing the send ledger lease in %s failed", self.remote, exc_info=True)

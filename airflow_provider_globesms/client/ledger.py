@@ -38,6 +38,8 @@ from airflow_provider_globesms.client.signing import SignedRequest
 
 
 class Status(str, enum.Enum):
+    """A ledger entry's status: where its message stands with the API."""
+
     PENDING = "pending"  # the request may be on its way; its outcome is not known yet
     ACCEPTED = "accepted"  # the API answered OK (MessageId known)
     RECEIVED = "received"  # the API provably received it (nonce replay), but its answer was lost
@@ -51,6 +53,8 @@ SENT_STATES = frozenset({Status.ACCEPTED, Status.RECEIVED})
 
 @dataclass(frozen=True, slots=True)
 class LedgerEntry:
+    """One message's record in the send ledger: status, outcome and the signed request to replay."""
+
     key: str
     status: Status
     row: int
@@ -99,9 +103,11 @@ class Cipher(Protocol):
     """Seals stored requests (they hold the message text and, with STS, the token): ``cryptography``'s
     ``Fernet`` fits; the operator passes Airflow's own, keyed by ``[core] fernet_key``."""
 
-    def encrypt(self, data: bytes) -> bytes: ...
+    def encrypt(self, data: bytes) -> bytes:
+        """Seal ``data``."""
 
-    def decrypt(self, token: bytes) -> bytes: ...
+    def decrypt(self, token: bytes) -> bytes:
+        """Open a ``token`` sealed by ``encrypt``."""
 
 
 SEALED = "fernet:"
@@ -219,6 +225,7 @@ class SqliteLedger:
                 self._db.execute("COMMIT")
 
     def get(self, key: str) -> LedgerEntry | None:
+        """The entry for ``key``, buffered or stored, or ``None``."""
         with self._lock:
             buffered = self._buffer.get(key)
             if buffered is not None:
@@ -256,6 +263,7 @@ class SqliteLedger:
         return entries
 
     def flush(self) -> None:
+        """Write the buffered outcomes."""
         with self._lock:
             self._flush_locked()
 
@@ -278,12 +286,14 @@ class SqliteLedger:
         return [self._from_db(r) for r in rows]
 
     def counts(self) -> dict[str, int]:
+        """How many entries have each status (after a flush)."""
         self.flush()
         with self._lock:
             rows = self._db.execute("SELECT status, COUNT(*) FROM ledger GROUP BY status").fetchall()
         return {status: count for status, count in rows}
 
     def entries(self) -> Iterator[LedgerEntry]:
+        """Every entry, in row order (after a flush)."""
         self.flush()
         with self._lock:
             rows = self._db.execute(f"{_SELECT} ORDER BY row").fetchall()
@@ -291,6 +301,7 @@ class SqliteLedger:
             yield self._from_db(row)
 
     def close(self) -> None:
+        """Flush, then close the database."""
         self.flush()
         with self._lock:
             self._db.close()

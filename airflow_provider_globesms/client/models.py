@@ -157,6 +157,7 @@ class BatchSendRequest(_SendOptions):
         return tuple(check_message(m, limit, f"message[{i}]") for i, m in enumerate(v))
 
     def model_post_init(self, __context: Any) -> None:
+        """Refuse a number of texts that is neither one nor one per number."""
         if len(self.messages) not in (1, len(self.to)):
             raise InvalidFieldError(
                 "message",
@@ -165,6 +166,7 @@ class BatchSendRequest(_SendOptions):
             )
 
     def to_params(self) -> dict[str, str]:
+        """The API parameters: ``To`` and ``Message`` as JSON lists, one text per number."""
         params = super().to_params()
         texts = self.messages if len(self.messages) == len(self.to) else self.messages * len(self.to)
         params["To"] = json.dumps(list(self.to))
@@ -173,6 +175,8 @@ class BatchSendRequest(_SendOptions):
 
 
 class QueryMessageRequest(_Request):
+    """QueryMessage: the delivery receipt of one ``MessageId``."""
+
     _wire: ClassVar[dict[str, str]] = {"message_id": "MessageId"}
 
     message_id: str
@@ -195,6 +199,8 @@ class _Response(BaseModel):
 
 
 class NumberDetail(BaseModel):
+    """The country, region and carrier of a phone number, as the API reports them."""
+
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
 
     country: str | None = Field(default=None, alias="Country")
@@ -203,6 +209,8 @@ class NumberDetail(BaseModel):
 
 
 class SendMessageResult(_Response):
+    """The answer to SendMessageToGlobe: the ``MessageId``, segments billed and number details."""
+
     message_id: str | None = Field(default=None, alias="MessageId")
     segments: int = Field(default=0, alias="Segments")
     to: str | None = Field(default=None, alias="To")
@@ -222,6 +230,8 @@ def _json_list(value: object) -> list[str]:
 
 
 class BatchSendResult(_Response):
+    """The answer to BatchSendMessageToGlobe: how many were accepted, the failed numbers and the MessageIds."""
+
     sender: str | None = Field(default=None, alias="From")
     success_count: int = Field(default=0, alias="SuccessCount")
     failed_list: list[str] = Field(default_factory=list, alias="FailedList")
@@ -254,6 +264,8 @@ def parse_receipt_date(value: str | None) -> datetime | None:
 
 
 class QueryMessageResult(_Response):
+    """The answer to QueryMessage: one message's delivery status and dates."""
+
     message_id: str | None = Field(default=None, alias="MessageId")
     status: int | None = Field(default=None, alias="Status")
     error_code: str | None = Field(default=None, alias="ErrorCode")
@@ -273,21 +285,26 @@ class QueryMessageResult(_Response):
 
     @property
     def delivered(self) -> bool:
+        """Whether the receipt says delivered (``ErrorCode`` ``DELIVERED``)."""
         # Pages disagree on what Status 3 means; ErrorCode DELIVERED is unambiguous.
         return (self.error_code or "").upper() == "DELIVERED"
 
     @property
     def failed(self) -> bool:
+        """Whether delivery failed or expired."""
         return not self.delivered and self.status in (DeliveryStatus.FAILED, DeliveryStatus.EXPIRED)
 
     @property
     def final(self) -> bool:
+        """Whether the receipt is final (delivered or failed)."""
         return self.delivered or self.failed
 
     @property
     def sent_at(self) -> datetime | None:
+        """``SendDate`` parsed, or ``None``."""
         return parse_receipt_date(self.send_date)
 
     @property
     def received_at(self) -> datetime | None:
+        """``ReceiveDate`` parsed, or ``None``."""
         return parse_receipt_date(self.receive_date)

@@ -21,6 +21,8 @@ from collections.abc import Callable
 
 
 class RateLimiter:
+    """Paces callers to at most ``rate`` per second, less ``headroom``: see the module docstring."""
+
     def __init__(self, rate: float, headroom: float = 0.0, clock: Callable[[], float] = time.monotonic) -> None:
         if rate <= 0:
             raise ValueError("rate must be positive")
@@ -77,10 +79,12 @@ class RateLimiter:
             time.sleep(delay)
 
     async def pace_async(self) -> None:
+        """Wait for the next paced slot (first stage), without blocking the event loop."""
         delay = self.reserve()
         if delay > 0:
             await asyncio.sleep(delay)
 
     async def admit_async(self) -> None:
+        """Wait until the trailing second has room (second stage), without blocking the event loop."""
         while (delay := self._admit()) > 0:
             await asyncio.sleep(delay)

@@ -24,6 +24,8 @@ MAX_OBJECT = 1024 * 1024  # one recipient object of a .json array; beyond it the
 
 @dataclass(frozen=True, slots=True)
 class UnreadableRow:
+    """A source row that could not be read as a recipient, and why."""
+
     reason: str
 
 
@@ -32,6 +34,7 @@ class SourceError(ValueError):
 
 
 def file_format(name: str) -> str:
+    """``csv``, ``jsonl`` or ``json``, from a recipient file's name (optionally ``.gz``)."""
     lowered = name.lower()
     if lowered.endswith(CSV_SUFFIXES):
         return "csv"
@@ -51,6 +54,7 @@ def _shown(names: list[str]) -> str:
 
 
 def rows_from_records(records: Iterable[Any]) -> Iterator[Row]:
+    """Numbered rows from in-memory records: mappings, or bare phone numbers."""
     for number, record in enumerate(records, 1):
         if isinstance(record, Mapping):
             yield number, record
@@ -61,6 +65,7 @@ def rows_from_records(records: Iterable[Any]) -> Iterator[Row]:
 
 
 def rows_from_csv(handle: IO[str], to_field: str = "to") -> Iterator[Row]:
+    """Numbered rows of a CSV file; refuses a header with blank, repeated or missing ``to_field`` columns."""
     reader = csv.DictReader(handle)
     if reader.fieldnames is None:
         return
@@ -84,6 +89,7 @@ def rows_from_csv(handle: IO[str], to_field: str = "to") -> Iterator[Row]:
 
 
 def rows_from_jsonl(handle: IO[str]) -> Iterator[Row]:
+    """Numbered rows of a JSON Lines file, one object per non-blank line."""
     number = 0
     for line in handle:
         if not line.strip():
@@ -148,6 +154,7 @@ class _JsonArrayReader:
             return value
 
     def rows(self) -> Iterator[Row]:
+        """Numbered rows of the file's array, streamed one object at a time."""
         first = self._next_char()
         if first == "":
             return  # an empty file: no recipients (the operator warns)

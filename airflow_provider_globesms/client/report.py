@@ -17,11 +17,14 @@ from airflow_provider_globesms.client.ledger import SENT_STATES, Status
 class LineLogger(Protocol):
     """What the bulk sender logs to: a ``logging.Logger``, or Airflow's task logger."""
 
-    def info(self, msg: str, /, *args: Any) -> Any: ...
+    def info(self, msg: str, /, *args: Any) -> Any:
+        """Log at INFO level."""
 
-    def warning(self, msg: str, /, *args: Any) -> Any: ...
+    def warning(self, msg: str, /, *args: Any) -> Any:
+        """Log at WARNING level."""
 
-    def exception(self, msg: str, /, *args: Any) -> Any: ...
+    def exception(self, msg: str, /, *args: Any) -> Any:
+        """Log at ERROR level, with the current exception."""
 
 
 class ResultsWriter:
@@ -35,6 +38,7 @@ class ResultsWriter:
         self.lines = 0
 
     def write(self, row: int, to: str, status: str, **fields: Any) -> None:
+        """Write one recipient's JSON line (``None`` fields left out)."""
         record = {"row": row, "to": to, "status": status, "campaign_id": self._campaign_id}
         record.update((k, v) for k, v in fields.items() if v is not None)
         line = self._encode(record) + b"\n"
@@ -68,6 +72,7 @@ class SendSummary:
 
     @property
     def rate(self) -> float:
+        """Messages sent per second."""
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
     @property
@@ -90,6 +95,7 @@ class SendSummary:
             self.segments += segments
 
     def as_dict(self) -> dict[str, Any]:
+        """The summary as a plain mapping (for XCom and logs)."""
         return {
             "total": self.total,
             "invalid": self.invalid,
@@ -137,6 +143,7 @@ class Progress:
             self.logger.info(self.line())
 
     def line(self) -> str:
+        """The progress log line: share done, send rate, ETA and counts so far."""
         s = self.summary
         elapsed = max(time.monotonic() - self._started, 1e-9)
         rate = s.sent / elapsed

@@ -37,15 +37,19 @@ class StoragePath(Protocol):
     """What ``SegmentLedger`` needs of a path: ``pathlib.Path`` and ``ObjectStoragePath`` both fit."""
 
     @property
-    def name(self) -> str: ...
+    def name(self) -> str:
+        """The last path segment."""
 
     def __truediv__(self, other: str) -> StoragePath: ...
 
-    def mkdir(self, mode: int = ..., parents: bool = ..., exist_ok: bool = ...) -> None: ...
+    def mkdir(self, mode: int = ..., parents: bool = ..., exist_ok: bool = ...) -> None:
+        """Create the directory."""
 
-    def iterdir(self) -> Iterator[StoragePath]: ...
+    def iterdir(self) -> Iterator[StoragePath]:
+        """The directory's children."""
 
-    def open(self, mode: str) -> IO[Any]: ...
+    def open(self, mode: str) -> IO[Any]:
+        """Open the file."""
 
 
 class SegmentPath(StoragePath, Protocol):
@@ -53,9 +57,11 @@ class SegmentPath(StoragePath, Protocol):
 
     def __truediv__(self, other: str) -> SegmentPath: ...
 
-    def iterdir(self) -> Iterator[SegmentPath]: ...
+    def iterdir(self) -> Iterator[SegmentPath]:
+        """The directory's children."""
 
-    def unlink(self, missing_ok: bool = ...) -> None: ...
+    def unlink(self, missing_ok: bool = ...) -> None:
+        """Delete the object."""
 
 
 _SEGMENT_NAME = re.compile(r"(\d{20})-[\w-]+-\d+-[a-z]\.jsonl")
@@ -133,15 +139,18 @@ class SegmentLedger(SqliteLedger):
             handle.write(payload)
 
     def write_many(self, entries: Sequence[LedgerEntry]) -> None:
+        """Record the entries locally, then write them as a remote segment."""
         super().write_many(entries)
         self._write_segment(entries, "w")
 
     def record(self, entry: LedgerEntry) -> None:
+        """Record an outcome locally; kept for the next remote segment."""
         super().record(entry)
         with self._outcomes_lock:
             self._outcomes.append(entry)
 
     def flush(self) -> None:
+        """Flush locally, then write the outcomes recorded since as a remote segment."""
         super().flush()
         with self._outcomes_lock:
             outcomes, self._outcomes = self._outcomes, []
@@ -165,6 +174,7 @@ class SegmentLedger(SqliteLedger):
             (self.remote / name).unlink(missing_ok=True)
 
     def close(self) -> None:
+        """Compact the remote segments, then close the local copy."""
         try:
             self.compact()
         finally:

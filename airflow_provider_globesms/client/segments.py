@@ -28,6 +28,8 @@ Encoding = Literal["GSM-7", "UCS-2"]
 
 @dataclass(frozen=True, slots=True)
 class SegmentCount:
+    """How a text is encoded and billed: its encoding, units, segments and characters."""
+
     encoding: Encoding
     units: int  # septets for GSM-7, UTF-16 code units for UCS-2
     segments: int

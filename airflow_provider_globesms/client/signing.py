@@ -76,10 +76,12 @@ class SignedRequest:
         return values[0] if values else None
 
     def to_json(self) -> dict[str, object]:
+        """The request as a JSON-ready mapping (the body as text)."""
         return {"method": self.method, "target": self.target, "headers": self.headers, "body": self.body.decode()}
 
     @classmethod
     def from_json(cls, data: Mapping[str, object]) -> SignedRequest:
+        """A request from its ``to_json`` form."""
         headers = data.get("headers")
         if not isinstance(headers, dict):
             raise ValueError("a stored request needs its headers")
@@ -106,10 +108,12 @@ def canonical_query(params: Mapping[str, str]) -> str:
 
 
 def utc_timestamp(now: float | None = None) -> str:
+    """``now`` (default: the current time) as ISO 8601 UTC, to the second."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
 
 
 def new_nonce() -> str:
+    """A random nonce: 16 bytes as hex."""
     return os.urandom(16).hex()
 
 
@@ -130,14 +134,17 @@ def v3_canonical_request(
 
 
 def v3_string_to_sign(canonical_request: str) -> str:
+    """The V3 string to sign: the algorithm and the SHA-256 of the canonical request."""
     return f"{V3_ALGORITHM}\n{hashlib.sha256(canonical_request.encode()).hexdigest()}"
 
 
 def v3_signature(secret: str, string_to_sign: str) -> str:
+    """The V3 signature: HMAC-SHA256 of ``string_to_sign`` with ``secret``, as hex."""
     return hmac.new(secret.encode(), string_to_sign.encode(), hashlib.sha256).hexdigest()
 
 
 def v3_authorization(access_key_id: str, signed_headers: list[str], signature: str) -> str:
+    """The V3 ``Authorization`` header."""
     return f"{V3_ALGORITHM} Credential={access_key_id},SignedHeaders={';'.join(signed_headers)},Signature={signature}"
 
 
@@ -181,6 +188,7 @@ def v1_string_to_sign(method: str, params: Mapping[str, str]) -> str:
 
 
 def v1_signature(secret: str, string_to_sign: str) -> str:
+    """The V1 signature: HMAC-SHA1 of ``string_to_sign`` with ``secret + '&'``, as Base64."""
     digest = hmac.new(f"{secret}&".encode(), string_to_sign.encode(), hashlib.sha1).digest()
     return base64.b64encode(digest).decode()
 

@@ -48,6 +48,7 @@ REGION_HOSTS = {
 
 
 def is_loopback(host: str) -> bool:
+    """Whether ``host`` names this machine (``localhost`` or a loopback address)."""
     if host.lower() in ("localhost", "localhost.localdomain"):
         return True
     try:
@@ -58,17 +59,21 @@ def is_loopback(host: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
+    """Where the API is: scheme, host and port."""
+
     scheme: str
     host: str
     port: int
 
     @property
     def host_header(self) -> str:
+        """The ``Host`` header: the host, with the port unless it is the scheme's default."""
         default = 443 if self.scheme == "https" else 80
         return self.host if self.port == default else f"{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
+        """The endpoint as a URL without path."""
         return f"{self.scheme}://{self.host_header}"
 
     @classmethod
@@ -107,6 +112,8 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class Timeout:
+    """Seconds allowed to connect and to read a reply."""
+
     connect: float = 5.0
     read: float = 10.0
 
@@ -145,11 +152,14 @@ class ExchangeError(Exception):
 
     @property
     def timed_out(self) -> bool:
+        """Whether the cause is a timeout."""
         return isinstance(self.cause, TimeoutError | socket.timeout)
 
 
 @dataclass(frozen=True, slots=True)
 class RawResponse:
+    """An HTTP response as received: status, headers and body."""
+
     status: int
     headers: dict[str, str]  # lower-case names
     body: bytes
@@ -160,6 +170,7 @@ _ssl_lock = threading.Lock()
 
 
 def default_ssl_context() -> ssl.SSLContext:
+    """The shared TLS context, trusting ``certifi``'s certificates (created once)."""
     global _ssl_context
     with _ssl_lock:
         if _ssl_context is None:
@@ -246,6 +257,7 @@ class ConnectionPool:
         return RawResponse(reply.status, reply.headers, reply.body)
 
     def close(self) -> None:
+        """Close the idle connections; connections returned later are closed too."""
         self._closed = True
         while self._idle:
             self._idle.pop().close()

@@ -23,6 +23,7 @@ def _short(value: str, limit: int = 40) -> str:
 
 
 def check_message(value: object, max_length: int = DEFAULT_MAX_MESSAGE_LENGTH, field: str = "message") -> str:
+    """``value`` if it is non-blank text of at most ``max_length`` characters, else ``InvalidFieldError``."""
     if not isinstance(value, str):
         raise InvalidFieldError(field, None, f"expected text, got {type(value).__name__}")
     if not value.strip():
@@ -94,12 +95,14 @@ def check_sms_type(value: object, field: str = "sms_type") -> str:
 
 
 def check_channel_id(value: object, field: str = "channel_id") -> str:
+    """``value`` as a non-empty channel ID string, else ``InvalidFieldError``."""
     if not isinstance(value, str | int) or isinstance(value, bool) or not str(value):
         raise InvalidFieldError(field, _short(str(value)), "expected a non-empty channel ID")
     return str(value)
 
 
 def check_message_id(value: object, field: str = "message_id") -> str:
+    """``value`` as a non-empty MessageId string (stripped), else ``InvalidFieldError``."""
     if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
         raise InvalidFieldError(field, _short(str(value)), "expected a non-empty MessageId")
     return str(value).strip()

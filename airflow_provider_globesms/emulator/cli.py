@@ -34,6 +34,7 @@ def _non_negative(text: str) -> float:
 
 
 def parser() -> argparse.ArgumentParser:
+    """The command-line parser of ``globesms-emulator``."""
     p = argparse.ArgumentParser(
         prog="globesms-emulator",
         description="Local emulator of Alibaba Cloud's international SMS API (Dysmsapi 2018-05-01). "
@@ -79,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def read_keys(args: argparse.Namespace) -> dict[str, str]:
+    """The AccessKeyId -> secret pairs given on the command line and in ``--keys-file``, else the defaults."""
     if len(args.access_key_id) != len(args.access_key_secret):
         raise SystemExit("globesms-emulator: give one --access-key-secret per --access-key-id")
     keys = dict(zip(args.access_key_id, args.access_key_secret, strict=True))
@@ -110,6 +112,7 @@ def exposure_warning(host: str, has_token: bool) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the emulator from the command line."""
     args = parser().parse_args(argv)
     from airflow_provider_globesms.emulator.server import serve_forever
 

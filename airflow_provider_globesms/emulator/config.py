@@ -39,6 +39,7 @@ class Faults:
     RATIOS: ClassVar[tuple[str, ...]] = ("throttle", "error_5xx", "reset", "hang")
 
     def update(self, values: dict[str, Any]) -> None:
+        """Change fault settings at run time; unknown names and out-of-range shares raise ``ValueError``."""
         for name, value in values.items():
             if name == "script":
                 entries = [value] if isinstance(value, str) else list(value)
@@ -59,6 +60,7 @@ class Faults:
             setattr(self, name, number)
 
     def as_dict(self) -> dict[str, Any]:
+        """The fault settings and the remaining script, as a plain mapping."""
         out: dict[str, Any] = {name: getattr(self, name) for name in (*self.RATIOS, "hang_seconds")}
         out["script"] = list(self.script)
         return out
@@ -66,6 +68,8 @@ class Faults:
 
 @dataclass
 class EmulatorConfig:
+    """How the emulator behaves: keys, rate limits, latency, delivery simulation, storage and faults."""
+
     keys: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_KEYS))
     qps: float = 2000.0  # SendMessageToGlobe per AccessKeyId
     batch_qps: float = 1.0
@@ -96,6 +100,7 @@ class EmulatorConfig:
     )
 
     def update(self, values: dict[str, Any]) -> None:
+        """Change ``RUNTIME`` settings at run time; others, and out-of-range values, raise ``ValueError``."""
         for name, value in values.items():
             if name not in self.RUNTIME:
                 raise ValueError(f"setting {name!r} cannot change at run time; these can: {', '.join(self.RUNTIME)}")

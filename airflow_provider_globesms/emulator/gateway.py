@@ -47,6 +47,7 @@ class Gateway:
     # --- entry point ----------------------------------------------------------------------------
 
     def handle(self, method: str, query: bytes, headers: Mapping[str, str], body: bytes = b"") -> Outcome:
+        """Answer one API call: the outcome (status, headers, body) and its simulated latency."""
         now = self.clock()
         request_id = str(uuid.uuid4()).upper()
         # For counting only (the operation is the *signed* Action, known after verification); anything but
@@ -175,6 +176,7 @@ class Gateway:
     # --- inspection -----------------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
+        """Uptime, calls and codes by action, rate windows and message counts."""
         now = self.clock()
         actions = {a: dict(c) for a, c in self.counts.items() if a != "codes"}
         windows: dict[str, dict[str, Any]] = {}

@@ -79,9 +79,7 @@ class Operations:
 
     def send(self, key_id: str, params: Mapping[str, str], now: float, request_id: str) -> Outcome:
         """SendMessageToGlobe: one number, one text."""
-        for required in ("To", "Message"):
-            if not params.get(required):
-                raise GatewayRefusal(400, f"Missing{required}", f"{required} is mandatory for this action.")
+        _require(params, "To", "Message")
         try:
             number = parse_number(params["To"], refuse_ambiguous=False)
         except InvalidFieldError as exc:
@@ -125,9 +123,7 @@ class Operations:
 
     def batch_send(self, key_id: str, params: Mapping[str, str], now: float, request_id: str) -> Outcome:
         """BatchSendMessageToGlobe: up to 1,000 numbers, one text or one per number."""
-        for required in ("To", "Message"):
-            if not params.get(required):
-                raise GatewayRefusal(400, f"Missing{required}", f"{required} is mandatory for this action.")
+        _require(params, "To", "Message")
         try:
             numbers = json.loads(params["To"])
         except ValueError:
@@ -192,3 +188,10 @@ class Operations:
                 "NumberDetail": {"Country": message.country, "Region": message.region, "Carrier": message.carrier},
             },
         )
+
+
+def _require(params: Mapping[str, str], *names: str) -> None:
+    """Refuse a request without a parameter its action needs, as the gateway does (HTTP 400)."""
+    for name in names:
+        if not params.get(name):
+            raise GatewayRefusal(400, f"Missing{name}", f"{name} is mandatory for this action.")

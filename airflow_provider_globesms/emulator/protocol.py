@@ -35,14 +35,17 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         self._deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        """Start the deadline: a connection that sends nothing counts as a late request."""
         super().connection_made(transport)
         self._arm()  # a connection that never sends anything counts as a late request
 
     def connection_lost(self, exc: Exception | None) -> None:
+        """Cancel the deadline."""
         self._disarm()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        """Start the deadline for bytes that begin no request (they must not keep it open)."""
         # Bytes that begin no request (blank lines between requests) reach neither on_message_begin nor
         # the keep-alive timer, which any data cancels: they must not keep a connection open for ever.
         if self._deadline is None and (self.cycle is None or self.cycle.response_complete):
@@ -50,10 +53,12 @@ class DeadlineHttpProtocol(HttpToolsProtocol):
         super().data_received(data)
 
     def on_message_begin(self) -> None:
+        """Start the deadline for this request."""
         super().on_message_begin()
         self._arm()
 
     def on_message_complete(self) -> None:
+        """Cancel the deadline: the request arrived in time."""
         self._disarm()
         super().on_message_complete()
 

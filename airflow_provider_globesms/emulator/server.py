@@ -35,6 +35,7 @@ class _Server(uvicorn.Server):
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
+        """Stop on SIGINT/SIGTERM (a second one forces the exit); only in the main thread."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
@@ -52,12 +53,14 @@ class _Server(uvicorn.Server):
                 signal.signal(sig, handler)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start, then call ``on_ready`` unless already stopping."""
         await super().startup(sockets)
         if self.on_ready is not None and not self.should_exit:
             self.on_ready()
 
 
 def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host`` and ``port`` (IPv6 when ``host`` holds ':')."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -119,6 +122,7 @@ class EmulatorServer:
         self._thread: threading.Thread | None = None
 
     def start(self, timeout: float = 10.0) -> EmulatorServer:
+        """Serve in a background thread; raise ``RuntimeError`` unless ready within ``timeout`` seconds."""
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, name="globesms-emulator", daemon=True
         )
@@ -129,6 +133,7 @@ class EmulatorServer:
         return self
 
     def stop(self) -> None:
+        """Stop the server, write buffered messages and close the socket."""
         self._server.should_exit = True
         if self._thread is not None:
             self._thread.join(timeout=10)
@@ -158,10 +163,12 @@ class EmulatorServer:
     def messages(
         self, *, to: str | None = None, task_id: str | None = None, limit: int = 100_000
     ) -> list[dict[str, Any]]:
+        """The stored messages, optionally only those to ``to`` or of ``task_id``."""
         query = urllib.parse.urlencode({k: v for k, v in {"to": to, "task_id": task_id, "limit": limit}.items() if v})
         return list(self._call("GET", f"/_emulator/messages?{query}")["messages"])
 
     def stats(self) -> dict[str, Any]:
+        """The emulator's statistics (``/_emulator/stats``)."""
         return dict(self._call("GET", "/_emulator/stats"))
 
     def set_faults(self, **faults: Any) -> dict[str, Any]:
@@ -169,7 +176,9 @@ class EmulatorServer:
         return dict(self._call("PATCH", "/_emulator/faults", faults))
 
     def set_settings(self, **settings: float) -> dict[str, Any]:
+        """Change run-time settings; return the settings now in force."""
         return dict(self._call("PATCH", "/_emulator/settings", settings))
 
     def clear(self) -> int:
+        """Delete every stored message; return how many were deleted."""
         return int(self._call("DELETE", "/_emulator/messages")["deleted"])

@@ -77,6 +77,7 @@ _INSERT = f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' 
 
 
 def receipt_date(epoch: float | None) -> str:
+    """A receipt date as the gateway writes it (RFC 2822, +0800), or ``""`` for none."""
     if epoch is None:
         return ""
     return format_datetime(datetime.fromtimestamp(epoch, GATEWAY_TZ))
@@ -84,6 +85,8 @@ def receipt_date(epoch: float | None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
+    """A message the emulator accepted, with its simulated final status and when it becomes final."""
+
     message_id: str
     access_key_id: str
     action: str
@@ -111,6 +114,7 @@ class StoredMessage:
         return self.final_status if now >= self.final_at else DeliveryStatus.SENDING
 
     def as_json(self, now: float) -> dict[str, Any]:
+        """The message as the inspection API shows it, its status as of ``now``."""
         status = self.status(now)
         final = status != DeliveryStatus.SENDING
         return {
@@ -160,6 +164,7 @@ class MessageStore:
         self._oldest_pending = 0.0
 
     def add(self, message: StoredMessage) -> None:
+        """Buffer a message; flush when the buffer is full or old enough."""
         if not self._pending:
             self._oldest_pending = time.monotonic()
         self._pending[message.message_id] = message
@@ -167,6 +172,7 @@ class MessageStore:
             self.flush()
 
     def add_many(self, messages: list[StoredMessage]) -> None:
+        """Buffer several messages."""
         for message in messages:
             self.add(message)
 
@@ -199,6 +205,7 @@ class MessageStore:
         return True
 
     def get(self, message_id: str) -> StoredMessage | None:
+        """The message with ``message_id``, buffered or stored, or ``None``."""
         pending = self._pending.get(message_id)
         if pending is not None:
             return pending
@@ -215,6 +222,7 @@ class MessageStore:
     def find(
         self, *, to: str | None = None, task_id: str | None = None, limit: int = 1000, offset: int = 0
     ) -> list[StoredMessage]:
+        """Stored messages in submission order, optionally only those to ``to`` or of ``task_id``."""
         self.flush()
         clause, args = self._where(to, task_id)
         rows = self._db.execute(
@@ -224,11 +232,13 @@ class MessageStore:
         return [StoredMessage(*r) for r in rows.fetchall()]
 
     def count(self, *, to: str | None = None, task_id: str | None = None) -> int:
+        """How many messages are stored, optionally only those to ``to`` or of ``task_id``."""
         self.flush()
         clause, args = self._where(to, task_id)
         return int(self._db.execute(f"SELECT COUNT(*) FROM messages {clause}", args).fetchone()[0])
 
     def status_counts(self, now: float | None = None) -> dict[str, int]:
+        """Messages still sending, delivered and failed as of ``now``, and their total segments."""
         self.flush()
         now = time.time() if now is None else now
         row = self._db.execute(
@@ -239,9 +249,11 @@ class MessageStore:
         return {"sending": row[0] or 0, "delivered": row[1] or 0, "failed": row[2] or 0, "segments": row[3]}
 
     def clear(self) -> int:
+        """Delete every message; return how many were deleted."""
         self.flush()
         return int(self._db.execute("DELETE FROM messages").rowcount)
 
     def close(self) -> None:
+        """Flush, then close the database."""
         self.flush()
         self._db.close()

@@ -40,6 +40,8 @@ class GatewayRefusal(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Authenticated:
+    """A request whose signature checked out: the key, the action, its version and parameters."""
+
     access_key_id: str
     action: str
     version: str
@@ -124,6 +126,7 @@ class NonceCache:
         self._order: deque[tuple[float, tuple[str, str]]] = deque()
 
     def check_and_add(self, key_id: str, nonce: str, now: float) -> bool:
+        """Whether the nonce is new for this key (then remembered until ``now + ttl``)."""
         while self._order and self._order[0][0] < now:
             self._seen.discard(self._order.popleft()[1])
         entry = (key_id, nonce)
@@ -138,6 +141,8 @@ class NonceCache:
 
 
 class Verifier:
+    """Checks a request's signature (V3 or V1), timestamp and nonce as the real gateway does."""
+
     def __init__(self, keys: Mapping[str, str], tolerance: float = 900.0) -> None:
         self.keys = keys
         self.tolerance = tolerance

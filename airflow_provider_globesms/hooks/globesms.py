@@ -99,6 +99,7 @@ class GlobeSmsHook(BaseHook):
 
     @cached_property
     def settings(self) -> GlobeSmsSettings:
+        """The connection's settings (read once)."""
         conn = self.get_connection(self.globesms_conn_id)
         return self.settings_from_connection(conn)
 
@@ -151,9 +152,11 @@ class GlobeSmsHook(BaseHook):
 
     @cached_property
     def client(self) -> DysmsClient:
+        """The client built from the connection (built once)."""
         return self.client_from_settings(self.settings)
 
     def client_from_settings(self, s: GlobeSmsSettings) -> DysmsClient:
+        """A client from ``s``, with the hook's own timeout, rate and region overrides."""
         return DysmsClient(
             Credentials(s.access_key_id, s.access_key_secret, s.security_token),
             region_id=s.region_id,
@@ -171,6 +174,7 @@ class GlobeSmsHook(BaseHook):
         return self.client_from_settings(self.settings_from_connection(conn))
 
     def get_conn(self) -> DysmsClient:
+        """The client."""
         return self.client
 
     @property
@@ -179,6 +183,7 @@ class GlobeSmsHook(BaseHook):
         return self.client.max_qps
 
     def close(self) -> None:
+        """Close the client, if one was built."""
         if "client" in self.__dict__:
             self.client.close()
             del self.__dict__["client"]
@@ -239,6 +244,7 @@ class GlobeSmsHook(BaseHook):
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """How the connection form hides, relabels and fills in the standard fields."""
         return {
             "hidden_fields": list(CONNECTION_UI["hidden-fields"]),
             "relabeling": dict(CONNECTION_UI["relabeling"]),
@@ -247,6 +253,7 @@ class GlobeSmsHook(BaseHook):
 
     @classmethod
     def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The connection form's extra fields (none when the web UI packages are missing)."""
         try:
             from flask_appbuilder.fieldwidgets import (  # type: ignore[import-not-found,import-untyped,unused-ignore]
                 BS3PasswordFieldWidget,

@@ -111,6 +111,7 @@ class GlobeSmsNotifier(BaseNotifier):
         self.default_region = default_region
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
+        """Render the templated fields, with the default Jinja environment when the DAG has none."""
         # DAG-level callbacks may get the scheduler's serialized DAG, which has no Jinja environment:
         # render with the default one rather than fail to alert.
         if jinja_env is None and not hasattr(context.get("dag"), "get_template_env"):
@@ -155,6 +156,7 @@ class GlobeSmsNotifier(BaseNotifier):
         return requests
 
     def notify(self, context: Context) -> None:
+        """Send the alert SMS; failures are logged, never raised over the error being reported."""
         try:
             client = self.hook.client
             for request in self._requests(context, client):
@@ -166,6 +168,7 @@ class GlobeSmsNotifier(BaseNotifier):
             self.log.error("Alert SMS not sent: %s: %s", type(exc).__name__, exc)
 
     async def async_notify(self, context: Context) -> None:
+        """``notify`` without blocking the event loop."""
         try:
             client = await self.hook.aget_client()  # the connection read without blocking
             aclient = AsyncDysmsClient(client)

@@ -270,6 +270,7 @@ class SendGlobeSmsOperator(BaseOperator):
     # --- execute: plan, validate, send, verdict -----------------------------------------------------
 
     def execute(self, context: Context) -> dict[str, Any]:
+        """Validate every recipient, then send them unless a dry run; return the summary (for XCom)."""
         plan = self._plan(context)
         with ExitStack() as stack:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="globesms-"))

@@ -175,6 +175,7 @@ class LedgerGuard:
         self._witnessed = False
 
     def before_write(self) -> None:
+        """Check the lease (at most every ``LEASE_CHECK_EVERY`` seconds) and record the witness once."""
         now = time.monotonic()
         if now - self._checked >= LEASE_CHECK_EVERY:  # an object lease's full check costs a request
             self.lease.check()
@@ -187,4 +188,5 @@ class LedgerGuard:
             self._witnessed = True
 
     def after_write(self) -> None:
+        """Check, without I/O, that the lease is still held."""
         self.lease.check_held()

@@ -109,6 +109,7 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
     # --- poke and reschedule modes ----------------------------------------------------------------
 
     def execute(self, context: Context) -> Any:
+        """Wait for every receipt (deferring when ``deferrable``); return the receipts summary."""
         if self.deferrable:
             # Look once first: receipts are often final already. A trigger that fires the moment it starts
             # also races Airflow 3.3's scheduler, which can then fail the resumed task (apache/airflow#72716).
@@ -128,6 +129,7 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
         return GlobeSmsHook(self.globesms_conn_id)
 
     def poke(self, context: Context) -> bool:
+        """Query the pending receipts once; ``True`` when none is pending."""
         tracker = self._tracker(context)
         try:
             round_ = aio.run(self._poll(tracker))
@@ -177,6 +179,7 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
+        """Resume after the trigger: return the receipts summary."""
         return self._verdict(context, event["summary"], event["results_uri"], event["status"] == "timeout")
 
     # --- the report -------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
         return max(0.0, min(seconds, self.timeout_at - time.time()))
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The trigger's class path and arguments, to recreate it in the triggerer."""
         return (
             f"{type(self).__module__}.{type(self).__qualname__}",
             {
@@ -97,6 +98,7 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Poll until no receipt is pending or the timeout nears; yield one event with the summary and results."""
         client = await GlobeSmsHook(self.globesms_conn_id, max_connections=self.concurrency).aget_client()
         aclient = AsyncDysmsClient(client, max_connections=self.concurrency)
         with tempfile.TemporaryDirectory(prefix="globesms-receipts-") as workdir:

@@ -33,6 +33,8 @@ class RenderError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class RowError:
+    """A row that cannot be sent: its number in the source, the masked phone number and what is wrong."""
+
     row: int
     to: str  # masked
     field: str
@@ -52,6 +54,7 @@ class PreparedMessage:
 
     @property
     def text(self) -> str:
+        """The rendered message text."""
         return self.params["Message"]
 
 
@@ -75,6 +78,7 @@ class Campaign:
         return self._option_params
 
     def prepare(self, row: int, data: Mapping[str, Any] | UnreadableRow) -> PreparedMessage | RowError:
+        """Render and validate one source row: the message ready to send, or why the row cannot be sent."""
         if isinstance(data, UnreadableRow):
             return RowError(row, "", "(row)", data.reason)
         raw_to = data.get(self.to_field)
@@ -98,6 +102,8 @@ class Campaign:
 
 @dataclass
 class ValidationReport:
+    """Counts of the validation pass, with the first errors and the most common reasons (memory stays flat)."""
+
     total: int = 0
     valid: int = 0
     invalid: int = 0
@@ -109,6 +115,7 @@ class ValidationReport:
     max_errors: int = 50
 
     def add(self, outcome: PreparedMessage | RowError) -> None:
+        """Count one row's outcome."""
         self.total += 1
         if isinstance(outcome, RowError):
             self.invalid += 1
@@ -124,6 +131,7 @@ class ValidationReport:
             self.encodings[outcome.encoding] += 1
 
     def table(self) -> str:
+        """The kept errors as a table, with how many more invalid rows there are by field."""
         rows = [[e.row, e.to or "-", e.field, e.reason] for e in self.errors]
         text = str(tabulate(rows, headers=["row", "to", "field", "reason"], tablefmt="simple"))
         hidden = self.invalid - len(self.errors)
@@ -159,6 +167,7 @@ class Deduplicator:
         return None
 
     def close(self) -> None:
+        """Close the database and delete its directory."""
         self._db.close()
         self._dir.cleanup()
 

@@ -103,6 +103,7 @@ class BulkSender:
                 self._ledger_threads.shutdown()
 
     async def run_async(self, items: Iterable[PreparedMessage | RowError], total: int) -> SendSummary:
+        """Like ``run``, on the running event loop."""
         started = time.monotonic()
         retry = replace(self.client.retry, confirm_by_replay=self.confirm_unknown)
         self._aclient = AsyncDysmsClient(self.client, max_connections=self.concurrency, retry=retry)

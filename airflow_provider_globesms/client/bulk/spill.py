@@ -24,6 +24,7 @@ class Spill:
         self._encode = msgspec.json.Encoder().encode
 
     def add(self, outcome: PreparedMessage | RowError) -> None:
+        """Write one validation outcome (a message or a row error) to the spill file."""
         if isinstance(outcome, RowError):
             record: list[Any] = [outcome.row, None, outcome.to, outcome.field, outcome.reason]
         else:
@@ -44,6 +45,7 @@ class Spill:
                 yield PreparedMessage(row, to, params, key, segments, encoding)
 
     def close(self) -> None:
+        """Close the spill file."""
         self._file.close()
 
     def __enter__(self) -> Spill:
