@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import jinja2
 from _common import ROOT, emulator_process, number, save, sdk_client, sdk_send, table
 
-from airflow_provider_globesms.client import Credentials, DysmsClient
+from airflow_provider_globesms.client import Credentials, GlobeSmsClient
+from airflow_provider_globesms.client.blocking import SEND
 from airflow_provider_globesms.client.bulk import BulkSender, Campaign, Spill, validate
-from airflow_provider_globesms.client.client import SEND
 from airflow_provider_globesms.client.ledger import SqliteLedger
 from airflow_provider_globesms.client.recipients import rows_from_records
 from airflow_provider_globesms.client.report import ResultsWriter
@@ -66,7 +66,7 @@ def peak_window(times: list[float]) -> int:
 
 def pipeline(url: str, rows: list[dict[str, str]], workdir: str, max_qps: float) -> dict[str, float]:
     """Run the operator's pipeline; return rate, windows, CPU per send."""
-    client = DysmsClient(Credentials("AKID", "SECRET"), endpoint=url, max_qps=max_qps)
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=url, max_qps=max_qps)
     limiter = client.limiters[SEND]
     admitted: list[float] = []
     admit = limiter._admit

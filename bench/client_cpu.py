@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import emulator_process, median, number, save, sdk_client, sdk_send, table
 
-from airflow_provider_globesms.client import Credentials, DysmsClient
+from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 
 TARGET = 0.6
 
@@ -41,15 +41,15 @@ def main() -> int:
     args = parser.parse_args()
 
     with emulator_process("--qps", "1000000000", "--delivery-delay", "0") as (url, _pid):
-        ours_v3 = DysmsClient(Credentials("AKID", "SECRET"), endpoint=url)
-        ours_v1 = DysmsClient(Credentials("AKID", "SECRET"), endpoint=url, signature_version="v1")
+        ours_v3 = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=url)
+        ours_v1 = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=url, signature_version="v1")
         sdk_v3 = sdk_client(url)
         sdk_v1 = sdk_client(url, "v2")
 
         def text(n: int) -> str:
             return f"Hi customer {n}, your verification code is {n % 10000:04d}."
 
-        def ours(client: DysmsClient) -> Callable[[int], object]:
+        def ours(client: GlobeSmsClient) -> Callable[[int], object]:
             # "+852..." as users write it: parsed and validated by the client on every send.
             return lambda n: client.send_message(f"+{number(n)}", text(n), task_id="bench")
 

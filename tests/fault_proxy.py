@@ -7,7 +7,7 @@ the emulator always sees complete requests and its own counters stay exact. Usag
 
     with EmulatorServer(EmulatorConfig(delivery_delay=0)) as emulator, FaultProxy(emulator.port) as proxy:
         proxy.set_schedule(["forward_reset"])  # the first send is accepted, but its answer is lost
-        DysmsClient(credentials, endpoint=proxy.url).send_message("+85291234567", "hello")
+        GlobeSmsClient(credentials, endpoint=proxy.url).send_message("+85291234567", "hello")
 """
 
 from __future__ import annotations

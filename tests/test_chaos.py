@@ -33,7 +33,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_globesms.client import Credentials, DysmsClient, RetryPolicy, Timeout, aio
+from airflow_provider_globesms.client import Credentials, GlobeSmsClient, RetryPolicy, Timeout, aio
 from airflow_provider_globesms.client.bulk import BulkSender, Campaign, PreparedMessage
 from airflow_provider_globesms.client.ledger import SqliteLedger
 from airflow_provider_globesms.client.report import ResultsWriter, SendSummary
@@ -120,7 +120,7 @@ def test_generated_faults_and_kills_never_send_twice_and_never_lose_silently(
 ) -> None:
     emulator, proxy = rig
     case = next(CASES)
-    client = DysmsClient(
+    client = GlobeSmsClient(
         Credentials("AKID", "SECRET"), endpoint=proxy.url, timeout=Timeout(connect=0.5, read=0.2), retry=FAST
     )
     campaign = Campaign(client, lambda row: f"Hi {row['to'][-3:]}", ["chaos", str(case), "t", "-1"])

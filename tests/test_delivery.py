@@ -125,10 +125,10 @@ def test_pending_at_timeout_follows_soft_fail(
 
 
 def test_tracking_a_list_of_message_ids(run_dag: Callable[..., Any], receipts: Callable[..., EmulatorServer]) -> None:
-    from airflow_provider_globesms.client import Credentials, DysmsClient
+    from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 
     emulator = receipts(delivery_delay=0.2)
-    client = DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
     ids = [client.send_message(p["to"], "hello").message_id for p in PEOPLE[:5]]
     with DAG("rcpt_ids", schedule=None) as dag:
         GlobeSmsDeliverySensor(task_id="receipts", messages=ids, poke_interval=0.3)
@@ -185,10 +185,12 @@ def test_refused_credentials_fail_the_sensor_at_once(
     import time
 
     emulator = receipts(delivery_delay=0.2)
-    from airflow_provider_globesms.client import Credentials, DysmsClient
+    from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 
     ids = [
-        DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url).send_message("+85291234567", "x").message_id
+        GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
+        .send_message("+85291234567", "x")
+        .message_id
     ]
     monkeypatch.setenv("AIRFLOW_CONN_GLOBESMS_DEFAULT", connection_json(emulator.url, password="rotated"))
     with DAG("rcpt_refused", schedule=None) as dag:

@@ -14,7 +14,7 @@ from alibabacloud_dysmsapi20180501.client import Client as SdkClient
 from alibabacloud_tea_openapi import models as openapi_models
 from alibabacloud_tea_openapi.exceptions import ClientException
 
-from airflow_provider_globesms.client import Credentials, DysmsClient, count_segments
+from airflow_provider_globesms.client import Credentials, GlobeSmsClient, count_segments
 from airflow_provider_globesms.client.signing import utc_timestamp
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_globesms.emulator.gateway import FAILURE_CODES
@@ -93,7 +93,7 @@ def test_official_sdk_sees_a_wrong_secret_refused(emulator: EmulatorServer) -> N
 
 def test_receipts_fail_at_the_configured_rate() -> None:
     with EmulatorServer(EmulatorConfig(delivery_delay=0.1, failure_rate=1.0, seed=1)) as emulator:
-        client = DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
+        client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
         sent = client.send_message("+85291234567", "hello")
         time.sleep(0.3)
         result = client.query_message(sent.message_id)
@@ -233,7 +233,7 @@ def test_a_burst_over_the_cap_is_throttled() -> None:
 
 def test_a_client_under_the_cap_is_never_throttled() -> None:
     with EmulatorServer(EmulatorConfig(qps=20, delivery_delay=0)) as emulator:
-        client = DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, max_qps=15)
+        client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, max_qps=15)
         with client, ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: client.send_message(f"+8529123{n:04d}", "hi"), range(40)))
         stats = emulator.stats()

@@ -19,7 +19,7 @@ from alibabacloud_dysmsapi20180501 import models as sms_models
 from alibabacloud_dysmsapi20180501.client import Client as SdkClient
 from alibabacloud_tea_openapi import models as openapi_models
 
-from airflow_provider_globesms.client import Credentials, DysmsClient
+from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer, Faults
 from tests.emulator_helpers import call, send, sign
 
@@ -71,7 +71,7 @@ def test_hang_fault_makes_the_client_report_unknown_not_resend(emulator: Emulato
     from airflow_provider_globesms.client import OutcomeUnknownError, Timeout
 
     emulator.set_faults(hang=1.0, hang_seconds=2)
-    client = DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, timeout=Timeout(1, 0.3))
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, timeout=Timeout(1, 0.3))
     with client, pytest.raises(OutcomeUnknownError):
         client.send_message("+85291234567", "hello")
     # The original hung; its byte-identical replay met SignatureNonceUsed: one message, never two.

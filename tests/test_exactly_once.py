@@ -28,7 +28,7 @@ from typing import IO, Any
 import pytest
 from airflow.sdk import DAG
 
-from airflow_provider_globesms.client import ConfigurationError, Credentials, DysmsClient, Timeout
+from airflow_provider_globesms.client import ConfigurationError, Credentials, GlobeSmsClient, Timeout
 from airflow_provider_globesms.client.bulk import BulkSender, Campaign, LedgerError
 from airflow_provider_globesms.client.lease import Holder, ObjectLease
 from airflow_provider_globesms.client.report import ResultsWriter
@@ -331,7 +331,7 @@ def test_a_copy_whose_lease_expires_during_a_stalled_write_does_not_send(emulato
     def one_copy(root: Any, name: str, wait: float) -> None:
         lease = ObjectLease(root / "lease", Holder(description=name), ttl=2, skew=0.5)
         lease.acquire(wait=wait)
-        client = DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, timeout=Timeout(1, 2))
+        client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, timeout=Timeout(1, 2))
         campaign = Campaign(client, lambda row: "Hello", ["stalled", "run", "task", "-1"])
         items = [campaign.prepare(n + 1, {"to": to}) for n, to in enumerate(numbers)]
         sender = BulkSender(

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_globesms.client import Credentials, DysmsClient, RetryPolicy, Timeout
+from airflow_provider_globesms.client import Credentials, GlobeSmsClient, RetryPolicy, Timeout
 from airflow_provider_globesms.client.signing import SignedRequest
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from tests.emulator_helpers import sign
@@ -271,7 +271,7 @@ def test_many_concurrent_keep_alive_connections_then_a_quick_stop(emulator: Emul
 def test_real_client_retries_a_reset_before_and_sends_once(emulator: EmulatorServer, make_proxy: ProxyFactory) -> None:
     proxy = make_proxy()
     proxy.set_schedule(["reset_before"])
-    client = DysmsClient(
+    client = GlobeSmsClient(
         Credentials("AKID", "SECRET"),
         endpoint=proxy.url,
         timeout=Timeout(connect=1, read=2),

@@ -19,7 +19,7 @@ from airflow.sdk import DAG
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_globesms.client import ConfigurationError, Credentials, DysmsClient, GlobeSmsError
+from airflow_provider_globesms.client import ConfigurationError, Credentials, GlobeSmsClient, GlobeSmsError
 from airflow_provider_globesms.client.replies import scrub_gateway_text
 from airflow_provider_globesms.emulator import EmulatorServer
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
@@ -61,7 +61,9 @@ def test_no_encoding_of_a_token_or_number_survives_the_scrub(
 def test_a_wrong_secret_with_a_token_leaks_neither_and_says_what_to_check(
     globesms_emulator: EmulatorServer, scheme: str
 ) -> None:
-    client = DysmsClient(Credentials("AKID", "WRONG", TOKEN), endpoint=globesms_emulator.url, signature_version=scheme)
+    client = GlobeSmsClient(
+        Credentials("AKID", "WRONG", TOKEN), endpoint=globesms_emulator.url, signature_version=scheme
+    )
     with client, pytest.raises(GlobeSmsError) as caught:
         client.send_message(f"+{NUMBER}", "hi")
     text = str(caught.value)
@@ -149,7 +151,7 @@ def test_a_validity_period_beyond_72_hours_is_refused_before_sending(
 ) -> None:
     from airflow_provider_globesms.client import InvalidFieldError
 
-    with DysmsClient(Credentials("AKID", "SECRET"), endpoint=globesms_emulator.url) as client:
+    with GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=globesms_emulator.url) as client:
         with pytest.raises(InvalidFieldError, match="at most 259200 seconds"):
             client.send_message("+85291234567", "hi", validity_period=period)
         client.send_message("+85291234567", "hi", validity_period=259_200)

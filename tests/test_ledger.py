@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from airflow.sdk import ObjectStoragePath
 
-from airflow_provider_globesms.client import Credentials, DysmsClient
+from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 from airflow_provider_globesms.client.bulk import BulkSender, Campaign, Spill, validate
 from airflow_provider_globesms.client.ledger import LedgerEntry, SqliteLedger, Status, message_key
 from airflow_provider_globesms.client.recipients import rows_from_records
@@ -110,7 +110,7 @@ def test_a_crash_is_settled_by_replaying_what_was_pending() -> None:
     arrived, so it is not resent) and accepts the one it has not (so it is sent, once).
     """
     with EmulatorServer(EmulatorConfig(delivery_delay=0)) as emulator, tempfile.TemporaryDirectory() as workdir:
-        client = DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
+        client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
         rows = [{"to": "+85291234567", "name": "Ann"}, {"to": "+6591234567", "name": "Bo"}]
         campaign = Campaign(client, lambda r: f"Hi {r['name']}", SCOPE)
         spill = Spill(campaign, workdir)
@@ -138,7 +138,7 @@ def test_a_crash_is_settled_by_replaying_what_was_pending() -> None:
 
 
 def _campaign(emulator: EmulatorServer, workdir: str, count: int = 1) -> tuple[Campaign, Spill]:
-    client = DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
     rows = [{"to": f"+8529123{n:04d}", "name": f"C{n}"} for n in range(count)]
     campaign = Campaign(client, lambda r: f"Hi {r['name']}", SCOPE)
     spill = Spill(campaign, workdir)
@@ -152,7 +152,7 @@ def test_a_worker_killed_while_a_throttled_message_waits_still_sends_it_once() -
     import asyncio
 
     with EmulatorServer(EmulatorConfig(qps=1, delivery_delay=0)) as emulator, tempfile.TemporaryDirectory() as workdir:
-        DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url).send_message(
+        GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url).send_message(
             "+6591234567", "fills the second"
         )
         campaign, spill = _campaign(emulator, workdir)

@@ -14,7 +14,7 @@ from airflow.sdk import DAG
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_globesms.client import ConfigurationError, Credentials, DysmsClient, InvalidFieldError
+from airflow_provider_globesms.client import ConfigurationError, Credentials, GlobeSmsClient, InvalidFieldError
 from airflow_provider_globesms.client.phone import parse_number
 from airflow_provider_globesms.emulator import EmulatorServer
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
@@ -62,7 +62,7 @@ def test_the_plus_form_of_any_countrys_example_mobile_is_never_called_ambiguous(
 def test_the_refusal_says_what_to_write_and_nothing_reaches_the_emulator(
     globesms_emulator: EmulatorServer,
 ) -> None:
-    with DysmsClient(Credentials("AKID", "SECRET"), endpoint=globesms_emulator.url) as client:
+    with GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=globesms_emulator.url) as client:
         with pytest.raises(InvalidFieldError, match=r"write \+13123456789 if you mean that number") as caught:
             client.send_message("13123456789", "Hi Li, your code is 4711")
         assert caught.value.field == "to"
@@ -74,12 +74,12 @@ def test_the_refusal_says_what_to_write_and_nothing_reaches_the_emulator(
 def test_default_region_reads_national_forms_and_an_unknown_region_is_refused(
     globesms_emulator: EmulatorServer,
 ) -> None:
-    with DysmsClient(Credentials("AKID", "SECRET"), endpoint=globesms_emulator.url, default_region="hk") as client:
+    with GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=globesms_emulator.url, default_region="hk") as client:
         client.send_message("9123 4567", "national form")
         client.send_message("85291234568", "bare international form still works")
     assert sorted(m["to"] for m in globesms_emulator.messages()) == ["85291234567", "85291234568"]
     with pytest.raises(ConfigurationError, match="default_region 'XX'"):
-        DysmsClient(Credentials("AKID", "SECRET"), endpoint=globesms_emulator.url, default_region="XX")
+        GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=globesms_emulator.url, default_region="XX")
 
 
 def test_the_emulator_reads_bare_digits_as_the_api_does() -> None:

@@ -11,7 +11,7 @@ from airflow_provider_globesms.client import (
     AuthenticationError,
     BusinessError,
     Credentials,
-    DysmsClient,
+    GlobeSmsClient,
     OutcomeUnknownError,
     ReceivedWithoutAnswerError,
     RequestNotSentError,
@@ -20,7 +20,7 @@ from airflow_provider_globesms.client import (
     ThrottlingError,
     Timeout,
 )
-from airflow_provider_globesms.client.client import SEND
+from airflow_provider_globesms.client.blocking import SEND
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 
 FAST = RetryPolicy(max_attempts=4, max_throttled_attempts=4, backoff_base=0.01, backoff_cap=0.05)
@@ -32,10 +32,10 @@ def emulator() -> Iterator[EmulatorServer]:
         yield server
 
 
-def client_for(url: str, **kwargs: object) -> DysmsClient:
+def client_for(url: str, **kwargs: object) -> GlobeSmsClient:
     options: dict[str, object] = {"retry": FAST, "timeout": Timeout(connect=1, read=2)}
     options.update(kwargs)
-    return DysmsClient(Credentials("AKID", "SECRET"), endpoint=url, **options)  # type: ignore[arg-type]
+    return GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=url, **options)  # type: ignore[arg-type]
 
 
 def send_requests(emulator: EmulatorServer) -> int:
@@ -163,7 +163,7 @@ def test_business_refusals_are_not_retried(emulator: EmulatorServer) -> None:
 
 
 def test_wrong_secret_is_an_authentication_error_not_retried(emulator: EmulatorServer) -> None:
-    client = DysmsClient(Credentials("AKID", "WRONG"), endpoint=emulator.url, retry=FAST)
+    client = GlobeSmsClient(Credentials("AKID", "WRONG"), endpoint=emulator.url, retry=FAST)
     with client, pytest.raises(AuthenticationError) as caught:
         client.send_message("+85291234567", "hello")
     assert caught.value.code == "SignatureDoesNotMatch"

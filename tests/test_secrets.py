@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from airflow_provider_globesms.client import Credentials, DysmsClient, OutcomeUnknownError, Timeout
+from airflow_provider_globesms.client import Credentials, GlobeSmsClient, OutcomeUnknownError, Timeout
 from airflow_provider_globesms.emulator import EmulatorServer
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
 
@@ -59,7 +59,7 @@ def test_reprs_hide_the_secret(globesms_conn: Callable[..., EmulatorServer]) -> 
 def test_error_texts_hide_the_secret_and_the_number(globesms_emulator: EmulatorServer) -> None:
     globesms_emulator.gateway.config.keys["AKID"] = SECRET
     globesms_emulator.set_faults(script=["hang"], hang_seconds=2)
-    client = DysmsClient(
+    client = GlobeSmsClient(
         Credentials("AKID", SECRET, TOKEN), endpoint=globesms_emulator.url, timeout=Timeout(connect=1, read=0.3)
     )
     with client, pytest.raises(OutcomeUnknownError) as caught:

@@ -9,7 +9,7 @@ import pytest
 
 from airflow_provider_globesms.client import (
     Credentials,
-    DysmsClient,
+    GlobeSmsClient,
     InvalidFieldError,
     mask_number,
     parse_number,
@@ -24,9 +24,9 @@ def emulator() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-def client(emulator: EmulatorServer) -> Iterator[DysmsClient]:
+def client(emulator: EmulatorServer) -> Iterator[GlobeSmsClient]:
     emulator.clear()
-    with DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url) as c:
+    with GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url) as c:
         yield c
 
 
@@ -71,7 +71,7 @@ BAD_SEND_VALUES: list[tuple[str, Any, str, str]] = [
 
 @pytest.mark.parametrize(("field", "value", "reason", "error_field"), BAD_SEND_VALUES)
 def test_send_refuses_bad_value_before_any_request(
-    client: DysmsClient, emulator: EmulatorServer, field: str, value: Any, reason: str, error_field: str
+    client: GlobeSmsClient, emulator: EmulatorServer, field: str, value: Any, reason: str, error_field: str
 ) -> None:
     with pytest.raises(InvalidFieldError) as caught:
         client.send_message(**{**GOOD, field: value})
@@ -80,7 +80,7 @@ def test_send_refuses_bad_value_before_any_request(
     assert requests_received(emulator) == 0
 
 
-def test_refused_numbers_are_masked_in_the_error(client: DysmsClient) -> None:
+def test_refused_numbers_are_masked_in_the_error(client: GlobeSmsClient) -> None:
     with pytest.raises(InvalidFieldError) as caught:
         client.send_message("+8613800138000", "hello")
     assert "13800138000" not in str(caught.value)
@@ -89,7 +89,7 @@ def test_refused_numbers_are_masked_in_the_error(client: DysmsClient) -> None:
 
 def test_message_length_limit_is_configurable(emulator: EmulatorServer) -> None:
     emulator.clear()
-    with DysmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, max_message_length=1500) as client:
+    with GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, max_message_length=1500) as client:
         with pytest.raises(InvalidFieldError, match="more than the 1500 allowed"):
             client.send_message("+85291234567", "x" * 1501)
         assert requests_received(emulator) == 0
@@ -108,27 +108,27 @@ def test_message_length_limit_is_configurable(emulator: EmulatorServer) -> None:
     ],
 )
 def test_batch_refuses_before_any_request(
-    client: DysmsClient, emulator: EmulatorServer, to: Any, message: Any, reason: str
+    client: GlobeSmsClient, emulator: EmulatorServer, to: Any, message: Any, reason: str
 ) -> None:
     with pytest.raises(InvalidFieldError, match=reason):
         client.batch_send(to, message)
     assert requests_received(emulator) == 0
 
 
-def test_batch_names_the_bad_number_by_position(client: DysmsClient) -> None:
+def test_batch_names_the_bad_number_by_position(client: GlobeSmsClient) -> None:
     with pytest.raises(InvalidFieldError) as caught:
         client.batch_send(["+85291234567", "+85291234568", "bad"], "hi")
     assert caught.value.field == "to[2]"
 
 
 @pytest.mark.parametrize("message_id", ["", "   ", None])
-def test_query_refuses_empty_message_id(client: DysmsClient, emulator: EmulatorServer, message_id: Any) -> None:
+def test_query_refuses_empty_message_id(client: GlobeSmsClient, emulator: EmulatorServer, message_id: Any) -> None:
     with pytest.raises(InvalidFieldError):
         client.query_message(message_id)
     assert requests_received(emulator) == 0
 
 
-def test_good_values_pass_and_reach_the_api(client: DysmsClient, emulator: EmulatorServer) -> None:
+def test_good_values_pass_and_reach_the_api(client: GlobeSmsClient, emulator: EmulatorServer) -> None:
     result = client.send_message(
         "+852 9123-4567",
         "Hello",

@@ -1,13 +1,13 @@
-"""The Dysms (Alibaba Cloud international SMS) client. Imports nothing from Airflow."""
+"""The client of Alibaba Cloud's international SMS API (Dysmsapi). Imports nothing from Airflow."""
 
 from __future__ import annotations
 
-from airflow_provider_globesms.client.client import (
+from airflow_provider_globesms.client.blocking import (
     BATCH_SEND,
     DEFAULT_MAX_QPS,
     QUERY,
     SEND,
-    DysmsClient,
+    GlobeSmsClient,
 )
 from airflow_provider_globesms.client.errors import (
     ApiError,
@@ -36,6 +36,8 @@ from airflow_provider_globesms.client.segments import SegmentCount, count_segmen
 from airflow_provider_globesms.client.signing import Credentials
 from airflow_provider_globesms.client.transport import Endpoint, Timeout
 
+DysmsClient = GlobeSmsClient  # its name before 0.2, kept for existing code
+
 __all__ = [
     "BATCH_SEND",
     "DEFAULT_MAX_QPS",
@@ -50,6 +52,7 @@ __all__ = [
     "DysmsClient",
     "Endpoint",
     "GatewayError",
+    "GlobeSmsClient",
     "GlobeSmsError",
     "InvalidFieldError",
     "OutcomeUnknownError",

@@ -2,8 +2,8 @@
 
 At the account's 2,000/s cap and 100-300 ms of latency, several hundred requests are in flight at
 once. Threads pay for that in GIL contention (measured: twice the CPU per send); one event loop
-does not. ``AsyncDysmsClient`` wraps a ``DysmsClient`` and shares everything with it except the
-I/O: signing, validation, the rate limiters, the counters and, through ``DysmsClient.new_call``, the
+does not. ``AsyncGlobeSmsClient`` wraps a ``GlobeSmsClient`` and shares everything with it except the
+I/O: signing, validation, the rate limiters, the counters and, through ``GlobeSmsClient.new_call``, the
 send state machine (``call``) that decides every retry.
 """
 
@@ -17,8 +17,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from airflow_provider_globesms.client.blocking import QUERY, SEND, GlobeSmsClient
 from airflow_provider_globesms.client.call import Call
-from airflow_provider_globesms.client.client import QUERY, SEND, DysmsClient
 from airflow_provider_globesms.client.http11 import RECV_SIZE, ReplyParser, encode_request, reset_error
 from airflow_provider_globesms.client.models import QueryMessageResult, SendMessageRequest, SendMessageResult
 from airflow_provider_globesms.client.phone import mask_number
@@ -135,13 +135,13 @@ class AsyncConnectionPool:
             writer.close()
 
 
-class AsyncDysmsClient:
+class AsyncGlobeSmsClient:
     """SendMessageToGlobe and QueryMessage from coroutines, with the blocking client's rules.
 
     ``retry`` overrides the wrapped client's policy (the bulk sender sets ``confirm_by_replay`` there).
     """
 
-    def __init__(self, client: DysmsClient, max_connections: int = 100, retry: RetryPolicy | None = None) -> None:
+    def __init__(self, client: GlobeSmsClient, max_connections: int = 100, retry: RetryPolicy | None = None) -> None:
         self.client = client
         self.retry = retry or client.retry
         self._pool = AsyncConnectionPool(
@@ -171,7 +171,7 @@ class AsyncDysmsClient:
         return await self._run(call, before_exchange, after_refusal)
 
     async def replay_send(self, signed: SignedRequest) -> SendMessageResult:
-        """See ``DysmsClient.replay_send``."""
+        """See ``GlobeSmsClient.replay_send``."""
         return await self._run(
             self.client.new_call(
                 SEND,
@@ -184,7 +184,7 @@ class AsyncDysmsClient:
         )
 
     async def query_message(self, message_id: object) -> QueryMessageResult:
-        """See ``DysmsClient.query_message``."""
+        """See ``GlobeSmsClient.query_message``."""
         params = self.client.build_query_request(message_id).to_params()
         return await self._run(self.client.new_call(QUERY, params, QueryMessageResult, idempotent=True))
 
@@ -224,3 +224,6 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:  # pragma: no cover
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+AsyncDysmsClient = AsyncGlobeSmsClient  # its name before 0.2, kept for existing code

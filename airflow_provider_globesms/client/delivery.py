@@ -9,7 +9,6 @@ computed inside SQLite.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -20,7 +19,7 @@ from typing import IO, Any
 import msgspec
 from tabulate import tabulate
 
-from airflow_provider_globesms.client.aio import AsyncDysmsClient
+from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
 from airflow_provider_globesms.client.errors import (
     AuthenticationError,
     BusinessError,
@@ -28,6 +27,7 @@ from airflow_provider_globesms.client.errors import (
     GlobeSmsError,
 )
 from airflow_provider_globesms.client.models import DeliveryStatus, QueryMessageResult
+from airflow_provider_globesms.client.sqlite import open_sqlite
 
 PENDING, DELIVERED, FAILED, EXPIRED, QUERY_FAILED, UNTRACKED = (
     "pending",
@@ -112,10 +112,7 @@ class DeliveryTracker:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(str(self.path), schema=_SCHEMA)
 
     @property
     def source(self) -> str | None:
@@ -163,7 +160,7 @@ class DeliveryTracker:
         ).fetchall()
         return [(int(r[0]), str(r[1])) for r in rows]
 
-    async def poll_round(self, client: AsyncDysmsClient, concurrency: int = 64, batch: int = 2000) -> Round:
+    async def poll_round(self, client: AsyncGlobeSmsClient, concurrency: int = 64, batch: int = 2000) -> Round:
         """Query every pending message once (paced by the client's QueryMessage limiter)."""
         started = time.monotonic()
         queried = became_final = errors = 0

@@ -1,4 +1,4 @@
-"""Typed errors of the Dysms client.
+"""Typed errors of the client.
 
 Three families, told apart by what a caller may do next:
 

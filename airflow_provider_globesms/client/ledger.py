@@ -23,7 +23,6 @@ import enum
 import hashlib
 import json
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,6 +34,7 @@ import msgspec
 
 from airflow_provider_globesms.client.phone import mask_number
 from airflow_provider_globesms.client.signing import SignedRequest
+from airflow_provider_globesms.client.sqlite import open_sqlite
 
 
 class Status(str, enum.Enum):
@@ -182,11 +182,8 @@ class SqliteLedger:
         self._cipher = cipher
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=60)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("PRAGMA secure_delete=ON")  # a settled request's bytes do not linger in free pages
-        self._db.executescript(_SCHEMA)
+        # secure_delete: a settled request's bytes do not linger in free pages
+        self._db = open_sqlite(str(self.path), secure_delete=True, timeout=60, schema=_SCHEMA)
         self._lock = threading.Lock()
         self._buffer: dict[str, LedgerEntry] = {}
         self._buffered_since = 0.0

@@ -18,8 +18,9 @@ _ALNUM_SENDER = re.compile(r"[A-Za-z0-9]{1,11}")
 _NUMERIC_SENDER = re.compile(r"[0-9]{1,15}")
 
 
-def _short(value: str, limit: int = 40) -> str:
-    return value if len(value) <= limit else value[: limit - 1] + "…"
+def shorten(text: str, limit: int = 40, ellipsis: str = "…") -> str:
+    """``text`` cut to ``limit`` characters, the cut marked by ``ellipsis`` (``"..."`` keeps an SMS GSM-7)."""
+    return text if len(text) <= limit else text[: max(limit - len(ellipsis), 1)] + ellipsis
 
 
 def check_message(value: object, max_length: int = DEFAULT_MAX_MESSAGE_LENGTH, field: str = "message") -> str:
@@ -48,7 +49,7 @@ def check_sender(value: object, field: str = "sender") -> str:
         reason = "sender ID is empty"
     else:
         reason = "a sender ID may hold only the letters A-Z, a-z and the digits 0-9"
-    raise InvalidFieldError(field, _short(text), reason)
+    raise InvalidFieldError(field, shorten(text), reason)
 
 
 def check_task_id(value: object, field: str = "campaign_id") -> str:
@@ -60,7 +61,7 @@ def check_task_id(value: object, field: str = "campaign_id") -> str:
         raise InvalidFieldError(field, None, "TaskId is empty (1 to 255 characters)")
     if len(text) > MAX_TASK_ID_LENGTH:
         raise InvalidFieldError(
-            field, _short(text), f"TaskId has {len(text)} characters, more than {MAX_TASK_ID_LENGTH}"
+            field, shorten(text), f"TaskId has {len(text)} characters, more than {MAX_TASK_ID_LENGTH}"
         )
     return text
 
@@ -77,12 +78,12 @@ def check_validity_period(value: object, field: str = "validity_period") -> int:
     if isinstance(value, str) and value.strip().isdigit():
         value = int(value.strip())
     if not isinstance(value, int):
-        raise InvalidFieldError(field, _short(str(value)), "expected a positive whole number of seconds")
+        raise InvalidFieldError(field, shorten(str(value)), "expected a positive whole number of seconds")
     if value <= 0:
         raise InvalidFieldError(field, str(value), "must be a positive number of seconds")
     if value > MAX_VALIDITY_PERIOD:
         raise InvalidFieldError(
-            field, _short(str(value)), f"at most {MAX_VALIDITY_PERIOD} seconds (72 hours, what carriers keep)"
+            field, shorten(str(value)), f"at most {MAX_VALIDITY_PERIOD} seconds (72 hours, what carriers keep)"
         )
     return value
 
@@ -90,19 +91,19 @@ def check_validity_period(value: object, field: str = "validity_period") -> int:
 def check_sms_type(value: object, field: str = "sms_type") -> str:
     """Type: OTP, NOTIFY or MKT (case-insensitive, sent upper-case)."""
     if not isinstance(value, str) or value.upper() not in SMS_TYPES:
-        raise InvalidFieldError(field, _short(str(value)), f"must be one of {', '.join(SMS_TYPES)}")
+        raise InvalidFieldError(field, shorten(str(value)), f"must be one of {', '.join(SMS_TYPES)}")
     return value.upper()
 
 
 def check_channel_id(value: object, field: str = "channel_id") -> str:
     """``value`` as a non-empty channel ID string, else ``InvalidFieldError``."""
     if not isinstance(value, str | int) or isinstance(value, bool) or not str(value):
-        raise InvalidFieldError(field, _short(str(value)), "expected a non-empty channel ID")
+        raise InvalidFieldError(field, shorten(str(value)), "expected a non-empty channel ID")
     return str(value)
 
 
 def check_message_id(value: object, field: str = "message_id") -> str:
     """``value`` as a non-empty MessageId string (stripped), else ``InvalidFieldError``."""
     if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
-        raise InvalidFieldError(field, _short(str(value)), "expected a non-empty MessageId")
+        raise InvalidFieldError(field, shorten(str(value)), "expected a non-empty MessageId")
     return str(value).strip()

@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from airflow_provider_globesms.client.client import BATCH_SEND, QUERY, SEND
+from airflow_provider_globesms.client.blocking import BATCH_SEND, QUERY, SEND
 from airflow_provider_globesms.client.signing import API_VERSION
 from airflow_provider_globesms.emulator.carrier import FAILURE_CODES, Carrier
 from airflow_provider_globesms.emulator.config import EmulatorConfig

@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_globesms.client.client import BATCH_SEND, SEND
+from airflow_provider_globesms.client.blocking import BATCH_SEND, SEND
 from airflow_provider_globesms.client.errors import InvalidFieldError
 from airflow_provider_globesms.client.models import MAX_BATCH_NUMBERS, DeliveryStatus
 from airflow_provider_globesms.client.phone import parse_number

@@ -16,6 +16,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from airflow_provider_globesms.client.models import DeliveryStatus
+from airflow_provider_globesms.client.sqlite import open_sqlite
 
 _log = logging.getLogger(__name__)
 _STATUS_NAMES: dict[int, str] = {DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.FAILED: "failed"}
@@ -154,11 +155,7 @@ class MessageStore:
 
     def __init__(self, path: str = ":memory:") -> None:
         self.path = path
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        if path != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(path, synchronous="NORMAL", schema=_SCHEMA)
         self._pending: dict[str, StoredMessage] = {}
         self.store_errors = 0
         self._oldest_pending = 0.0

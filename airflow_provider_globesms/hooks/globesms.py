@@ -1,4 +1,4 @@
-"""GlobeSmsHook: an Airflow connection turned into a ``DysmsClient``.
+"""GlobeSmsHook: an Airflow connection turned into a ``GlobeSmsClient``.
 
 The hook only translates: connection fields and extras (or the official Alibaba provider's
 ``alibaba_cloud`` connection, or Alibaba's standard environment variables) become client settings.
@@ -23,7 +23,7 @@ from airflow_provider_globesms.client import (
     BusinessError,
     ConfigurationError,
     Credentials,
-    DysmsClient,
+    GlobeSmsClient,
     GlobeSmsError,
     QueryMessageResult,
     SendMessageResult,
@@ -151,13 +151,13 @@ class GlobeSmsHook(BaseHook):
     # --- client --------------------------------------------------------------------------------
 
     @cached_property
-    def client(self) -> DysmsClient:
+    def client(self) -> GlobeSmsClient:
         """The client built from the connection (built once)."""
         return self.client_from_settings(self.settings)
 
-    def client_from_settings(self, s: GlobeSmsSettings) -> DysmsClient:
+    def client_from_settings(self, s: GlobeSmsSettings) -> GlobeSmsClient:
         """A client from ``s``, with the hook's own timeout, rate and region overrides."""
-        return DysmsClient(
+        return GlobeSmsClient(
             Credentials(s.access_key_id, s.access_key_secret, s.security_token),
             region_id=s.region_id,
             endpoint=s.endpoint,
@@ -168,12 +168,12 @@ class GlobeSmsHook(BaseHook):
             default_region=self._default_region or s.default_region,
         )
 
-    async def aget_client(self) -> DysmsClient:
+    async def aget_client(self) -> GlobeSmsClient:
         """The client, built from a connection read without blocking (in the triggerer)."""
         conn = await self.aget_connection(self.globesms_conn_id)
         return self.client_from_settings(self.settings_from_connection(conn))
 
-    def get_conn(self) -> DysmsClient:
+    def get_conn(self) -> GlobeSmsClient:
         """The client."""
         return self.client
 

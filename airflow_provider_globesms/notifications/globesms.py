@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseNotifier
 
 from airflow_provider_globesms.client import (
-    DysmsClient,
+    GlobeSmsClient,
     GlobeSmsError,
     InvalidFieldError,
     OutcomeUnknownError,
@@ -25,8 +25,9 @@ from airflow_provider_globesms.client import (
     SendMessageResult,
     mask_number,
 )
-from airflow_provider_globesms.client.aio import AsyncDysmsClient
+from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
 from airflow_provider_globesms.client.segments import GSM7_SINGLE, count_segments
+from airflow_provider_globesms.client.validation import shorten
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
 
 if TYPE_CHECKING:
@@ -41,10 +42,6 @@ def _get(obj: Any, name: str) -> Any:
     if isinstance(obj, dict):
         return obj.get(name)
     return getattr(obj, name, None)
-
-
-def _short(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: max(limit - 3, 1)] + "..."
 
 
 def default_message(context: Context | dict[str, Any]) -> str:
@@ -73,7 +70,7 @@ def default_message(context: Context | dict[str, Any]) -> str:
         text = " ".join(candidate.split())
         if count_segments(text).units <= GSM7_SINGLE and count_segments(text).encoding == "GSM-7":
             return text
-    return _short(" ".join(head.split()), GSM7_SINGLE)
+    return shorten(" ".join(head.split()), GSM7_SINGLE, ellipsis="...")  # "…" would make it UCS-2
 
 
 class GlobeSmsNotifier(BaseNotifier):
@@ -143,7 +140,7 @@ class GlobeSmsNotifier(BaseNotifier):
         """The hook for ``globesms_conn_id`` (as rendered), reading numbers with ``default_region``."""
         return GlobeSmsHook(self.globesms_conn_id, default_region=self.default_region)
 
-    def _requests(self, context: Context | dict[str, Any], client: DysmsClient) -> list[SendMessageRequest]:
+    def _requests(self, context: Context | dict[str, Any], client: GlobeSmsClient) -> list[SendMessageRequest]:
         """Validated requests, one per number; a number that fails validation is logged and dropped."""
         text = self._text(context)
         numbers = [self.to] if isinstance(self.to, str) else list(self.to)
@@ -171,7 +168,7 @@ class GlobeSmsNotifier(BaseNotifier):
         """``notify`` without blocking the event loop."""
         try:
             client = await self.hook.aget_client()  # the connection read without blocking
-            aclient = AsyncDysmsClient(client)
+            aclient = AsyncGlobeSmsClient(client)
             try:
                 for request in self._requests(context, client):
                     try:

@@ -14,7 +14,7 @@ from airflow.sdk import BaseSensorOperator, conf
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 from airflow_provider_globesms.client import aio
-from airflow_provider_globesms.client.aio import AsyncDysmsClient
+from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
 from airflow_provider_globesms.client.delivery import DeliveryTracker, Round, summary_table
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
 from airflow_provider_globesms.storage import local_work_dir, store_file, task_instance_location
@@ -140,7 +140,7 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
         return pending == 0
 
     async def _poll(self, tracker: DeliveryTracker) -> Round:
-        client = AsyncDysmsClient(self.hook.client, max_connections=self.concurrency)
+        client = AsyncGlobeSmsClient(self.hook.client, max_connections=self.concurrency)
         try:
             return await tracker.poll_round(client, concurrency=self.concurrency)
         finally:

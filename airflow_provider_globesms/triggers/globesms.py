@@ -20,7 +20,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_globesms.client.aio import AsyncDysmsClient
+from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
 from airflow_provider_globesms.client.delivery import DeliveryTracker, read_jsonl
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
 from airflow_provider_globesms.storage import storage_path, store_file
@@ -100,7 +100,7 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until no receipt is pending or the timeout nears; yield one event with the summary and results."""
         client = await GlobeSmsHook(self.globesms_conn_id, max_connections=self.concurrency).aget_client()
-        aclient = AsyncDysmsClient(client, max_connections=self.concurrency)
+        aclient = AsyncGlobeSmsClient(client, max_connections=self.concurrency)
         with tempfile.TemporaryDirectory(prefix="globesms-receipts-") as workdir:
             tracker = DeliveryTracker(Path(workdir) / "receipts.sqlite3")
             try:

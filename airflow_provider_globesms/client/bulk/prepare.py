@@ -3,7 +3,6 @@ row, the masked number, the field and the reason; repeated number-and-text pairs
 
 from __future__ import annotations
 
-import sqlite3
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -12,7 +11,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from airflow_provider_globesms.client.client import DysmsClient
+from airflow_provider_globesms.client.blocking import GlobeSmsClient
 from airflow_provider_globesms.client.errors import (
     InvalidFieldError,
 )
@@ -22,6 +21,7 @@ from airflow_provider_globesms.client.ledger import (
 from airflow_provider_globesms.client.phone import mask_number, parse_number
 from airflow_provider_globesms.client.recipients import Row, UnreadableRow
 from airflow_provider_globesms.client.segments import count_segments
+from airflow_provider_globesms.client.sqlite import open_sqlite
 from airflow_provider_globesms.client.validation import check_message
 
 MAX_REASONS = 1000  # distinct invalid-row reasons counted (for "the most common reason")
@@ -62,7 +62,7 @@ class PreparedMessage:
 class Campaign:
     """One bulk send: the client, how to render a row's text, the options and the ledger scope."""
 
-    client: DysmsClient
+    client: GlobeSmsClient
     render: Callable[[Mapping[str, Any]], str]
     scope: Sequence[str]  # dag, run, task, map index: part of every message key
     options: dict[str, Any] = field(default_factory=dict)  # sender, sms_type, task_id, validity_period...
@@ -146,10 +146,12 @@ class Deduplicator:
 
     def __init__(self, directory: str | None = None) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="globesms-dedup-", dir=directory)
-        self._db = sqlite3.connect(f"{self._dir.name}/keys.sqlite3", isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=OFF")
-        self._db.execute("PRAGMA synchronous=OFF")
-        self._db.execute("CREATE TABLE keys (key TEXT PRIMARY KEY, row INTEGER NOT NULL) WITHOUT ROWID")
+        self._db = open_sqlite(
+            f"{self._dir.name}/keys.sqlite3",
+            journal="OFF",  # scratch: thrown away with the task
+            threads=False,
+            schema="CREATE TABLE keys (key TEXT PRIMARY KEY, row INTEGER NOT NULL) WITHOUT ROWID",
+        )
         self._db.execute("BEGIN")
         self._since_commit = 0
 

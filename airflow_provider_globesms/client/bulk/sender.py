@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any, Protocol
 
 from airflow_provider_globesms.client import aio
-from airflow_provider_globesms.client.aio import AsyncDysmsClient
+from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
 from airflow_provider_globesms.client.bulk.prepare import Campaign, PreparedMessage, RowError
 from airflow_provider_globesms.client.errors import (
     ApiError,
@@ -85,7 +85,7 @@ class BulkSender:
         self._lock = threading.Lock()  # the progress thread reads the summary
         self._progress: Progress | None = None
         self._fatal: BaseException | None = None
-        self._aclient: AsyncDysmsClient | None = None
+        self._aclient: AsyncGlobeSmsClient | None = None
         # Durable records waiting for the next group commit, and whether one is being written now.
         self._durable_queue: list[tuple[LedgerEntry, asyncio.Future[None]]] = []
         self._committing = False
@@ -106,7 +106,7 @@ class BulkSender:
         """Like ``run``, on the running event loop."""
         started = time.monotonic()
         retry = replace(self.client.retry, confirm_by_replay=self.confirm_unknown)
-        self._aclient = AsyncDysmsClient(self.client, max_connections=self.concurrency, retry=retry)
+        self._aclient = AsyncGlobeSmsClient(self.client, max_connections=self.concurrency, retry=retry)
         flusher = asyncio.create_task(self._flush_outcomes()) if self._ledger_threads is not None else None
         try:
             await self.recover()

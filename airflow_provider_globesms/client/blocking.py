@@ -1,4 +1,4 @@
-"""``DysmsClient``: SendMessageToGlobe, BatchSendMessageToGlobe and QueryMessage, signed and safe to retry.
+"""``GlobeSmsClient``: SendMessageToGlobe, BatchSendMessageToGlobe and QueryMessage, signed and safe to retry.
 
 One instance is thread-safe and meant to be shared by every sending thread of a process: it holds the
 connection pool and one rate limiter per action (the gateway's caps are per account and action).
@@ -70,7 +70,7 @@ def default_user_agent() -> str:
     return f"airflow-provider-globesms/{__version__} Python/{platform.python_version()}"
 
 
-class DysmsClient:
+class GlobeSmsClient:
     """Client of Alibaba Cloud's international SMS API (Dysmsapi 2018-05-01)."""
 
     def __init__(
@@ -123,7 +123,7 @@ class DysmsClient:
 
     def __repr__(self) -> str:
         return (
-            f"DysmsClient(endpoint={self.endpoint.url!r}, access_key_id={self.credentials.access_key_id!r}, "
+            f"GlobeSmsClient(endpoint={self.endpoint.url!r}, access_key_id={self.credentials.access_key_id!r}, "
             f"signature_version={self.signature_version!r})"
         )
 
@@ -260,7 +260,7 @@ class DysmsClient:
         """Close the connection pool (idle connections now, the others when returned)."""
         self._pool.close()
 
-    def __enter__(self) -> DysmsClient:
+    def __enter__(self) -> GlobeSmsClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
