@@ -44,6 +44,11 @@ def _get(obj: Any, name: str) -> Any:
     return getattr(obj, name, None)
 
 
+def _with_jinja(dag: Any) -> Any:
+    """``dag`` if it can give a Jinja environment, else None: the scheduler's serialized DAG cannot."""
+    return dag if hasattr(dag, "get_template_env") else None
+
+
 def default_message(context: Context | dict[str, Any]) -> str:
     """``Airflow: etl.load failed (try 2) run scheduled__2026-11-21 <log URL>``, in one segment if it can."""
     ti = context.get("task_instance") or context.get("ti")
@@ -111,21 +116,17 @@ class GlobeSmsNotifier(BaseNotifier):
         """Render the templated fields, with the default Jinja environment when the DAG has none."""
         # DAG-level callbacks may get the scheduler's serialized DAG, which has no Jinja environment:
         # render with the default one rather than fail to alert.
-        if jinja_env is None and not hasattr(context.get("dag"), "get_template_env"):
-            jinja_env = self.get_template_env(dag=None)
-        super().render_template_fields(context, jinja_env)
+        super().render_template_fields(context, jinja_env or self.get_template_env(dag=_with_jinja(context.get("dag"))))
 
     def _render(self, template: Any, context: Any, dag: Any = None) -> Any:
-        dag = dag or context.get("dag")
-        return super()._render(template, context, dag if hasattr(dag, "get_template_env") else None)
+        return super()._render(template, context, _with_jinja(dag or context.get("dag")))
 
     def _text(self, context: Context | dict[str, Any]) -> str:
         """The alert's text: the message rendered, else (no message, or its template failed) the default."""
         if not self.message:
             return default_message(context)
-        dag = context.get("dag")
         try:
-            env = self.get_template_env(dag=dag if hasattr(dag, "get_template_env") else None)
+            env = self.get_template_env(dag=_with_jinja(context.get("dag")))
             return str(self.render_template(self.message, context, env))  # type: ignore[arg-type]
         except Exception as exc:  # an alert is never lost to its own template
             self.log.error(
