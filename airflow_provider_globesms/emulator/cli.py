@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from airflow_provider_globesms.client.transport import is_loopback
-from airflow_provider_globesms.emulator.config import DEFAULT_KEYS, EmulatorConfig, Faults
+from airflow_provider_globesms.emulator.config import DEFAULT_KEYS, REQUEST_TIMEOUT, EmulatorConfig, Faults
 
 
 def _ratio(text: str) -> float:
@@ -66,8 +66,8 @@ def parser() -> argparse.ArgumentParser:
     limits.add_argument(
         "--request-timeout",
         type=_positive,
-        default=30.0,
-        help="seconds for a request to arrive whole, else 408 and the connection closes (default 30)",
+        default=REQUEST_TIMEOUT,
+        help=f"seconds for a request to arrive whole, else 408 and the connection closes (default {REQUEST_TIMEOUT:g})",
     )
     limits.add_argument("--seed", type=int, help="random seed, for repeatable runs")
     faults = p.add_argument_group("faults (shares of send calls; change at run time via /_emulator/faults)")

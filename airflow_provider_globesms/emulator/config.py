@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 DEFAULT_KEYS = {"AKID": "SECRET"}
+REQUEST_TIMEOUT = 30.0  # seconds for a request to arrive whole; far above what any real client needs
 
 
 FAULT_KINDS = ("throttle", "error_5xx", "reset", "hang", "internal_error")
@@ -86,7 +87,7 @@ class EmulatorConfig:
     # Required (as "Authorization: Bearer <token>") by /_emulator/*, which shows numbers and texts.
     inspection_token: str | None = field(default=None, repr=False)
     # Seconds for a request to arrive whole (from the connection opening or its first byte): then 408.
-    request_timeout: float = 30.0
+    request_timeout: float = REQUEST_TIMEOUT
 
     # Settings that may change while the emulator runs (``PATCH /_emulator/settings``).
     RUNTIME: ClassVar[tuple[str, ...]] = (

@@ -15,7 +15,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-REQUEST_TIMEOUT = 30.0  # seconds to receive one request; far above what any real client needs
+from airflow_provider_globesms.emulator.config import REQUEST_TIMEOUT
 
 _BODY = json.dumps({"Code": "RequestTimeout", "Message": "the request did not arrive in time"}).encode()
 _TIMEOUT_REPLY = (

@@ -16,9 +16,9 @@ from typing import Any
 import uvicorn
 
 from airflow_provider_globesms.emulator.app import EmulatorApp
-from airflow_provider_globesms.emulator.config import EmulatorConfig
+from airflow_provider_globesms.emulator.config import REQUEST_TIMEOUT, EmulatorConfig
 from airflow_provider_globesms.emulator.gateway import Gateway
-from airflow_provider_globesms.emulator.protocol import REQUEST_TIMEOUT, deadline_protocol
+from airflow_provider_globesms.emulator.protocol import deadline_protocol
 
 
 class _Server(uvicorn.Server):
