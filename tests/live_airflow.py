@@ -7,6 +7,7 @@ bounded wait). Waits are bounded; on a timeout the error carries the tail of eve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -124,9 +125,12 @@ class LiveAirflow:
         self.processes.clear()
 
     def kill(self, name: str) -> None:
-        """SIGKILL one component and everything it started (its process group)."""
+        """SIGKILL one component and every process under it, as if its machine died (a Celery worker's
+        pool, supervisors and tasks included, whatever process group they moved to)."""
         process = self.processes.pop(name)
-        os.killpg(process.pid, signal.SIGKILL)
+        for doomed in [process.pid, *_descendants(process.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(doomed, signal.SIGKILL)
         process.wait(timeout=10)
 
     def launch(self, name: str) -> None:
@@ -218,3 +222,22 @@ class LiveAirflow:
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         quoted = urllib.parse.quote(run_id, safe="")
         return list(self.api("GET", f"/dags/{dag_id}/dagRuns/{quoted}/taskInstances?limit=1000")["task_instances"])
+
+
+def parent_pid(pid: int) -> int:
+    """The parent of a process, read from /proc."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def _descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                children.setdefault(parent_pid(int(entry.name)), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found

@@ -10,11 +10,8 @@ Run with ``make test-cluster`` (it installs what it needs; see the README).
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
-import signal
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -25,7 +22,7 @@ import pytest
 
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_globesms.operators.globesms import default_campaign_id
-from tests.live_airflow import LiveAirflow
+from tests.live_airflow import LiveAirflow, parent_pid
 from tests_cluster import parts
 
 pytest.importorskip("airflow.providers.celery", reason="make test-cluster installs the Celery provider")
@@ -103,31 +100,10 @@ def kill_the_worker_of_a_sending_shard(airflow: LiveAirflow, emulator: EmulatorS
     workers = {p.pid: name for name, p in airflow.processes.items() if name.startswith("worker-")}
     pid = int(ti["pid"])
     while pid not in workers and pid > 1:  # up from the task's process to the worker that runs it
-        pid = _parent(pid)
+        pid = parent_pid(pid)
     victim = workers[pid]
-    for doomed in [pid, *_descendants(pid)]:  # the whole machine's share: worker, pool, supervisor, task
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(doomed, signal.SIGKILL)
-    airflow.processes.pop(victim).wait(timeout=10)
+    airflow.kill(victim)  # the whole machine's share: worker, pool, supervisor, task
     return victim
-
-
-def _parent(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def _descendants(pid: int) -> list[int]:
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                children.setdefault(_parent(int(entry.name)), []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
 
 
 @pytest.mark.parametrize("shards", [4])
