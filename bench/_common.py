@@ -8,7 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -68,6 +68,14 @@ def process_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def cpu_per_call(call: Callable[[int], object], calls: int, offset: int = 0) -> float:
+    """Process CPU seconds per ``call(n)``, over ``calls`` calls with n counting up from ``offset``."""
+    started = time.process_time()
+    for n in range(offset, offset + calls):
+        call(n)
+    return (time.process_time() - started) / calls
 
 
 def median(values: Sequence[float]) -> float:

@@ -14,24 +14,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import emulator_process, median, number, save, sdk_client, sdk_send, table
+from _common import cpu_per_call, emulator_process, median, number, save, sdk_client, sdk_send, table
 
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 
 TARGET = 0.6
-
-
-def cpu_per_call(send: Callable[[int], object], sends: int, offset: int) -> float:
-    started = time.process_time()
-    for n in range(offset, offset + sends):
-        send(n)
-    return (time.process_time() - started) / sends
 
 
 def main() -> int:

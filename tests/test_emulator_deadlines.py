@@ -106,8 +106,7 @@ POISONS = st.sampled_from(
 @settings(max_examples=60, deadline=None)
 @given(plan=st.lists(st.one_of(st.none(), POISONS), min_size=1, max_size=40), flush_every=st.integers(1, 50))
 def test_a_message_the_store_refuses_never_wedges_it(plan: list[dict[str, object] | None], flush_every: int) -> None:
-    store = MessageStore()
-    store.FLUSH_EVERY = flush_every
+    store = MessageStore(flush_every=flush_every)
     good = set()
     for n, poison in enumerate(plan):
         store.add(_message(n, **(poison or {})))

@@ -21,6 +21,7 @@ from alibabacloud_tea_openapi import models as openapi_models
 
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer, Faults
+from airflow_provider_globesms.emulator.cli import parser
 from tests.emulator_helpers import call, send, sign
 
 SEND_PARAMS = {"To": "85291234567", "Message": "hello"}
@@ -43,10 +44,21 @@ def test_throttle_fault(emulator: EmulatorServer) -> None:
 
 
 def test_5xx_fault(emulator: EmulatorServer) -> None:
-    emulator.set_faults(error_5xx=1.0)
+    emulator.set_faults(unavailable=1.0)
     answer = call(emulator, "SendMessageToGlobe", SEND_PARAMS)
     assert (answer.status, answer.code) == (503, "ServiceUnavailable")
     assert emulator.messages() == []
+
+
+def test_old_fault_names_still_work(emulator: EmulatorServer) -> None:
+    """``error_5xx`` (the name before 0.2, and ``--error-ratio`` on the command line) still means 503."""
+    assert emulator.set_faults(error_5xx=0.25)["unavailable"] == 0.25
+    emulator.set_faults(error_5xx=0.0, script=["error_5xx"])
+    answer = call(emulator, "SendMessageToGlobe", SEND_PARAMS)
+    assert (answer.status, answer.code) == (503, "ServiceUnavailable")
+    assert emulator.stats()["actions"]["SendMessageToGlobe"]["fault_unavailable"] == 1
+    old, new = (parser().parse_args([flag, "0.5"]) for flag in ("--error-ratio", "--unavailable-ratio"))
+    assert old.unavailable_ratio == new.unavailable_ratio == 0.5
 
 
 def test_reset_fault_resets_the_tcp_connection(emulator: EmulatorServer) -> None:
@@ -88,7 +100,7 @@ def test_fault_ratios_hold_over_many_calls() -> None:
 
 def test_faults_spare_queries(emulator: EmulatorServer) -> None:
     sent = call(emulator, "SendMessageToGlobe", SEND_PARAMS)
-    emulator.set_faults(error_5xx=1.0)
+    emulator.set_faults(unavailable=1.0)
     assert call(emulator, "QueryMessage", {"MessageId": sent.body["MessageId"]}).code == "OK"
 
 

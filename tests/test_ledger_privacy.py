@@ -82,7 +82,7 @@ def test_with_airflow_s_fernet_key_nothing_readable_is_kept_and_a_retry_still_se
         run_dag, campaign(str(tmp_path), retries=0, retry_delay=timedelta(0))
     )  # replay: unsealed, sent
     (summary,) = xcom_values(settled, "send")
-    assert (summary["received_without_id"], summary["unknown"], summary["accepted"]) == (1, 0, 5)
+    assert (summary["received"], summary["unknown"], summary["accepted"]) == (1, 0, 5)
     assert task_states(settled) == {"send": "success"}
     assert len(emulator.messages()) == 6
 

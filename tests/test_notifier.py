@@ -127,7 +127,7 @@ def test_a_failed_alert_is_logged_and_never_hides_the_task_error(
 ) -> None:
     emulator = globesms_conn()
     alert = GlobeSmsNotifier(to=["+8613800138000", ON_CALL], message="load failed")
-    emulator.set_faults(script=["error_5xx"] * 8)  # every try refused: the client gives up
+    emulator.set_faults(script=["unavailable"] * 8)  # every try refused: the client gives up
     with DAG("ntf_alert_fails", schedule=None) as dag:
 
         @task(on_failure_callback=alert, retries=0)

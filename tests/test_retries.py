@@ -64,7 +64,7 @@ def test_the_gateways_own_qps_cap_is_waited_out(emulator: EmulatorServer) -> Non
 
 
 def test_503_then_ok_sends_one_message(emulator: EmulatorServer) -> None:
-    emulator.set_faults(script=["error_5xx"])
+    emulator.set_faults(script=["unavailable"])
     with client_for(emulator.url) as client:
         client.send_message("+85291234567", "hello")
     assert send_requests(emulator) == 2

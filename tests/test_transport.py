@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from airflow_provider_globesms.client import ConfigurationError, Endpoint
 from airflow_provider_globesms.client.http11 import (
+    MAX_BODY_BYTES,
+    MAX_HEAD_BYTES,
     PeerClosed,
     ProtocolViolation,
     ReplyParser,
@@ -158,3 +163,86 @@ def test_a_status_code_must_be_ascii_digits(pair: tuple[socket.socket, socket.so
     serve(server, "HTTP/1.1 2² OK\r\nContent-Length: 0\r\n\r\n".encode("latin-1")).join()
     with pytest.raises(ProtocolViolation, match="status line"):
         read_reply(client, ReplyParser())
+
+
+_header_names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12).filter(
+    lambda name: name not in ("content-length", "transfer-encoding", "connection")
+)
+_header_values = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=20)
+
+
+def _wire(status: int, headers: list[tuple[str, str]], body: bytes, pieces: list[int] | None) -> bytes:
+    head = f"HTTP/1.1 {status} X\r\n" + "".join(f"{n}: {v}\r\n" for n, v in headers)
+    if pieces is None:
+        return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+    chunks, at = b"", 0
+    for size in [*pieces, len(body)]:
+        part = body[at : at + size]
+        at += len(part)
+        if part:
+            chunks += b"%x\r\n%s\r\n" % (len(part), part)
+    return f"{head}Transfer-Encoding: chunked\r\n\r\n".encode() + chunks + b"0\r\n\r\n"
+
+
+@given(
+    status=st.sampled_from([200, 400, 403, 404, 500, 503]),
+    headers=st.lists(st.tuples(_header_names, _header_values), max_size=6),
+    body=st.binary(max_size=300),
+    pieces=st.none() | st.lists(st.integers(1, 50), max_size=5),
+    cuts=st.lists(st.integers(0, 2000), max_size=8),
+    interim=st.booleans(),
+)
+@settings(max_examples=300, deadline=None)
+def test_any_split_of_a_reply_parses_the_same(
+    status: int,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    pieces: list[int] | None,
+    cuts: list[int],
+    interim: bool,
+) -> None:
+    """However TCP cuts a reply (an interim 100 before it or not), the parser returns the same whole reply
+    only once its last byte is in, and the headers and body it built."""
+    data = (b"HTTP/1.1 100 Continue\r\n\r\n" if interim else b"") + _wire(status, headers, body, pieces)
+    bounds = sorted({0, *(c % (len(data) + 1) for c in cuts), len(data)})
+    parser, replies = ReplyParser(), []
+    for start, end in itertools.pairwise(bounds):
+        replies.append(parser.feed(data[start:end]))
+    assert all(r is None for r in replies[:-1])
+    reply = replies[-1]
+    assert reply is not None
+    assert (reply.status, reply.body, reply.keep_alive) == (status, body, True)
+    expected: dict[str, list[str]] = {}
+    for name, value in headers:
+        expected.setdefault(name, []).append(value.strip())
+    assert {k: v for k, v in reply.headers.items() if k in expected} == {k: ", ".join(v) for k, v in expected.items()}
+
+
+def test_bytes_after_the_reply_make_the_connection_untrusted() -> None:
+    reply = ReplyParser().feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n")
+    assert reply is not None
+    assert reply.body == b"ok"
+    assert reply.keep_alive is False
+    reply = ReplyParser().feed(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\x00garbage")
+    assert reply is not None
+    assert reply.keep_alive is False
+
+
+def test_limits_on_head_and_body() -> None:
+    with pytest.raises(ProtocolViolation, match="64 KiB"):
+        ReplyParser().feed(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * MAX_HEAD_BYTES)
+    with pytest.raises(ProtocolViolation, match="larger than we accept"):
+        ReplyParser().feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (MAX_BODY_BYTES + 1))
+    parser = ReplyParser()
+    parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+    chunk = b"10000\r\n" + b"x" * 65536 + b"\r\n"
+    for _ in range(MAX_BODY_BYTES // 65536 - 1):
+        parser.feed(chunk)
+    with pytest.raises(ProtocolViolation, match="larger than we accept"):
+        parser.feed(chunk * 2)
+
+
+def test_bad_chunk_framing_is_a_protocol_violation() -> None:
+    parser = ReplyParser()
+    with pytest.raises(ProtocolViolation, match="malformed reply body"):
+        parser.feed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")

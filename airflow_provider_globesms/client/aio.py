@@ -104,7 +104,7 @@ class AsyncConnectionPool:
         except OSError as exc:
             writer.close()
             raise ExchangeError(Phase.WRITE, exc) from None
-        parser = ReplyParser(request.method)
+        parser = ReplyParser()
         try:
             reply = await _within(self.timeout.read, self._read(reader, parser))
         except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError) as exc:

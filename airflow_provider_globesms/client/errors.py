@@ -9,6 +9,10 @@ Three families, told apart by what a caller may do next:
   safe to resend) or ``OutcomeUnknownError`` (may have reached the API and been billed: never resend
   blindly; when it carries its signed ``request``, replaying those bytes later settles it).
 
+Outside the send itself: ``SourceError`` (the recipients as a whole cannot be read), ``RenderError`` (one
+row's text cannot be rendered), ``LedgerError`` and the lease errors (the exactly-once record cannot be
+kept: sending stops).
+
 Texts never carry the secret, the signature or a full phone number.
 """
 
@@ -154,3 +158,15 @@ class LeaseHeldError(GlobeSmsError):
 
 class LeaseLostError(GlobeSmsError):
     """The ledger's lease was ours but no longer certainly is: sending must stop now."""
+
+
+class SourceError(GlobeSmsError, ValueError):
+    """The recipient source as a whole cannot be used (wrong format, no 'to' column...)."""
+
+
+class RenderError(GlobeSmsError):
+    """The message template could not be rendered for a row (e.g. a missing variable)."""
+
+
+class LedgerError(GlobeSmsError):
+    """The ledger could not be written: sending must stop, or nothing protects against sending twice."""

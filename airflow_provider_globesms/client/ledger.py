@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +33,7 @@ import msgspec
 
 from airflow_provider_globesms.client.phone import mask_number
 from airflow_provider_globesms.client.signing import SignedRequest
-from airflow_provider_globesms.client.sqlite import open_sqlite
+from airflow_provider_globesms.client.sqlite import WriteBehind, open_sqlite
 
 
 class Status(str, enum.Enum):
@@ -185,8 +184,7 @@ class SqliteLedger:
         # secure_delete: a settled request's bytes do not linger in free pages
         self._db = open_sqlite(str(self.path), secure_delete=True, timeout=60, schema=_SCHEMA)
         self._lock = threading.Lock()
-        self._buffer: dict[str, LedgerEntry] = {}
-        self._buffered_since = 0.0
+        self._held_outcomes = WriteBehind(self._insert_locked, size=self.FLUSH_EVERY, age=self.FLUSH_AFTER)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r})"
@@ -217,14 +215,12 @@ class SqliteLedger:
         """Store entries as they are, in one transaction, past the outcome buffer (replays, snapshots)."""
         if entries:
             with self._lock:
-                self._db.execute("BEGIN")
-                self._db.executemany(_UPSERT, [self._db_row(e) for e in entries])
-                self._db.execute("COMMIT")
+                self._insert_locked(entries)
 
     def get(self, key: str) -> LedgerEntry | None:
         """The entry for ``key``, buffered or stored, or ``None``."""
         with self._lock:
-            buffered = self._buffer.get(key)
+            buffered = self._held_outcomes.get(key)
             if buffered is not None:
                 return buffered
             found = self._db.execute(f"{_SELECT} WHERE key = ?", (key,)).fetchone()
@@ -234,35 +230,23 @@ class SqliteLedger:
         """Durably record a batch of entries (pending ones, refusals) in one transaction."""
         with self._lock:
             for entry in entries:
-                self._buffer.pop(entry.key, None)
-            self._db.execute("BEGIN")
-            self._db.executemany(_UPSERT, [self._db_row(e) for e in entries])
-            self._db.execute("COMMIT")
+                self._held_outcomes.discard(entry.key)
+            self._insert_locked(entries)
+
+    def _insert_locked(self, entries: Sequence[LedgerEntry]) -> None:
+        self._db.execute("BEGIN")
+        self._db.executemany(_UPSERT, [self._db_row(e) for e in entries])
+        self._db.execute("COMMIT")
 
     def record(self, entry: LedgerEntry) -> None:
         """Record an outcome (buffered; see the class notes)."""
         with self._lock:
-            if not self._buffer:
-                self._buffered_since = time.monotonic()
-            self._buffer[entry.key] = entry
-            due = len(self._buffer) >= self.FLUSH_EVERY or time.monotonic() - self._buffered_since > self.FLUSH_AFTER
-            if due:
-                self._flush_locked()
-
-    def _flush_locked(self) -> list[LedgerEntry]:
-        if not self._buffer:
-            return []
-        entries = list(self._buffer.values())
-        self._buffer.clear()
-        self._db.execute("BEGIN")
-        self._db.executemany(_UPSERT, [self._db_row(e) for e in entries])
-        self._db.execute("COMMIT")
-        return entries
+            self._held_outcomes.add(entry.key, entry)
 
     def flush(self) -> None:
         """Write the buffered outcomes."""
         with self._lock:
-            self._flush_locked()
+            self._held_outcomes.flush()
 
     def pending(self) -> list[LedgerEntry]:
         """Messages whose outcome was never recorded (a crash, or an unfinished run)."""

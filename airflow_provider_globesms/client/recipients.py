@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, Any
 
+from airflow_provider_globesms.client.errors import SourceError
+
 Row = tuple[int, "Mapping[str, Any] | UnreadableRow"]
 
 CSV_SUFFIXES = (".csv", ".csv.gz")
@@ -27,10 +29,6 @@ class UnreadableRow:
     """A source row that could not be read as a recipient, and why."""
 
     reason: str
-
-
-class SourceError(ValueError):
-    """The recipient source as a whole cannot be used (wrong format, no 'to' column...)."""
 
 
 def file_format(name: str) -> str:

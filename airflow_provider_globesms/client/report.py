@@ -100,7 +100,8 @@ class SendSummary:
             "total": self.total,
             "invalid": self.invalid,
             "accepted": self.accepted,
-            "received_without_id": self.received,
+            "received": self.received,  # the API has it (its nonce was seen); its answer and MessageId were lost
+            "received_without_id": self.received,  # the same count under its name before 0.2
             "unknown": self.unknown,
             "failed": self.failed,
             "failed_by_code": dict(self.failed_by_code),

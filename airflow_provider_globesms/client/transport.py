@@ -247,7 +247,7 @@ class ConnectionPool:
         except OSError as exc:
             conn.close()
             raise ExchangeError(Phase.WRITE, exc) from None
-        parser = ReplyParser(request.method)
+        parser = ReplyParser()
         try:
             reply = read_reply(sock, parser)
         except OSError as exc:  # resets, timeouts, TLS errors, malformed or truncated replies

@@ -70,13 +70,24 @@ def parser() -> argparse.ArgumentParser:
         help=f"seconds for a request to arrive whole, else 408 and the connection closes (default {REQUEST_TIMEOUT:g})",
     )
     limits.add_argument("--seed", type=int, help="random seed, for repeatable runs")
+    _add_fault_options(p)
+    return p
+
+
+def _add_fault_options(p: argparse.ArgumentParser) -> None:
     faults = p.add_argument_group("faults (shares of send calls; change at run time via /_emulator/faults)")
     faults.add_argument("--throttle-ratio", type=_ratio, default=0.0, help="answer 400 Throttling.User")
-    faults.add_argument("--error-ratio", type=_ratio, default=0.0, help="answer 503 ServiceUnavailable")
+    faults.add_argument(
+        "--unavailable-ratio",
+        "--error-ratio",  # its name before 0.2
+        dest="unavailable_ratio",
+        type=_ratio,
+        default=0.0,
+        help="answer 503 ServiceUnavailable",
+    )
     faults.add_argument("--reset-ratio", type=_ratio, default=0.0, help="reset the connection, unprocessed")
     faults.add_argument("--hang-ratio", type=_ratio, default=0.0, help="accept, then hold the reply")
     faults.add_argument("--hang-seconds", type=_non_negative, default=30.0, help="how long to hold (default 30)")
-    return p
 
 
 def read_keys(args: argparse.Namespace) -> dict[str, str]:
@@ -129,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         request_timeout=args.request_timeout,
         faults=Faults(
             throttle=args.throttle_ratio,
-            error_5xx=args.error_ratio,
+            unavailable=args.unavailable_ratio,
             reset=args.reset_ratio,
             hang=args.hang_ratio,
             hang_seconds=args.hang_seconds,

@@ -11,7 +11,8 @@ DEFAULT_KEYS = {"AKID": "SECRET"}
 REQUEST_TIMEOUT = 30.0  # seconds for a request to arrive whole; far above what any real client needs
 
 
-FAULT_KINDS = ("throttle", "error_5xx", "reset", "hang", "internal_error")
+FAULT_KINDS = ("throttle", "unavailable", "reset", "hang", "internal_error")
+OLD_FAULT_NAMES = {"error_5xx": "unavailable"}  # names before 0.2, still accepted
 
 
 @dataclass
@@ -19,7 +20,7 @@ class Faults:
     """Faults injected on purpose: shares of send calls (0 to 1), and a script of exact next faults.
 
     * ``throttle``: refused with 400 ``Throttling.User``, not accepted.
-    * ``error_5xx``: refused with 503 ``ServiceUnavailable``, not accepted.
+    * ``unavailable``: refused with 503 ``ServiceUnavailable``, not accepted.
     * ``reset``: the TCP connection is reset before the request is processed, not accepted.
     * ``hang``: the message **is accepted**, then the reply is held for ``hang_seconds``
       (past any sane client timeout) - the case a client must never resend blindly.
@@ -31,23 +32,24 @@ class Faults:
     """
 
     throttle: float = 0.0
-    error_5xx: float = 0.0
+    unavailable: float = 0.0
     reset: float = 0.0
     hang: float = 0.0
     hang_seconds: float = 30.0
     script: deque[str] = field(default_factory=deque)
 
-    RATIOS: ClassVar[tuple[str, ...]] = ("throttle", "error_5xx", "reset", "hang")
+    RATIOS: ClassVar[tuple[str, ...]] = ("throttle", "unavailable", "reset", "hang")
 
     def update(self, values: dict[str, Any]) -> None:
         """Change fault settings at run time; unknown names and out-of-range shares raise ``ValueError``."""
-        for name, value in values.items():
+        for given, value in values.items():
+            name = OLD_FAULT_NAMES.get(given, given)
             if name == "script":
-                entries = [value] if isinstance(value, str) else list(value)
+                entries = [_current_fault_name(str(e)) for e in ([value] if isinstance(value, str) else value)]
                 for entry in entries:
-                    if str(entry).partition(":")[0] not in FAULT_KINDS:
+                    if entry.partition(":")[0] not in FAULT_KINDS:
                         raise ValueError(f"unknown fault {entry!r} in script; known: {', '.join(FAULT_KINDS)}")
-                self.script.extend(str(e) for e in entries)
+                self.script.extend(entries)
                 continue
             if name not in (*self.RATIOS, "hang_seconds"):
                 raise ValueError(
@@ -123,3 +125,9 @@ class EmulatorConfig:
         out = {name: getattr(self, name) for name in self.RUNTIME}
         out.update(access_key_ids=sorted(self.keys), db=self.db, faults=self.faults.as_dict())
         return out
+
+
+def _current_fault_name(entry: str) -> str:
+    """A script entry with an old fault name (``error_5xx:QueryMessage``) in today's name."""
+    kind, sep, action = entry.partition(":")
+    return OLD_FAULT_NAMES.get(kind, kind) + sep + action

@@ -43,6 +43,7 @@ class Gateway:
         self.counts: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.started_at = clock()
         self.operations = Operations(self.config, self.store, Carrier(self.config, self.random, self.started_at))
+        self.closing = False  # set when the server shuts down: long-lived replies (event streams) end
 
     # --- entry point ----------------------------------------------------------------------------
 
@@ -82,7 +83,7 @@ class Gateway:
         if fault == "reset":  # front-end faults: the request is dropped before anything processes it
             return Outcome(0, {}, reset=True)
         try:
-            if fault == "error_5xx":
+            if fault == "unavailable":
                 raise GatewayRefusal(503, "ServiceUnavailable", "The request has failed due to a temporary failure.")
             outcome = self._call(method, query, headers, body, now, request_id, throttle=fault == "throttle")
         except GatewayRefusal as refusal:

@@ -16,7 +16,7 @@ from email.utils import format_datetime
 from typing import Any
 
 from airflow_provider_globesms.client.models import DeliveryStatus
-from airflow_provider_globesms.client.sqlite import open_sqlite
+from airflow_provider_globesms.client.sqlite import WriteBehind, open_sqlite
 
 _log = logging.getLogger(__name__)
 _STATUS_NAMES: dict[int, str] = {DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.FAILED: "failed"}
@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_to ON messages (to_number);
 CREATE INDEX IF NOT EXISTS messages_task ON messages (task_id);
+CREATE INDEX IF NOT EXISTS messages_final ON messages (final_at);
 """
 
 _COLUMNS = (
@@ -143,6 +144,36 @@ class StoredMessage:
         }
 
 
+STATUSES = ("sending", "delivered", "failed")
+
+
+def _where(
+    to: str | None, task_id: str | None, status: str | None, text: str | None, now: float | None
+) -> tuple[str, list[Any]]:
+    """A WHERE clause and its arguments for the inspection filters."""
+    conditions: list[str] = []
+    args: list[Any] = []
+    for column, value in (("to_number", to), ("task_id", task_id)):
+        if value:
+            conditions.append(f"{column} = ?")
+            args.append(value)
+    if status:
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        now = time.time() if now is None else now
+        if status == "sending":
+            conditions.append("final_at > ?")
+            args.append(now)
+        else:
+            conditions.append("final_at <= ? AND final_status = ?")
+            args += [now, DeliveryStatus.DELIVERED if status == "delivered" else DeliveryStatus.FAILED]
+    if text:
+        conditions.append("message LIKE ? ESCAPE '\\'")
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        args.append(f"%{escaped}%")
+    return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), args
+
+
 class MessageStore:
     """Used from the server's event loop thread only.
 
@@ -153,20 +184,18 @@ class MessageStore:
     FLUSH_EVERY = 256
     FLUSH_AFTER = 0.25
 
-    def __init__(self, path: str = ":memory:") -> None:
+    def __init__(self, path: str = ":memory:", *, flush_every: int = FLUSH_EVERY) -> None:
         self.path = path
         self._db = open_sqlite(path, synchronous="NORMAL", schema=_SCHEMA)
-        self._pending: dict[str, StoredMessage] = {}
+        self._pending = WriteBehind(self._store, size=flush_every, age=self.FLUSH_AFTER)
         self.store_errors = 0
-        self._oldest_pending = 0.0
+        self.added = 0  # messages ever added, and times cleared: a live view's cue that the list changed
+        self.generation = 0
 
     def add(self, message: StoredMessage) -> None:
         """Buffer a message; flush when the buffer is full or old enough."""
-        if not self._pending:
-            self._oldest_pending = time.monotonic()
-        self._pending[message.message_id] = message
-        if len(self._pending) >= self.FLUSH_EVERY or time.monotonic() - self._oldest_pending > self.FLUSH_AFTER:
-            self.flush()
+        self.added += 1
+        self._pending.add(message.message_id, message)
 
     def add_many(self, messages: list[StoredMessage]) -> None:
         """Buffer several messages."""
@@ -174,15 +203,16 @@ class MessageStore:
             self.add(message)
 
     def flush(self) -> None:
-        """Write the buffer in one transaction; if that fails, roll back and write row by row.
+        """Write the buffered messages."""
+        self._pending.flush()
+
+    def _store(self, messages: list[StoredMessage]) -> None:
+        """Write messages in one transaction; if that fails, roll back and write row by row.
 
         A row SQLite refuses is dropped, logged and counted (``store_errors``): one bad message must
         never leave a transaction open and wedge every later write and read.
         """
-        if not self._pending:
-            return
-        rows = [tuple(getattr(m, c) for c in _COLUMNS) for m in self._pending.values()]
-        self._pending.clear()
+        rows = [tuple(getattr(m, c) for c in _COLUMNS) for m in messages]
         if self._write(rows):
             return
         for row in rows:
@@ -210,29 +240,71 @@ class MessageStore:
         found = row.fetchone()
         return StoredMessage(*found) if found else None
 
-    @staticmethod
-    def _where(to: str | None, task_id: str | None) -> tuple[str, list[str]]:
-        conditions = [(column, value) for column, value in (("to_number", to), ("task_id", task_id)) if value]
-        clause = " AND ".join(f"{column} = ?" for column, _ in conditions)
-        return (f"WHERE {clause}" if clause else ""), [value for _, value in conditions]
-
     def find(
-        self, *, to: str | None = None, task_id: str | None = None, limit: int = 1000, offset: int = 0
+        self,
+        *,
+        to: str | None = None,
+        task_id: str | None = None,
+        status: str | None = None,
+        text: str | None = None,
+        now: float | None = None,
+        limit: int = 1000,
+        offset: int = 0,
+        newest_first: bool = False,
     ) -> list[StoredMessage]:
-        """Stored messages in submission order, optionally only those to ``to`` or of ``task_id``."""
+        """Stored messages in submission order (or newest first), optionally only those to ``to``, of
+        ``task_id``, in ``status`` (sending, delivered, failed) as of ``now``, or with ``text`` in them."""
         self.flush()
-        clause, args = self._where(to, task_id)
+        clause, args = _where(to, task_id, status, text, now)
+        order = "DESC" if newest_first else ""
         rows = self._db.execute(
-            f"SELECT {', '.join(_COLUMNS)} FROM messages {clause} ORDER BY submitted_at, rowid LIMIT ? OFFSET ?",
+            f"SELECT {', '.join(_COLUMNS)} FROM messages {clause} "
+            f"ORDER BY submitted_at {order}, rowid {order} LIMIT ? OFFSET ?",
             (*args, limit, offset),
         )
         return [StoredMessage(*r) for r in rows.fetchall()]
 
-    def count(self, *, to: str | None = None, task_id: str | None = None) -> int:
-        """How many messages are stored, optionally only those to ``to`` or of ``task_id``."""
+    def count(
+        self,
+        *,
+        to: str | None = None,
+        task_id: str | None = None,
+        status: str | None = None,
+        text: str | None = None,
+        now: float | None = None,
+    ) -> int:
+        """How many stored messages match (the same filters as ``find``)."""
         self.flush()
-        clause, args = self._where(to, task_id)
+        clause, args = _where(to, task_id, status, text, now)
         return int(self._db.execute(f"SELECT COUNT(*) FROM messages {clause}", args).fetchone()[0])
+
+    def became_final(self, after: float, upto: float) -> int:
+        """How many receipts became final in ``(after, upto]`` (a live view's cue to refresh)."""
+        self.flush()
+        query = "SELECT COUNT(*) FROM messages WHERE final_at > ? AND final_at <= ?"
+        return int(self._db.execute(query, (after, upto)).fetchone()[0])
+
+    def campaigns(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
+        """Per TaskId, newest first: messages, segments, and how many are sending, delivered, failed."""
+        self.flush()
+        rows = self._db.execute(
+            "SELECT COALESCE(task_id, ''), COUNT(*), SUM(segments), SUM(final_at > ?), "
+            "SUM(final_at <= ? AND final_status = ?), SUM(final_at <= ? AND final_status = ?), "
+            "MIN(submitted_at), MAX(submitted_at) FROM messages GROUP BY task_id ORDER BY MAX(submitted_at) DESC "
+            "LIMIT ?",
+            (now, now, DeliveryStatus.DELIVERED, now, DeliveryStatus.FAILED, limit),
+        ).fetchall()
+        names = ("task_id", "messages", "segments", "sending", "delivered", "failed", "first_at", "last_at")
+        return [dict(zip(names, row, strict=True)) for row in rows]
+
+    def delivery_seconds(self, task_id: str, now: float) -> list[float]:
+        """Seconds from submission to a final receipt, for the campaign's messages final by ``now``, sorted."""
+        self.flush()
+        rows = self._db.execute(
+            "SELECT final_at - submitted_at FROM messages WHERE COALESCE(task_id, '') = ? AND final_at <= ? ORDER BY 1",
+            (task_id, now),
+        )
+        return [row[0] for row in rows.fetchall()]
 
     def status_counts(self, now: float | None = None) -> dict[str, int]:
         """Messages still sending, delivered and failed as of ``now``, and their total segments."""
@@ -248,6 +320,7 @@ class MessageStore:
     def clear(self) -> int:
         """Delete every message; return how many were deleted."""
         self.flush()
+        self.generation += 1
         return int(self._db.execute("DELETE FROM messages").rowcount)
 
     def close(self) -> None:

@@ -23,7 +23,8 @@ from airflow.sdk import BaseOperator, XComArg, literal
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_globesms.client.bulk import BulkSender, Campaign, Spill, ValidationReport, validate
-from airflow_provider_globesms.client.recipients import Row, SourceError
+from airflow_provider_globesms.client.errors import SourceError
+from airflow_provider_globesms.client.recipients import Row
 from airflow_provider_globesms.client.report import ResultsWriter, SendSummary
 from airflow_provider_globesms.client.transport import require_positive
 from airflow_provider_globesms.client.validation import MAX_TASK_ID_LENGTH
@@ -80,6 +81,16 @@ def default_campaign_id(dag_id: str, run_id: str, task_id: str, map_index: int) 
     if len(campaign) > MAX_TASK_ID_LENGTH:
         campaign = campaign[: MAX_TASK_ID_LENGTH - 13] + "." + hashlib.sha256(campaign.encode()).hexdigest()[:12]
     return campaign
+
+
+def _check_arguments(to: object, recipients: object, on_invalid: str, concurrency: int | None) -> None:
+    """Refuse, at DAG parse time, arguments no run could use."""
+    if (to is None) == (recipients is None):
+        raise ValueError("give exactly one of `to` (numbers) or `recipients` (rows, XComArg or a file)")
+    if on_invalid not in ("fail", "skip"):
+        raise ValueError(f"on_invalid must be 'fail' or 'skip', not {on_invalid!r}")
+    if concurrency is not None and concurrency < 1:
+        raise ValueError("concurrency must be at least 1")
 
 
 class SendGlobeSmsOperator(BaseOperator):
@@ -192,46 +203,25 @@ class SendGlobeSmsOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if (to is None) == (recipients is None):
-            raise ValueError("give exactly one of `to` (numbers) or `recipients` (rows, XComArg or a file)")
-        if on_invalid not in ("fail", "skip"):
-            raise ValueError(f"on_invalid must be 'fail' or 'skip', not {on_invalid!r}")
-        if max_qps is not None:
-            max_qps = require_positive("max_qps", max_qps)  # nan, inf, 0, negative: refused at parse time
-        if concurrency is not None and concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+        _check_arguments(to, recipients, on_invalid, concurrency)
         # The message is compiled and rendered per recipient by the operator, not once by Airflow, which
         # keeps (and shows as rendered) the template text itself.
         self.message = literal(message) if isinstance(message, str) else message
-        self.to: str | int | Sequence[str | int] | XComArg | ShownMasked | None = to
-        if to is not None and not has_template(to):
-            self.to = ShownMasked.numbers(to)
-        if is_rows(recipients):
-            # Rows are data: Airflow would render every string inside them (a row holding
-            # "{{ conn.x.password }}" would send the secret). Only a path or URI is templated.
-            recipients = ShownMasked.rows(recipients)
-        self.recipients = recipients
-        self.to_field = to_field
-        self.sender = sender
-        self.sms_type = sms_type
-        self.validity_period = validity_period
-        self.channel_id = channel_id
-        self.campaign_id = campaign_id
-        self.globesms_conn_id = globesms_conn_id
-        self.max_qps = max_qps
-        self.concurrency = concurrency
-        self.on_invalid = on_invalid
-        self.send_nothing = dry_run  # BaseOperator.dry_run() is a method; keep it one
-        self.resend_unknown = resend_unknown
-        self.fail_on_unknown = fail_on_unknown
-        self.confirm_by_replay = confirm_by_replay
-        self.ledger_uri = ledger_uri
-        self.results_uri = results_uri
-        self.default_region = default_region
-        self.lease_wait = lease_wait
-        self.resend_without_ledger = resend_without_ledger
-        self.progress_interval = progress_interval
-        self.max_errors_shown = max_errors_shown
+        self.to: str | int | Sequence[str | int] | XComArg | ShownMasked | None = (
+            ShownMasked.numbers(to) if to is not None and not has_template(to) else to
+        )
+        # Rows are data: Airflow would render every string inside them (a row holding
+        # "{{ conn.x.password }}" would send the secret). Only a path or URI is templated.
+        self.recipients = ShownMasked.rows(recipients) if is_rows(recipients) else recipients
+        self.to_field, self.sender, self.sms_type = to_field, sender, sms_type
+        self.validity_period, self.channel_id, self.campaign_id = validity_period, channel_id, campaign_id
+        self.globesms_conn_id, self.concurrency, self.on_invalid = globesms_conn_id, concurrency, on_invalid
+        self.max_qps = require_positive("max_qps", max_qps) if max_qps is not None else None  # nan, inf, 0...
+        self.is_dry_run = dry_run  # BaseOperator.dry_run() is a method; keep it one
+        self.resend_unknown, self.fail_on_unknown = resend_unknown, fail_on_unknown
+        self.confirm_by_replay, self.resend_without_ledger = confirm_by_replay, resend_without_ledger
+        self.ledger_uri, self.results_uri, self.default_region = ledger_uri, results_uri, default_region
+        self.lease_wait, self.progress_interval, self.max_errors_shown = lease_wait, progress_interval, max_errors_shown
         self._message_template: jinja2.Template | None = None
 
     @cached_property
@@ -277,7 +267,7 @@ class SendGlobeSmsOperator(BaseOperator):
             results_file = Path(workdir) / "results.jsonl"
             handle = stack.enter_context(results_file.open("wb"))
             results = ResultsWriter(handle, plan.campaign_id)
-            if self.send_nothing:
+            if self.is_dry_run:
                 report = self._validate(plan, workdir, lambda outcome: dry_run_line(results, outcome))
                 handle.close()
                 stored = store_file(results_file, plan.results_location)
@@ -311,7 +301,7 @@ class SendGlobeSmsOperator(BaseOperator):
         campaign.check_options()
         ledger_dir = task_instance_location(ti, self.ledger_uri)
         max_qps = client.max_qps  # this task's max_qps, else the connection's, else the account cap
-        dry = " (dry run: nothing will be sent)" if self.send_nothing else ""
+        dry = " (dry run: nothing will be sent)" if self.is_dry_run else ""
         self.log.info("Campaign %s: validating %s at up to %g sends/s%s", campaign_id, described, max_qps, dry)
         return SendPlan(
             campaign_id=campaign_id,

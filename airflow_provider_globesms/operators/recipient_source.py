@@ -10,10 +10,10 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath, XComArg
 
+from airflow_provider_globesms.client.errors import SourceError
 from airflow_provider_globesms.client.recipients import (
     MAX_SHOWN,
     Row,
-    SourceError,
     file_format,
     rows_from_csv,
     rows_from_json_array,

@@ -15,13 +15,13 @@ from airflow_provider_globesms.client.bulk.prepare import (
     Campaign,
     Deduplicator,
     PreparedMessage,
-    RenderError,
     RowError,
     ValidationReport,
     validate,
 )
-from airflow_provider_globesms.client.bulk.sender import BulkSender, LedgerError, SendGuard
+from airflow_provider_globesms.client.bulk.sender import BulkSender, SendGuard
 from airflow_provider_globesms.client.bulk.spill import Spill
+from airflow_provider_globesms.client.errors import LedgerError, RenderError
 
 __all__ = [
     "MAX_REASONS",

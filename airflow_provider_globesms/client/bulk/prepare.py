@@ -14,6 +14,7 @@ from tabulate import tabulate
 from airflow_provider_globesms.client.blocking import GlobeSmsClient
 from airflow_provider_globesms.client.errors import (
     InvalidFieldError,
+    RenderError,
 )
 from airflow_provider_globesms.client.ledger import (
     message_key,
@@ -25,10 +26,6 @@ from airflow_provider_globesms.client.sqlite import open_sqlite
 from airflow_provider_globesms.client.validation import check_message
 
 MAX_REASONS = 1000  # distinct invalid-row reasons counted (for "the most common reason")
-
-
-class RenderError(Exception):
-    """The message template could not be rendered for a row (e.g. a missing variable)."""
 
 
 @dataclass(frozen=True, slots=True)

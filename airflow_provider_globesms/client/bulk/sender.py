@@ -18,6 +18,7 @@ from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
 from airflow_provider_globesms.client.bulk.prepare import Campaign, PreparedMessage, RowError
 from airflow_provider_globesms.client.errors import (
     ApiError,
+    LedgerError,
     OutcomeUnknownError,
     ReceivedWithoutAnswerError,
     RequestNotSentError,
@@ -49,10 +50,6 @@ class SendGuard(Protocol):
 
     def after_write(self) -> None:
         """After they are durable, before the sends they release leave (no I/O)."""
-
-
-class LedgerError(Exception):
-    """The ledger could not be written: sending must stop, or nothing protects against sending twice."""
 
 
 class BulkSender:
