@@ -1,12 +1,12 @@
 # Two commands do all the set-up on a fresh machine that has only python3:
 #   make test   - create .venv, install the package with its dev tools, run ruff, mypy and pytest
-#   make demo   - run the example DAGs against the local emulator
+#   make demo   - run the example DAGs against the local emulator (KEEP=1: then keep its inbox up)
 #   make chaos  - the long chaos profile (thousands of generated fault schedules), before a release
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install node-deps test test-cluster cluster-parts lint typecheck pytest chaos demo bench clean
+.PHONY: install node-deps browser screenshots test test-cluster cluster-parts lint typecheck pytest chaos demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,18 @@ $(NODE_DEPS): tests/node/package-lock.json
 
 node-deps: $(NODE_DEPS)
 
+# Test-only: Chromium for the sandbox inbox's browser tests (Playwright drives it by its path; Playwright's own
+# browser download is never used). Debian's package, installed when missing and we are root; else they skip.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 && ! test -x /usr/lib/chromium/chromium; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
+		else echo "chromium not found and not root: the browser tests will skip"; fi; fi
+
+# The README's screenshot of the inbox, taken by the browser test.
+screenshots: install browser
+	GLOBESMS_SCREENSHOTS=docs $(BIN)/pytest tests/test_sandbox_browser.py -k live_with -p no:cacheprovider
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -36,7 +48,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install node-deps
+pytest: install node-deps browser
 	$(BIN)/pytest
 
 test: lint typecheck pytest
@@ -62,8 +74,9 @@ test-cluster: $(CLUSTER_VENV)/.installed cluster-parts
 chaos: install
 	HYPOTHESIS_PROFILE=chaos $(BIN)/pytest tests/test_chaos.py -p no:cacheprovider -o timeout=7200
 
+# KEEP=1 leaves the emulator (and its SMS sandbox inbox) up afterwards, until Ctrl-C.
 demo: install
-	$(BIN)/python scripts/demo.py
+	$(BIN)/python scripts/demo.py $(if $(KEEP),--keep)
 
 bench: install
 	$(BIN)/python bench/client_cpu.py

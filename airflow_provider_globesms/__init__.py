@@ -92,7 +92,17 @@ CONFIG = {
                 "type": "string",
                 "example": "s3://my-bucket/globesms",
                 "default": None,
-            }
+            },
+            "sandbox_url": {
+                "description": "URL of a globesms-emulator whose SMS sandbox inbox the Airflow UI should show: "
+                "an 'SMS sandbox' entry in the navigation, and an 'SMS sandbox' link on each send task to its "
+                "campaign's page. Unset (the default), nothing is shown. For development; never a real "
+                "endpoint.",
+                "version_added": "0.1.0",
+                "type": "string",
+                "example": "http://127.0.0.1:8787",
+                "default": None,
+            },
         },
     }
 }

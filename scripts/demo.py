@@ -112,6 +112,7 @@ def prepare_airflow(url: str) -> None:
         AIRFLOW_HOME=str(home),
         AIRFLOW__CORE__DAGS_FOLDER=str(EXAMPLES),
         AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__GLOBESMS__SANDBOX_URL=url,  # each send task links to its campaign in the sandbox inbox
         AIRFLOW_CONN_GLOBESMS_DEFAULT=json.dumps(
             {"conn_type": "globesms", "login": "AKID", "password": "SECRET", "extra": {"endpoint": url}}
         ),
@@ -143,11 +144,19 @@ def show_received(messages: list[dict[str, Any]], samples: int = 2) -> None:
         say(f"     {mask(m['to'])}: {m['message']!r} ({m['segments']} segment, TaskId {m['task_id']})")
 
 
-def main() -> int:
+def keep_serving(url: str) -> None:
+    """``make demo KEEP=1``: leave the emulator up, its inbox holding what the examples sent, until Ctrl-C."""
+    say(f"\nThe emulator stays up: open {url}/_emulator/ui to see what the examples sent. Ctrl-C stops it.")
+    while True:
+        signal.pause()
+
+
+def main(keep: bool = False) -> int:
     started = time.monotonic()
     problems: list[str] = []
     with emulator() as url:
         say(f"globesms demo: emulator at {url}; Airflow home {DEMO / 'airflow'} (SQLite); logs in {DEMO / 'logs'}")
+        say(f"SMS sandbox inbox (live): {url}/_emulator/ui")
         prepare_airflow(url)
         seen = 0
 
@@ -204,14 +213,19 @@ def main() -> int:
             "at once: never over the account's 2,000/s)"
         )
         problems += [] if dag_run.state == "success" else ["globesms_fan_out did not succeed"]
+        report(started, seen, problems)
+        if keep:
+            keep_serving(url)
+    return 1 if problems else 0
 
+
+def report(started: float, seen: int, problems: list[str]) -> None:
     say(
         f"\nDone in {time.monotonic() - started:.0f} s; the emulator received {seen} messages; "
         "nothing left this machine."
     )
     for problem in problems:
         say(f"PROBLEM: {problem} (see {DEMO / 'logs'})")
-    return 1 if problems else 0
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -239,4 +253,4 @@ if __name__ == "__main__":
     # Installed before anything runs: asyncio then leaves SIGINT to us instead of taking it over.
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    sys.exit(main())
+    sys.exit(main(keep="--keep" in sys.argv[1:]))

@@ -9,10 +9,12 @@ the number is searched as its digits (any form: +, %2B, %252B) and as its nation
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import secrets
 import sqlite3
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,18 +51,26 @@ def _traces(data: bytes, needles: list[bytes]) -> list[str]:
     return [needle.decode() for needle in needles if needle in data]
 
 
+def _raw_bytes(path: Path) -> bytes:
+    """A file's bytes, read by another process. Opening and closing airflow.db or its WAL here would drop the
+    locks SQLite holds on it in this process (POSIX advisory locks belong to the process, and any close()
+    releases them), and a later writer could corrupt the database (sqlite.org/howtocorrupt.html, 2.2): a
+    killed-worker test later in the session then found it malformed."""
+    return subprocess.run(["cat", str(path)], capture_output=True, check=True, timeout=60).stdout
+
+
 def _without_the_recipient_column(path: Path) -> bytes:
     """A file's bytes; for the results file, every field but ``to``: saying which number got which outcome
     is that file's job (it is the user's output, like the input file). Its error texts must not repeat it."""
     if path.name != "results.jsonl":
-        return path.read_bytes()
+        return _raw_bytes(path)
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     return json.dumps([{k: v for k, v in line.items() if k != "to"} for line in lines]).encode()
 
 
 def _database_text() -> bytes:
     """Every value of every table, as text: catches what a page-level grep could miss (none compressed)."""
-    with sqlite3.connect(AIRFLOW_HOME / "airflow.db") as db:
+    with contextlib.closing(sqlite3.connect(AIRFLOW_HOME / "airflow.db")) as db:  # SQLite's own: locks kept
         return "\n".join(db.iterdump()).encode()
 
 

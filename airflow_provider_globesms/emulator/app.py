@@ -2,14 +2,14 @@
 
 ``POST /`` (the API) is served by a plain ASGI handler: it is the hot path, and routing, dependency
 injection and response models would cost more than the gateway's own work. Everything under
-``/_emulator/`` is a small FastAPI app: inspection, statistics and run-time fault control.
+``/_emulator/`` is a small FastAPI app: inspection, statistics and run-time fault control, and the sandbox
+inbox's pages (``/_emulator/ui``, where a plain ``GET /`` leads).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import socket
 import struct
@@ -22,6 +22,7 @@ from fastapi import APIRouter, Body, FastAPI, HTTPException, Query
 from airflow_provider_globesms.client.errors import InvalidFieldError
 from airflow_provider_globesms.client.phone import parse_number
 from airflow_provider_globesms.emulator.gateway import Gateway
+from airflow_provider_globesms.emulator.inbox import UI, access, inbox_router
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -58,6 +59,7 @@ def build_inspection_app(gateway: Gateway) -> FastAPI:
     )
     app.include_router(_messages_router(gateway))
     app.include_router(_controls_router(gateway))
+    app.include_router(inbox_router(gateway))
     return app
 
 
@@ -85,9 +87,9 @@ def _messages_router(gateway: Gateway) -> APIRouter:
             except InvalidFieldError:
                 wire = to.lstrip("+")
         now = gateway.clock()
-        found = gateway.store.find(to=wire, task_id=task_id, limit=limit, offset=offset)
+        found = gateway.store.find(to=wire, task_id=task_id or None, limit=limit, offset=offset)
         return {
-            "count": gateway.store.count(to=wire, task_id=task_id),
+            "count": gateway.store.count(to=wire, task_id=task_id or None),
             "messages": [m.as_json(now) for m in found],
         }
 
@@ -136,6 +138,24 @@ def _controls_router(gateway: Gateway) -> APIRouter:
 MAX_BODY_BYTES = 1024 * 1024  # far above any real request (a 1,000-number batch is a few dozen KiB)
 
 
+def _is_a_browser_at_the_root(scope: Scope) -> bool:
+    """A person opening the emulator's URL, not an API call (which has a query, or a body, and never asks
+    for HTML): they are sent to the inbox."""
+    headers = dict(scope["headers"])
+    return (
+        scope["method"] == "GET"
+        and not scope["query_string"]
+        and b"text/html" in headers.get(b"accept", b"")
+        and b"authorization" not in headers
+    )
+
+
+async def _redirect(send: Send, location: str) -> None:
+    headers = [(b"location", location.encode()), (b"content-length", b"0")]
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
 async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
     payload = _encode_json(body)
     headers = [(b"content-type", b"application/json;charset=utf-8"), (b"content-length", str(len(payload)).encode())]
@@ -154,22 +174,23 @@ class EmulatorApp:
         self.inspection = build_inspection_app(gateway)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/":
-            await self.api(scope, receive, send)
-        elif scope["type"] == "http" and not self._inspection_allowed(scope):
+        token = self.gateway.config.inspection_token
+        if scope["type"] != "http":  # no WebSocket endpoint exists: refuse before any route or check is reached
+            await send({"type": "websocket.close", "code": 1008})
+        elif scope["path"] == "/":
+            if _is_a_browser_at_the_root(scope):
+                await _redirect(send, UI)
+            else:
+                await self.api(scope, receive, send)
+        elif token and await access.answer_browser(scope, receive, send, token):
+            return
+        elif not access.allowed(scope, token):
             payload = _encode_json({"Code": "Unauthorized", "Message": "the inspection API needs its token"})
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
             await send({"type": "http.response.start", "status": 401, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
         else:
             await self.inspection(scope, receive, send)
-
-    def _inspection_allowed(self, scope: Scope) -> bool:
-        token = self.gateway.config.inspection_token
-        if not token:
-            return True
-        given = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
-        return hmac.compare_digest(given, f"Bearer {token}")
 
     async def api(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one API call: read the body (up to ``MAX_BODY_BYTES``) and answer the gateway's outcome."""

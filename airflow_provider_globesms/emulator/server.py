@@ -29,9 +29,12 @@ class _Server(uvicorn.Server):
     forces the exit.
     """
 
-    def __init__(self, config: uvicorn.Config, on_ready: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, config: uvicorn.Config, on_ready: Callable[[], None] | None = None, gateway: Gateway | None = None
+    ) -> None:
         super().__init__(config)
         self.on_ready = on_ready
+        self.gateway = gateway
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -51,6 +54,12 @@ class _Server(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Tell open event streams to end (within a tick), then shut down as uvicorn does."""
+        if self.gateway is not None:
+            self.gateway.closing = True
+        await super().shutdown(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         """Start, then call ``on_ready`` unless already stopping."""
@@ -93,7 +102,9 @@ def serve_forever(config: EmulatorConfig, host: str, port: int, on_ready: Callab
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{actual}"
-    server = _Server(uvicorn_config(EmulatorApp(gateway), config.request_timeout), on_ready=lambda: on_ready(url))
+    server = _Server(
+        uvicorn_config(EmulatorApp(gateway), config.request_timeout), on_ready=lambda: on_ready(url), gateway=gateway
+    )
     try:
         server.run(sockets=[sock])
     finally:
@@ -117,7 +128,9 @@ class EmulatorServer:
         self.url = f"http://{host}:{self.port}"
         self._ready = threading.Event()
         self._server = _Server(
-            uvicorn_config(EmulatorApp(self.gateway), self.config.request_timeout), on_ready=self._ready.set
+            uvicorn_config(EmulatorApp(self.gateway), self.config.request_timeout),
+            on_ready=self._ready.set,
+            gateway=self.gateway,
         )
         self._thread: threading.Thread | None = None
 

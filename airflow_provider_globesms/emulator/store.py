@@ -150,13 +150,15 @@ STATUSES = ("sending", "delivered", "failed")
 def _where(
     to: str | None, task_id: str | None, status: str | None, text: str | None, now: float | None
 ) -> tuple[str, list[Any]]:
-    """A WHERE clause and its arguments for the inspection filters."""
+    """A WHERE clause and its arguments for the inspection filters (``None``: no filter)."""
     conditions: list[str] = []
     args: list[Any] = []
-    for column, value in (("to_number", to), ("task_id", task_id)):
-        if value:
-            conditions.append(f"{column} = ?")
-            args.append(value)
+    if to is not None:  # "" (a number without a digit) matches nothing
+        conditions.append("to_number = ?")
+        args.append(to)
+    if task_id is not None:  # "": the messages sent without a TaskId
+        conditions.append("COALESCE(task_id, '') = ?")
+        args.append(task_id)
     if status:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")

@@ -29,6 +29,7 @@ from airflow_provider_globesms.client.report import ResultsWriter, SendSummary
 from airflow_provider_globesms.client.transport import require_positive
 from airflow_provider_globesms.client.validation import MAX_TASK_ID_LENGTH
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
+from airflow_provider_globesms.links import SandboxLinks
 from airflow_provider_globesms.operators.recipient_source import open_rows
 from airflow_provider_globesms.operators.rendering import (
     LITERAL,
@@ -172,6 +173,7 @@ class SendGlobeSmsOperator(BaseOperator):
     template_ext: Sequence[str] = ()
     template_fields_renderers: ClassVar[dict[str, str]] = {"message": "jinja", "recipients": "json"}
     ui_color = "#ff6a00"
+    operator_extra_links = SandboxLinks()  # a descriptor: the sandbox link, or none without a sandbox
 
     def __init__(
         self,

@@ -1,0 +1,200 @@
+"""The sandbox inbox: web pages over the emulator's messages, served by the emulator itself.
+
+Server-rendered HTML (Jinja2) with a little plain JavaScript and no build step. Each page has a live part
+that the page fetches again (``?part=live``) when the event stream (server-sent events) says something
+changed: a message arrived, a receipt became final, the inbox was cleared. The stream also carries the
+figures of the rate chart once a second. The controls post to the JSON endpoints the tests and the CLI
+already use (``/_emulator/faults``, ``/_emulator/settings``, ``DELETE /_emulator/messages``).
+
+Everything here is under ``/_emulator/``, so the inspection token guards it like the JSON API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+from collections.abc import AsyncIterator
+from importlib.resources import files
+from typing import Any
+
+import jinja2
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+
+from airflow_provider_globesms.client.errors import InvalidFieldError
+from airflow_provider_globesms.client.phone import parse_number
+from airflow_provider_globesms.emulator.gateway import Gateway
+from airflow_provider_globesms.emulator.store import STATUSES
+
+UI = "/_emulator/ui"
+PAGE_SIZE = 200
+MAX_FILTER = 500  # characters of a filter or a search (SQLite refuses LIKE patterns over 50,000 bytes)
+FIGURES_MAX_AGE = 0.5  # seconds: every open page's stream shares one reading of the figures
+TICK_SECONDS = 1.0
+STREAM_SECONDS = 300.0  # a stream ends after this; EventSource reconnects by itself (no stream lives for ever)
+SEND_ACTIONS = ("SendMessageToGlobe", "BatchSendMessageToGlobe")
+_ASSETS = {"inbox.js": "text/javascript", "inbox.css": "text/css"}
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("airflow_provider_globesms.emulator.inbox", "templates"),
+    autoescape=True,  # message texts are whatever a DAG sent: never markup
+    undefined=jinja2.StrictUndefined,
+)
+
+
+def wire_number(text: str) -> str:
+    """A number as the emulator stores it (digits, country code first), from any form a person types."""
+    try:
+        return parse_number(text, refuse_ambiguous=False).wire
+    except InvalidFieldError:
+        return "".join(ch for ch in text if ch.isdigit())
+
+
+class LiveFigures:
+    """What the pages' chart and counters show. Read at most every ``FIGURES_MAX_AGE`` seconds, whatever the
+    number of open pages: the counts scan every message, and each open page asks once a second."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self._last: tuple[float, dict[str, Any]] | None = None
+
+    def read(self) -> dict[str, Any]:
+        """The figures as of now, or as of less than ``FIGURES_MAX_AGE`` seconds ago."""
+        gateway = self.gateway
+        now = gateway.clock()
+        if self._last is not None and 0 <= now - self._last[0] < FIGURES_MAX_AGE:
+            return self._last[1]
+        windows = gateway.windows.items()
+        rate = sum(w.rate(now) for (_key, action), w in windows if action in SEND_ACTIONS)
+        throttled = sum(gateway.counts[action]["throttled"] for action in SEND_ACTIONS if action in gateway.counts)
+        figures = {
+            "time": now,
+            "rate": rate,
+            "cap": gateway.config.qps,
+            "throttled": throttled,
+            **gateway.store.status_counts(now),
+            "total": gateway.store.count(),
+        }
+        self._last = (now, figures)
+        return figures
+
+
+def campaign_summary(gateway: Gateway, task_id: str) -> dict[str, Any] | None:
+    """Counts by status, delivery rate, segments and time to deliver of one campaign (TaskId)."""
+    now = gateway.clock()
+    found = [c for c in gateway.store.campaigns(now, limit=100_000) if c["task_id"] == task_id]
+    if not found:
+        return None
+    campaign = found[0]
+    final = campaign["delivered"] + campaign["failed"]
+    seconds = gateway.store.delivery_seconds(task_id, now)
+    campaign["delivery_rate"] = campaign["delivered"] / final if final else None
+    campaign["median_seconds"] = statistics.median(seconds) if seconds else None
+    campaign["p95_seconds"] = seconds[min(len(seconds) - 1, int(len(seconds) * 0.95))] if seconds else None
+    return campaign
+
+
+# Pages show numbers and texts: never cached, framed only by a page on this machine (Airflow's UI embeds the
+# inbox), no referrer sent on.
+PAGE_HEADERS = {
+    "cache-control": "no-store",
+    "content-security-policy": "frame-ancestors 'self' http://127.0.0.1:* http://localhost:* http://[::1]:*",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+def _render(name: str, part: str | None, **values: Any) -> HTMLResponse:
+    """A whole page, or only its live part (``part=live``) for the page's script to swap in."""
+    template = f"_{name}_live.html" if part == "live" else f"{name}.html"
+    return HTMLResponse(_templates.get_template(template).render(ui=UI, **values), headers=PAGE_HEADERS)
+
+
+def inbox_router(gateway: Gateway) -> APIRouter:
+    """The inbox's pages, its event stream, its login form and its two static files."""
+    router = APIRouter(prefix=UI, include_in_schema=False)
+    _add_pages(router, gateway)
+    _add_support(router, gateway)
+    return router
+
+
+def _add_pages(router: APIRouter, gateway: Gateway) -> None:
+    @router.get("")
+    async def inbox(
+        to: str = Query("", max_length=MAX_FILTER),
+        campaign: str = Query("", max_length=MAX_FILTER),
+        status: str = Query("", max_length=MAX_FILTER),
+        q: str = Query("", max_length=MAX_FILTER),
+        part: str | None = None,
+    ) -> HTMLResponse:
+        if status and status not in STATUSES:
+            raise HTTPException(422, f"status must be one of {', '.join(STATUSES)}")
+        now = gateway.clock()
+        number, task_id, wanted, text = wire_number(to) if to else None, campaign or None, status or None, q or None
+        found = gateway.store.find(
+            to=number, task_id=task_id, status=wanted, text=text, now=now, limit=PAGE_SIZE, newest_first=True
+        )
+        total = gateway.store.count(to=number, task_id=task_id, status=wanted, text=text, now=now)
+        messages = [m.as_json(now) for m in found]
+        filters = {"to": to, "campaign": campaign, "status": status, "q": q}
+        return _render("inbox", part, messages=messages, total=total, filters=filters, statuses=STATUSES)
+
+    @router.get("/numbers/{number}")
+    async def thread(number: str, part: str | None = None) -> HTMLResponse:
+        now = gateway.clock()
+        wire = number if number.isdigit() else wire_number(number[:MAX_FILTER])  # "" (no digit): no messages
+        found = gateway.store.find(to=wire, now=now, limit=PAGE_SIZE, newest_first=True)
+        messages = [m.as_json(now) for m in reversed(found)]  # a phone shows the newest at the bottom
+        return _render("thread", part, number=wire, messages=messages)
+
+    @router.get("/campaigns")
+    async def campaigns(part: str | None = None) -> HTMLResponse:
+        return _render("campaigns", part, campaigns=gateway.store.campaigns(gateway.clock()))
+
+    @router.get("/campaign")
+    async def campaign(
+        id: str = Query("", max_length=MAX_FILTER, description="the TaskId; empty: messages without one"),
+        part: str | None = None,
+    ) -> HTMLResponse:
+        summary = campaign_summary(gateway, id)
+        now = gateway.clock()
+        recent = gateway.store.find(task_id=id, now=now, limit=50, newest_first=True) if summary else []
+        messages = [m.as_json(now) for m in recent]
+        return _render("campaign", part, task_id=id, campaign=summary, messages=messages)
+
+
+def _add_support(router: APIRouter, gateway: Gateway) -> None:
+    figures = LiveFigures(gateway)
+
+    @router.get("/events")
+    async def events(request: Request) -> StreamingResponse:
+        headers = {"cache-control": "no-store", "x-accel-buffering": "no"}
+        return StreamingResponse(_ticks(figures, request), media_type="text/event-stream", headers=headers)
+
+    @router.get("/static/{name}")
+    async def asset(name: str) -> Response:
+        if name not in _ASSETS:
+            raise HTTPException(404, "no such file")
+        body = files("airflow_provider_globesms.emulator.inbox").joinpath("static").joinpath(name).read_bytes()
+        return Response(body, media_type=_ASSETS[name], headers={"cache-control": "no-cache"})
+
+    @router.get("/login")
+    async def login(failed: bool = Query(False)) -> HTMLResponse:
+        return HTMLResponse(_templates.get_template("login.html").render(ui=UI, failed=failed), headers=PAGE_HEADERS)
+
+
+async def _ticks(figures: LiveFigures, request: Request) -> AsyncIterator[str]:
+    """One event a second: the live figures, and whether the messages changed since the last one."""
+    gateway = figures.gateway
+    store = gateway.store
+    seen = (store.added, store.generation)
+    last = gateway.clock()
+    started = last
+    yield "retry: 1000\n\n"
+    while last - started < STREAM_SECONDS and not gateway.closing and not await request.is_disconnected():
+        await asyncio.sleep(TICK_SECONDS)
+        now = gateway.clock()
+        changed = (store.added, store.generation) != seen or store.became_final(last, now) > 0
+        seen, last = (store.added, store.generation), now
+        yield f"event: tick\ndata: {json.dumps({**figures.read(), 'changed': changed})}\n\n"

@@ -1,0 +1,141 @@
+// The sandbox inbox's only script: live figures and chart from the event stream, the live part of the
+// page fetched again when the stream says the messages changed, and the fault and settings controls.
+"use strict";
+
+const UI = document.body.dataset.ui;
+const samples = [];
+let refreshing = null;
+
+function setText(id, value) {
+  const node = document.getElementById(id);
+  if (node) node.textContent = value;
+}
+
+function localTimes(root) {
+  for (const node of root.querySelectorAll("time[data-epoch]")) {
+    const date = new Date(Number(node.dataset.epoch) * 1000);
+    node.textContent = date.toLocaleTimeString();
+    node.title = date.toISOString();
+  }
+}
+
+async function refreshLive() {
+  const live = document.getElementById("live");
+  if (!live) return;
+  if (refreshing) return refreshing;
+  const url = new URL(window.location.href);
+  url.searchParams.set("part", "live");
+  refreshing = fetch(url, { headers: { accept: "text/html" }, cache: "no-store" })
+    .then((reply) => (reply.ok ? reply.text() : Promise.reject(reply.status)))
+    .then((html) => {
+      live.innerHTML = html;
+      localTimes(live);
+    })
+    .catch(() => {})
+    .finally(() => { refreshing = null; });
+  return refreshing;
+}
+
+function drawChart(cap) {
+  const svg = document.getElementById("chart");
+  if (!svg) return;
+  const top = Math.max(cap, ...samples, 1) * 1.1;
+  const x = (i) => (300 * i) / 59;
+  const y = (v) => 90 - (90 * v) / top;
+  const start = 60 - samples.length;
+  const points = samples.map((v, i) => `${x(start + i).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
+  svg.innerHTML =
+    `<line class="cap" x1="0" x2="300" y1="${y(cap)}" y2="${y(cap)}"></line>` +
+    `<polyline class="rate" points="${points}"></polyline>`;
+}
+
+function onTick(event) {
+  const figures = JSON.parse(event.data);
+  for (const name of ["total", "sending", "delivered", "failed", "throttled", "rate", "cap"]) {
+    setText(`fig-${name}`, Math.round(figures[name]).toLocaleString());
+  }
+  samples.push(figures.rate);
+  if (samples.length > 60) samples.shift();
+  drawChart(figures.cap);
+  if (figures.changed) refreshLive();
+}
+
+function listen() {
+  const state = document.getElementById("stream-state");
+  const stream = new EventSource(`${UI}/events`);
+  stream.addEventListener("tick", onTick);
+  stream.onopen = () => { state.className = "stream on"; state.title = "live"; refreshLive(); };
+  stream.onerror = () => { state.className = "stream off"; state.title = "reconnecting"; };
+}
+
+async function call(method, path, body) {
+  const reply = await fetch(path, {
+    method,
+    headers: { "content-type": "application/json", accept: "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const answer = await reply.json();
+  if (!reply.ok) throw new Error(answer.detail || reply.statusText);
+  return answer;
+}
+
+function say(text, failed) {
+  const status = document.getElementById("control-status");
+  status.textContent = text;
+  status.className = failed ? "error" : "";
+}
+
+function showSettings(settings) {
+  for (const input of document.querySelectorAll("[data-setting]")) {
+    input.value = settings[input.dataset.setting];
+  }
+  for (const input of document.querySelectorAll("[data-fault]")) {
+    input.value = settings.faults[input.dataset.fault];
+  }
+  document.getElementById("throttle-all").checked = settings.faults.throttle >= 1;
+}
+
+async function loadSettings() {
+  try {
+    showSettings(await call("GET", "/_emulator/settings"));
+  } catch (error) {
+    say(`could not read the settings: ${error.message}`, true);
+  }
+}
+
+async function change(kind, name, value) {
+  const path = kind === "fault" ? "/_emulator/faults" : "/_emulator/settings";
+  try {
+    await call("PATCH", path, { [name]: Number(value) });
+    showSettings(await call("GET", "/_emulator/settings"));
+    say(`${name} is now ${value}`, false);
+  } catch (error) {
+    say(`${name}: ${error.message}`, true);
+    loadSettings();
+  }
+}
+
+function wireControls() {
+  if (!document.getElementById("controls")) return;
+  for (const input of document.querySelectorAll("[data-fault], [data-setting]")) {
+    const kind = input.dataset.fault ? "fault" : "setting";
+    input.addEventListener("change", () => change(kind, input.dataset.fault || input.dataset.setting, input.value));
+  }
+  document.getElementById("throttle-all").addEventListener("change", (event) =>
+    change("fault", "throttle", event.target.checked ? 1 : 0));
+  document.getElementById("clear").addEventListener("click", async () => {
+    if (!window.confirm("Delete every message in the sandbox inbox?")) return;
+    try {
+      const answer = await call("DELETE", "/_emulator/messages");
+      say(`cleared ${answer.deleted} messages`, false);
+      refreshLive();
+    } catch (error) {
+      say(`could not clear: ${error.message}`, true);
+    }
+  });
+  loadSettings();
+}
+
+localTimes(document);
+wireControls();
+listen();

@@ -1,0 +1,60 @@
+"""The send task's link to its campaign in the SMS sandbox, when ``[globesms] sandbox_url`` is set.
+
+``sandbox_url`` (``make demo`` sets it) is the URL of an emulator (``globesms-emulator``) whose inbox the
+Airflow UI should show; ``plugins.py`` adds the inbox to the navigation. Without it nothing is added.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+from airflow.sdk import BaseOperatorLink, conf
+
+from airflow_provider_globesms.storage import CONFIG_SECTION
+
+if TYPE_CHECKING:
+    from airflow.sdk import BaseOperator
+    from airflow.sdk.types import TaskInstanceKey
+
+INBOX_PATH = "/_emulator/ui"
+
+
+def sandbox_url() -> str | None:
+    """``[globesms] sandbox_url`` without a trailing slash, or ``None`` when it is not set."""
+    url = str(conf.get(CONFIG_SECTION, "sandbox_url", fallback="") or "").strip()
+    return url.rstrip("/") or None
+
+
+def campaign_url(base: str, campaign_id: str) -> str:
+    """The sandbox page of one campaign (Alibaba's TaskId)."""
+    return f"{base}{INBOX_PATH}/campaign?id={quote(campaign_id, safe='')}"
+
+
+class SandboxCampaignLink(BaseOperatorLink):
+    """ "SMS sandbox" on a send task: its campaign's page in the sandbox inbox (counts, receipts)."""
+
+    name = "SMS sandbox"
+
+    def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
+        """The campaign's page; empty when no sandbox is configured (then no link is shown)."""
+        base = sandbox_url()
+        if base is None:
+            return ""
+        from airflow_provider_globesms.operators.globesms import default_campaign_id
+
+        campaign = getattr(operator, "campaign_id", None) or default_campaign_id(
+            ti_key.dag_id, ti_key.run_id, ti_key.task_id, ti_key.map_index
+        )
+        return campaign_url(base, str(campaign))
+
+
+class SandboxLinks:
+    """``operator_extra_links`` that holds the sandbox link only while ``sandbox_url`` is set.
+
+    A descriptor, not a property: Airflow reads the attribute from the operator class too (mapped tasks).
+    It is read when a DAG is parsed (which links the UI lists) and when a task ends (the link's URL).
+    """
+
+    def __get__(self, instance: object, owner: type | None = None) -> tuple[BaseOperatorLink, ...]:
+        return (SandboxCampaignLink(),) if sandbox_url() else ()
