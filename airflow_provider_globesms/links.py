@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from airflow.sdk import BaseOperatorLink, conf
 
-from airflow_provider_globesms.storage import CONFIG_SECTION
+from airflow_provider_globesms.storage import CONFIG_SECTION, default_campaign_id
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator
@@ -41,8 +41,6 @@ class SandboxCampaignLink(BaseOperatorLink):
         base = sandbox_url()
         if base is None:
             return ""
-        from airflow_provider_globesms.operators.globesms import default_campaign_id
-
         campaign = getattr(operator, "campaign_id", None) or default_campaign_id(
             ti_key.dag_id, ti_key.run_id, ti_key.task_id, ti_key.map_index
         )

@@ -7,6 +7,7 @@ own folder: ``<dag>/<run>/<task>/<map index or "task">``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath, conf
+
+from airflow_provider_globesms.client.validation import MAX_TASK_ID_LENGTH
 
 CONFIG_SECTION = "globesms"
 
@@ -87,3 +90,13 @@ def store_file(local: Path, location: str) -> str:
     with local.open("rb") as source, destination.open("wb") as sink:  # type: ignore[no-untyped-call]
         shutil.copyfileobj(source, sink, 1024 * 1024)
     return str(destination)
+
+
+def default_campaign_id(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
+    """Deterministic TaskId for receipts: readable ids plus a digest of the run id (1-255 chars)."""
+    run_digest = hashlib.sha256(run_id.encode()).hexdigest()[:10]
+    parts = [dag_id, task_id, *([str(map_index)] if map_index >= 0 else []), run_digest]
+    campaign = ".".join(safe_segment(p) for p in parts)
+    if len(campaign) > MAX_TASK_ID_LENGTH:
+        campaign = campaign[: MAX_TASK_ID_LENGTH - 13] + "." + hashlib.sha256(campaign.encode()).hexdigest()[:12]
+    return campaign

@@ -93,3 +93,37 @@ def memory_object_storage() -> None:
 
     fs._BUILTIN_SCHEME_TO_FS["memory"] = lambda _conn_id, options: MemoryFileSystem(**options)
     fs._register_filesystems.cache_clear()
+
+
+class QuietHoursClock:
+    """The quiet-hours clock under a test's control: it reads ``now``; each deferral's trigger (Airflow's own
+    DateTimeTrigger, run for real) moves it to the moment waited for, plus 30 s, as the triggerer's wait would.
+    Moments in the past make the trigger fire at once."""
+
+    def __init__(self, now: Any) -> None:
+        self.now = now
+        self.moments: list[Any] = []
+
+    def trigger(self, moment: Any) -> Any:
+        from datetime import timedelta
+
+        from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+
+        self.moments.append(moment)
+        self.now = moment + timedelta(seconds=30)
+        return DateTimeTrigger(moment=moment)
+
+
+@pytest.fixture
+def quiet_hours_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], QuietHoursClock]:
+    """``clock = quiet_hours_clock(datetime(..., tzinfo=UTC))``: the operator's quiet hours then run on it."""
+    from airflow_provider_globesms.client import quiet_hours
+    from airflow_provider_globesms.operators import campaign_controls
+
+    def start(now: Any) -> QuietHoursClock:
+        clock = QuietHoursClock(now)
+        monkeypatch.setattr(quiet_hours, "utc_now", lambda: clock.now)
+        monkeypatch.setattr(campaign_controls, "DateTimeTrigger", clock.trigger)
+        return clock
+
+    return start

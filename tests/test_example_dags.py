@@ -34,6 +34,7 @@ def test_every_example_imports_without_dagbag_errors() -> None:
         "globesms_templated_campaign",
         "globesms_failure_alerts",
         "globesms_fan_out",
+        "globesms_weekly_promotion",
     }
 
 
@@ -104,3 +105,24 @@ def test_fan_out(run_dag: Callable[..., Any], globesms_conn: Any) -> None:
     work = Path(conf.get("core", "dags_folder")).parent / "globesms" / "examples-data" / "globesms_fan_out"
     assert work.is_dir()
     assert not any(work.rglob("*.csv"))  # the run's input and shards are gone once every shard succeeded
+
+
+def test_weekly_promotion_keeps_quiet_hours_opt_outs_and_budget(
+    run_dag: Callable[..., Any], globesms_conn: Any, quiet_hours_clock: Callable[[Any], Any]
+) -> None:
+    """At 02:00 UTC: Hong Kong (10:00) and Australia are awake, London and the US are not; the run defers
+    to the triggerer until each wakes (the clock jumps to each moment, which lies in the past), and ends
+    with every allowed customer texted once."""
+    from datetime import datetime, timezone
+
+    quiet_hours_clock(datetime(2026, 11, 16, 2, tzinfo=timezone.utc))
+    emulator = globesms_conn()
+    dag_run = run_dag(load("globesms_weekly_promotion"))
+    assert task_states(dag_run) == {"send_promotion": "success"}
+    (summary,) = xcom_values(dag_run, "send_promotion")
+    assert (summary["accepted"], summary["suppressed"], summary["invalid"], summary["held"]) == (7, 2, 1, 0)
+    assert len(summary["quiet_hours_rounds"]) > 1  # it deferred at least once
+    assert sorted(m["to"] for m in emulator.messages()) == sorted(
+        {"85291234567", "447911123456", "12125550123", "13105550142", "61412345678", "61412345679", "85366123456"}
+    )
+    assert summary["estimated_cost"] > 0

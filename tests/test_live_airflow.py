@@ -15,8 +15,9 @@ import re
 import shutil
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ def runs(airflow: LiveAirflow) -> dict[str, tuple[str, str, dict[str, Any]]]:
         airflow.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
     fan_out = {"sample_rows": FAN_OUT_ROWS, "shards": FAN_OUT_SHARDS}
     plan: dict[str, tuple[str, str | None, dict[str, Any]]] = {
+        "promotion-quiet": ("globesms_weekly_promotion", None, quiet_now()),  # first: its window is timed
         "daily-undated": ("globesms_daily_notification", None, {}),
         "daily-dated": ("globesms_daily_notification", DATED, {}),
         "campaign-undated": ("globesms_templated_campaign", None, {}),
@@ -90,6 +92,24 @@ def runs(airflow: LiveAirflow) -> dict[str, tuple[str, str, dict[str, Any]]]:
     return done
 
 
+# Quiet hours that are on when the run is triggered in UTC+8 (Hong Kong, Macau, Perth) and end QUIET_FOR
+# seconds later: those customers are held, the rest texted at once; the task defers to the real triggerer.
+QUIET_FOR = 100  # the run must start before it ends, with nine others starting at the same time
+QUIET_ENDS_AT: list[datetime] = []
+
+
+def quiet_now() -> dict[str, str]:
+    """The promotion's quiet hours, from an hour ago until QUIET_FOR seconds from now, in UTC+8."""
+    now = datetime.now(timezone(timedelta(hours=8)))
+    QUIET_ENDS_AT[:] = [now + timedelta(seconds=QUIET_FOR)]
+    return {
+        "quiet_start": (now - timedelta(hours=1)).strftime("%H:%M:%S"),
+        "quiet_end": QUIET_ENDS_AT[0].strftime("%H:%M:%S"),
+    }
+
+
+HELD_AT_FIRST = {"85291234567", "85366123456", "61412345679"}  # Hong Kong, Macau, Perth (the row's zone)
+
 EXPECTED = {
     "daily-undated": "success",
     "daily-dated": "success",
@@ -101,6 +121,7 @@ EXPECTED = {
     "alerts-transient": "success",
     "alerts-outage-undated": "failed",
     "alerts-outage-dated": "failed",
+    "promotion-quiet": "success",
 }
 
 
@@ -156,6 +177,28 @@ def test_the_receipts_sensor_deferred_to_the_triggerer(airflow: LiveAirflow, run
     assert trigger_logs, f"the triggerer wrote no log for the trigger in {folder}"
     assert "Trigger fired event" in trigger_logs[0]
     assert "receipts: queried" in trigger_logs[0]  # our trigger's own polling, in the triggerer
+
+
+def test_quiet_hours_defer_to_the_triggerer_and_each_customer_gets_one_text(
+    airflow: LiveAirflow, emulator: EmulatorServer, runs: dict[str, Any]
+) -> None:
+    """Issue 14: the customers in quiet hours are texted after the window ends (in real time), by the resumed
+    task, after a DateTimeTrigger in the real triggerer; each customer once; opt-outs never."""
+    dag_id, run_id, _ = runs["promotion-quiet"]
+    campaign = default_campaign_id(dag_id, run_id, "send_promotion", -1)
+    messages = emulator.messages(task_id=campaign)
+    assert Counter(m["to"] for m in messages) == Counter(
+        {n: 1 for n in [*HELD_AT_FIRST, "447911123456", "12125550123", "13105550142", "61412345678"]}
+    )
+    ended = QUIET_ENDS_AT[0].timestamp()
+    sent = {m["to"]: round(m["submitted_at"] - ended, 1) for m in messages}  # seconds after the window ended
+    assert all(sent[n] >= 0 for n in HELD_AT_FIRST), sent
+    assert all(s < 0 for n, s in sent.items() if n not in HELD_AT_FIRST), sent
+    folder = airflow.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / "task_id=send_promotion"
+    assert "DEFERRED" in (folder / "attempt=1.log").read_text(errors="replace")
+    trigger_logs = [p.read_text(errors="replace") for p in folder.glob("attempt=1.log.trigger.*.log")]
+    assert trigger_logs, f"the triggerer wrote no log for the trigger in {folder}"
+    assert "held by quiet hours; deferring until" in (folder / "attempt=1.log").read_text(errors="replace")
 
 
 def test_the_fan_out_shards_overlapped_within_the_account_cap(

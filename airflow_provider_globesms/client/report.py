@@ -51,13 +51,17 @@ class ResultsWriter:
 class SendSummary:
     """Every recipient's final status, whichever try settled it, and what this try did.
 
-    ``accepted + received + unknown + failed + invalid == total``: nothing is left out, so a message
+    ``accepted + received + unknown + failed + invalid + suppressed + held == total``: nothing is left out, so a message
     that may not have reached its recipient is counted in the last try's summary, not only in the try
     that lost its answer.
     """
 
     total: int = 0
     invalid: int = 0
+    suppressed: int = 0  # on the suppression list: never sent
+    held: int = 0  # in quiet hours: not sent yet (or, time zone unknown, not sent)
+    held_unknown_zone: int = 0
+    next_opening: float | None = None  # the earliest moment (epoch) a held message may go
     accepted: int = 0  # the API accepted it (a MessageId is known), in this try or an earlier one
     received: int = 0  # provably received by the API, answer lost (no MessageId)
     unknown: int = 0  # may or may not have been accepted: never resent unless asked
@@ -99,6 +103,9 @@ class SendSummary:
         return {
             "total": self.total,
             "invalid": self.invalid,
+            "suppressed": self.suppressed,
+            "held": self.held,
+            "held_unknown_timezone": self.held_unknown_zone,
             "accepted": self.accepted,
             "received": self.received,  # the API has it (its nonce was seen); its answer and MessageId were lost
             "received_without_id": self.received,  # the same count under its name before 0.2

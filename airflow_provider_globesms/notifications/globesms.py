@@ -9,6 +9,8 @@ error that triggered the alert must stay the one Airflow reports.
 
 from __future__ import annotations
 
+import asyncio
+import tempfile
 from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,7 @@ from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
 from airflow_provider_globesms.client.segments import GSM7_SINGLE, count_segments
 from airflow_provider_globesms.client.validation import shorten
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
+from airflow_provider_globesms.operators.campaign_controls import open_suppression
 
 if TYPE_CHECKING:
     import jinja2
@@ -87,11 +90,13 @@ class GlobeSmsNotifier(BaseNotifier):
     :param globesms_conn_id: the connection (type ``globesms``).
     :param sender: sender ID (``From``).
     :param sms_type: ``NOTIFY`` by default; ``OTP`` or ``MKT`` are possible.
+    :param suppression: numbers that must not be texted (someone off call, an opt-out): a list, or the path/URI
+        of a text, CSV or JSON Lines file, as ``SendGlobeSmsOperator`` takes it.
     """
 
     # `message` is rendered by the notifier itself (``_text``): an alert whose template fails (say `{{ ds }}`
     # in a run without a logical date) still goes out, with the default text.
-    template_fields: Sequence[str] = ("to", "sender", "globesms_conn_id")
+    template_fields: Sequence[str] = ("to", "sender", "globesms_conn_id", "suppression")
 
     def __init__(
         self,
@@ -102,9 +107,11 @@ class GlobeSmsNotifier(BaseNotifier):
         sender: str | None = None,
         sms_type: str | None = "NOTIFY",
         default_region: str | None = None,
+        suppression: str | Sequence[str] | None = None,
         context: Context | None = None,
     ) -> None:
         super().__init__(context=context)
+        self.suppression = suppression
         self.to = to
         self.message = message
         self.globesms_conn_id = globesms_conn_id
@@ -153,11 +160,35 @@ class GlobeSmsNotifier(BaseNotifier):
                 self.log.error("Alert SMS to %s not sent: %s", mask_number(number), exc)
         return requests
 
+    def _suppressed(self, numbers: list[str]) -> set[str]:
+        """Which of these numbers (wire form) are on the suppression list; a list that cannot be read is
+        logged and ignored (an alert is not lost to its own settings)."""
+        if self.suppression is None or not numbers:
+            return set()
+        try:
+            with (
+                tempfile.TemporaryDirectory(prefix="globesms-alert-") as workdir,
+                open_suppression(self.suppression, self.default_region, workdir, self.log) as listed,
+            ):
+                return {n for n in numbers if listed is not None and n in listed}
+        except Exception as exc:
+            self.log.error("Alert suppression list not read (%s); alerting every number", str(exc)[:300])
+            return set()
+
+    def _allowed(self, requests: list[SendMessageRequest], suppressed: set[str]) -> list[SendMessageRequest]:
+        for request in requests:
+            if request.to in suppressed:
+                self.log.info(
+                    "Alert SMS to %s not sent: the number is on the suppression list", mask_number(request.to)
+                )
+        return [r for r in requests if r.to not in suppressed]
+
     def notify(self, context: Context) -> None:
         """Send the alert SMS; failures are logged, never raised over the error being reported."""
         try:
             client = self.hook.client
-            for request in self._requests(context, client):
+            requests = self._requests(context, client)
+            for request in self._allowed(requests, self._suppressed([r.to for r in requests])):
                 try:
                     self._accepted(request, client.send(request))
                 except GlobeSmsError as exc:
@@ -171,7 +202,9 @@ class GlobeSmsNotifier(BaseNotifier):
             client = await self.hook.aget_client()  # the connection read without blocking
             aclient = AsyncGlobeSmsClient(client)
             try:
-                for request in self._requests(context, client):
+                requests = self._requests(context, client)
+                suppressed = await asyncio.to_thread(self._suppressed, [r.to for r in requests])
+                for request in self._allowed(requests, suppressed):
                     try:
                         self._accepted(request, await aclient.send(request))
                     except GlobeSmsError as exc:

@@ -8,12 +8,9 @@ becomes the (small) XCom.
 
 from __future__ import annotations
 
-import hashlib
-import math
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
@@ -22,22 +19,26 @@ import jinja2
 from airflow.sdk import BaseOperator, XComArg, literal
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
-from airflow_provider_globesms.client.bulk import BulkSender, Campaign, Spill, ValidationReport, validate
+from airflow_provider_globesms.client.bulk import BulkSender, Spill, ValidationReport, validate
 from airflow_provider_globesms.client.errors import SourceError
-from airflow_provider_globesms.client.recipients import Row
 from airflow_provider_globesms.client.report import ResultsWriter, SendSummary
 from airflow_provider_globesms.client.transport import require_positive
-from airflow_provider_globesms.client.validation import MAX_TASK_ID_LENGTH
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
 from airflow_provider_globesms.links import SandboxLinks
-from airflow_provider_globesms.operators.recipient_source import open_rows
+from airflow_provider_globesms.operators.campaign_controls import (
+    after_quiet_hours,
+    check_budget,
+    open_suppression,
+    refuse_invalid,
+    rounds_so_far,
+)
 from airflow_provider_globesms.operators.rendering import (
     LITERAL,
     ShownMasked,
     compile_message,
-    has_template,
     is_rows,
     row_renderer,
+    shown_inputs,
 )
 from airflow_provider_globesms.operators.send_ledger import open_send_ledger
 from airflow_provider_globesms.operators.send_log import (
@@ -51,37 +52,16 @@ from airflow_provider_globesms.operators.send_log import (
     warn_if_ledger_is_not_shared,
     xcom_summary,
 )
-from airflow_provider_globesms.storage import safe_segment, store_file, task_instance_location, task_instance_scope
+from airflow_provider_globesms.operators.send_plan import SendPlan, make_plan
+from airflow_provider_globesms.storage import (
+    default_campaign_id,
+    store_file,
+)
+
+__all__ = ["SendGlobeSmsOperator", "default_campaign_id"]  # default_campaign_id: its home before storage.py
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
-
-MAX_CONCURRENCY = 512
-# Sends in flight needed to hold the cap: rate x latency. 0.3 s covers Alibaba's 100-300 ms.
-LATENCY_BUDGET = 0.3
-
-
-@dataclass(frozen=True)
-class SendPlan:
-    """What ``execute`` decided before reading the first row."""
-
-    campaign_id: str
-    campaign: Campaign
-    rows: Iterator[Row]
-    described: str
-    ledger_dir: str
-    results_location: str
-    concurrency: int
-
-
-def default_campaign_id(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:
-    """Deterministic TaskId for receipts: readable ids plus a digest of the run id (1-255 chars)."""
-    run_digest = hashlib.sha256(run_id.encode()).hexdigest()[:10]
-    parts = [dag_id, task_id, *([str(map_index)] if map_index >= 0 else []), run_digest]
-    campaign = ".".join(safe_segment(p) for p in parts)
-    if len(campaign) > MAX_TASK_ID_LENGTH:
-        campaign = campaign[: MAX_TASK_ID_LENGTH - 13] + "." + hashlib.sha256(campaign.encode()).hexdigest()[:12]
-    return campaign
 
 
 def _check_arguments(to: object, recipients: object, on_invalid: str, concurrency: int | None) -> None:
@@ -153,6 +133,14 @@ class SendGlobeSmsOperator(BaseOperator):
         record, a results file) and its ledger is missing, empty or unreadable: every message goes again.
     :param progress_interval: seconds between progress lines in the log.
     :param max_errors_shown: invalid rows listed in the table (all are counted).
+    :param suppression: numbers that must never receive anything from this task (opt-outs): a list, or the
+        path/URI of a text (one a line), CSV or JSON Lines file, in any form ``to`` accepts; matched on the
+        E.164 number, indexed on disk (millions of entries, flat memory); reported as ``suppressed``.
+    :param max_segments: the most segments this task may bill; above it (counted in the validation pass)
+        the task fails before the first send, naming the totals.
+    :param prices: price per segment by country (``{"HK": 0.04, "GB": 0.05}`` or calling codes ``"852"``),
+        or the path/URI of a CSV ``country,price``: the log (and a dry run) shows the estimated cost by
+        country, and the summary ``estimated_cost``.
     """
 
     template_fields: Sequence[str] = (
@@ -167,12 +155,17 @@ class SendGlobeSmsOperator(BaseOperator):
         "ledger_uri",
         "results_uri",
         "globesms_conn_id",
+        "suppression",
+        "prices",
+        "quiet_hours",
     )
     # No field is read from a file by Airflow: a recipients path such as people.txt is a path, never a
     # template. A message ending in .txt or .j2 is loaded as a template file by the operator itself.
     template_ext: Sequence[str] = ()
     template_fields_renderers: ClassVar[dict[str, str]] = {"message": "jinja", "recipients": "json"}
     ui_color = "#ff6a00"
+    _message_template: jinja2.Template | None = None  # compiled when the fields are rendered
+    _quiet_rounds: Sequence[dict[str, Any]] = ()  # what each quiet-hours round did, carried across deferrals
     operator_extra_links = SandboxLinks()  # a descriptor: the sandbox link, or none without a sandbox
 
     def __init__(
@@ -202,29 +195,29 @@ class SendGlobeSmsOperator(BaseOperator):
         resend_without_ledger: bool = False,
         progress_interval: float = 10.0,
         max_errors_shown: int = 50,
+        suppression: str | Sequence[str | int] | None = None,
+        max_segments: int | None = None,
+        prices: Mapping[str, float] | str | None = None,
+        quiet_hours: tuple[str, str] | None = None,
+        tz_field: str | None = None,
+        on_unknown_timezone: Literal["hold", "send", "skip"] = "hold",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         _check_arguments(to, recipients, on_invalid, concurrency)
-        # The message is compiled and rendered per recipient by the operator, not once by Airflow, which
-        # keeps (and shows as rendered) the template text itself.
+        # Compiled and rendered per recipient by the operator; Airflow keeps (and shows) the template itself.
         self.message = literal(message) if isinstance(message, str) else message
-        self.to: str | int | Sequence[str | int] | XComArg | ShownMasked | None = (
-            ShownMasked.numbers(to) if to is not None and not has_template(to) else to
-        )
-        # Rows are data: Airflow would render every string inside them (a row holding
-        # "{{ conn.x.password }}" would send the secret). Only a path or URI is templated.
-        self.recipients = ShownMasked.rows(recipients) if is_rows(recipients) else recipients
-        self.to_field, self.sender, self.sms_type = to_field, sender, sms_type
+        self.to, self.recipients, self.suppression = shown_inputs(to, recipients, suppression)
+        self.max_segments, self.prices, self.quiet_hours = max_segments, prices, quiet_hours
+        self.tz_field, self.on_unknown_timezone, self.to_field = tz_field, on_unknown_timezone, to_field
         self.validity_period, self.channel_id, self.campaign_id = validity_period, channel_id, campaign_id
         self.globesms_conn_id, self.concurrency, self.on_invalid = globesms_conn_id, concurrency, on_invalid
+        self.sender, self.sms_type, self.is_dry_run = sender, sms_type, dry_run  # dry_run() is BaseOperator's
         self.max_qps = require_positive("max_qps", max_qps) if max_qps is not None else None  # nan, inf, 0...
-        self.is_dry_run = dry_run  # BaseOperator.dry_run() is a method; keep it one
         self.resend_unknown, self.fail_on_unknown = resend_unknown, fail_on_unknown
-        self.confirm_by_replay, self.resend_without_ledger = confirm_by_replay, resend_without_ledger
         self.ledger_uri, self.results_uri, self.default_region = ledger_uri, results_uri, default_region
+        self.confirm_by_replay, self.resend_without_ledger = confirm_by_replay, resend_without_ledger
         self.lease_wait, self.progress_interval, self.max_errors_shown = lease_wait, progress_interval, max_errors_shown
-        self._message_template: jinja2.Template | None = None
 
     @cached_property
     def hook(self) -> GlobeSmsHook:
@@ -273,10 +266,10 @@ class SendGlobeSmsOperator(BaseOperator):
                 report = self._validate(plan, workdir, lambda outcome: dry_run_line(results, outcome))
                 handle.close()
                 stored = store_file(results_file, plan.results_location)
-                return xcom_summary(plan.campaign_id, report, None, stored, dry_run=True)
+                return xcom_summary(plan.campaign_id, report, None, stored, dry_run=True, budget=plan.budget)
             spill = stack.enter_context(Spill(plan.campaign, workdir))
             report = self._validate(plan, workdir, spill.add)
-            self._refuse_invalid(report, plan.described)
+            refuse_invalid(report, plan.described, self.on_invalid, self.log)
             summary = self._send(stack, context, plan, spill, results, report.valid)
             handle.close()
             stored = store_file(results_file, plan.results_location)
@@ -284,62 +277,27 @@ class SendGlobeSmsOperator(BaseOperator):
 
     def _plan(self, context: Context) -> SendPlan:
         """Everything decided before the first row is read; a bad sender ID fails here, once."""
-        ti = context["ti"]
-        scope = task_instance_scope(ti)
-        dag_id, run_id, task_id, map_index = scope
-        campaign_id = self.campaign_id or default_campaign_id(dag_id, run_id, task_id, int(map_index))
-        client = self.hook.client
-        rows, to_field, described = open_rows(self.to, self.recipients, self.to_field)
-        options = {
-            "sender": self.sender,
-            "sms_type": self.sms_type,
-            "task_id": campaign_id,
-            "validity_period": self.validity_period,
-            "channel_id": self.channel_id,
-        }
-        campaign = Campaign(
-            client, self._renderer(context), scope, {k: v for k, v in options.items() if v is not None}, to_field
-        )
-        campaign.check_options()
-        ledger_dir = task_instance_location(ti, self.ledger_uri)
-        max_qps = client.max_qps  # this task's max_qps, else the connection's, else the account cap
-        dry = " (dry run: nothing will be sent)" if self.is_dry_run else ""
-        self.log.info("Campaign %s: validating %s at up to %g sends/s%s", campaign_id, described, max_qps, dry)
-        return SendPlan(
-            campaign_id=campaign_id,
-            campaign=campaign,
-            rows=rows,
-            described=described,
-            ledger_dir=ledger_dir,
-            results_location=self.results_uri or f"{ledger_dir}/results.jsonl",
-            concurrency=self.concurrency or max(1, min(MAX_CONCURRENCY, math.ceil(max_qps * LATENCY_BUDGET))),
-        )
+        return make_plan(self, context, self._renderer(context))
 
     def _validate(self, plan: SendPlan, workdir: str, on_row: Callable[[Any], None]) -> ValidationReport:
-        try:
-            report = validate(
-                plan.campaign, plan.rows, max_errors=self.max_errors_shown, on_row=on_row, workdir=workdir
-            )
-        except SourceError as exc:
-            raise AirflowFailException(f"recipients: {exc}") from None
+        with open_suppression(self.suppression, self.default_region, workdir, self.log) as suppression:
+            try:
+                report = validate(
+                    plan.campaign,
+                    plan.rows,
+                    max_errors=self.max_errors_shown,
+                    on_row=on_row,
+                    workdir=workdir,
+                    suppression=suppression,
+                    budget=plan.budget,
+                    quiet=plan.quiet,
+                    tz_field=self.tz_field,
+                )
+            except SourceError as exc:
+                raise AirflowFailException(f"recipients: {exc}") from None
         log_validation(self.log, report, self.on_invalid)
+        check_budget(plan.budget, self.log, dry_run=self.is_dry_run)
         return report
-
-    def _refuse_invalid(self, report: ValidationReport, described: str) -> None:
-        """Stop before sending when no row is valid, or any is and ``on_invalid="fail"``."""
-        if report.total and not report.valid:
-            reason, count = report.reasons.most_common(1)[0]
-            raise AirflowFailException(
-                f"none of the {report.total} recipients is valid; nothing was sent. Most common reason "
-                f"({count} rows): {reason}\n{report.table()}"
-            )
-        if not report.total:
-            self.log.warning("No recipients in %s: nothing to send.", described)
-        if report.invalid and self.on_invalid == "fail":
-            raise AirflowFailException(
-                f"{report.invalid} of {report.total} recipients are invalid; nothing was sent "
-                f"(on_invalid='fail'; use 'skip' to send the valid ones):\n{report.table()}"
-            )
 
     def _send(
         self,
@@ -382,9 +340,17 @@ class SendGlobeSmsOperator(BaseOperator):
         if report.valid <= EACH_LOGGED_UP_TO:
             log_each(self.log, stored)
         log_summary(self.log, summary)
-        out = xcom_summary(plan.campaign_id, report, summary, stored, dry_run=False)
+        out = xcom_summary(plan.campaign_id, report, summary, stored, dry_run=False, budget=plan.budget)
         log_unconfirmed(self.log, summary, stored, fail_on_unknown=self.fail_on_unknown)
         if summary.failed or (summary.unknown and self.fail_on_unknown):
             context["ti"].xcom_push(key="summary", value=out)
             raise AirflowException(failure_text(summary, stored))
+        self._quiet_rounds = after_quiet_hours(self, context, summary, self._quiet_rounds)  # defers while held
+        out["quiet_hours_rounds"] = self._quiet_rounds
         return out
+
+    def resume_after_quiet_hours(self, context: Context, event: Any = None, **kwargs: Any) -> dict[str, Any]:
+        """Back from the triggerer when the next window opened: send what may go now (the ledger skips
+        what went before), and defer again while anything is still held."""
+        self._quiet_rounds = rounds_so_far(context)
+        return self.execute(context)

@@ -3,6 +3,7 @@ the message is compiled once and rendered per recipient (``compile_message``, ``
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -119,3 +120,14 @@ def row_renderer(template: jinja2.Template, context: Mapping[str, Any]) -> Calla
             raise RenderError(f"template: {type(exc).__name__}: {scrub_numbers(str(exc)[:200])}") from None
 
     return render
+
+
+def shown_inputs(to: Any, recipients: Any, suppression: Any) -> tuple[Any, Any, Any]:
+    """Numbers and rows wrapped so that Airflow neither renders nor stores them in full: rows are data (a row
+    holding "{{ conn.x.password }}" would send the secret); only a path or URI, or a template, is rendered."""
+    shown_to = ShownMasked.numbers(to) if to is not None and not has_template(to) else to
+    shown_rows = ShownMasked.rows(recipients) if is_rows(recipients) else recipients
+    numbers = (
+        suppression is not None and not isinstance(suppression, str | os.PathLike) and not has_template(suppression)
+    )
+    return shown_to, shown_rows, ShownMasked.numbers(suppression) if numbers else suppression

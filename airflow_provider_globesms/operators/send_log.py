@@ -10,7 +10,7 @@ from airflow.sdk import conf
 from tabulate import tabulate
 
 from airflow_provider_globesms.client import mask_number
-from airflow_provider_globesms.client.bulk import PreparedMessage, RowError, ValidationReport
+from airflow_provider_globesms.client.bulk import Budget, Held, Outcome, RowError, Suppressed, ValidationReport
 from airflow_provider_globesms.client.report import LineLogger, ResultsWriter, SendSummary
 from airflow_provider_globesms.storage import is_local, storage_path
 
@@ -21,10 +21,11 @@ def log_validation(log: LineLogger, report: ValidationReport, on_invalid: str) -
     """The validation pass in one line, and the invalid rows as one table (masked numbers)."""
     encodings = ", ".join(f"{name} {count}" for name, count in sorted(report.encodings.items())) or "-"
     log.info(
-        "Validated %d recipients: %d valid, %d invalid; %d segments to bill (%s)",
+        "Validated %d recipients: %d to send, %d invalid, %d suppressed; %d segments to bill (%s)",
         report.total,
         report.valid,
         report.invalid,
+        report.suppressed,
         report.segments,
         encodings,
     )
@@ -114,16 +115,27 @@ def warn_if_ledger_is_not_shared(log: LineLogger, ledger_dir: str) -> None:
         )
 
 
-def dry_run_line(results: ResultsWriter, outcome: PreparedMessage | RowError) -> None:
-    """A dry run's results line: what would be sent, or why a row is invalid."""
+def dry_run_line(results: ResultsWriter, outcome: Outcome) -> None:
+    """A dry run's results line: what would be sent, or why a row is invalid or suppressed."""
     if isinstance(outcome, RowError):
         results.write(outcome.row, "", "invalid", field=outcome.field, error=outcome.reason)
+    elif isinstance(outcome, Suppressed):
+        results.write(outcome.message.row, outcome.message.to, "suppressed", segments=outcome.message.segments)
+    elif isinstance(outcome, Held):
+        until = outcome.opens_at.isoformat() if outcome.opens_at else None
+        results.write(outcome.message.row, outcome.message.to, "held", segments=outcome.message.segments, until=until)
     else:
         results.write(outcome.row, outcome.to, "dry_run", segments=outcome.segments, encoding=outcome.encoding)
 
 
 def xcom_summary(
-    campaign_id: str, report: ValidationReport, summary: SendSummary | None, results: str, *, dry_run: bool
+    campaign_id: str,
+    report: ValidationReport,
+    summary: SendSummary | None,
+    results: str,
+    *,
+    dry_run: bool,
+    budget: Budget | None = None,
 ) -> dict[str, Any]:
     """The task's (small) return value: counts, segments, the campaign id and where the results are."""
     out: dict[str, Any] = {
@@ -132,11 +144,19 @@ def xcom_summary(
         "recipients": report.total,
         "valid": report.valid,
         "invalid": report.invalid,
+        "suppressed": report.suppressed,
+        "held": report.held,
         "results_uri": results,
     }
+    if report.opens:
+        out["held_until"] = {when.isoformat(): count for when, count in sorted(report.opens.items())[:20]}
+    if budget is not None and budget.prices:
+        out["estimated_cost"] = round(budget.cost()[0], 4)
     if summary is None:
         out.update(segments=report.segments, encodings=dict(report.encodings))
     else:
         out.update(summary.as_dict())
         out["invalid"] = report.invalid
+        out["suppressed"] = summary.suppressed
+        out["held"] = summary.held
     return out

@@ -10,12 +10,16 @@ results file, the summary) is in ``report``.
 Nothing here imports Airflow; the operator passes in the renderer, the rows and the stores.
 """
 
+from airflow_provider_globesms.client.bulk.controls import Budget, SuppressionList
 from airflow_provider_globesms.client.bulk.prepare import (
     MAX_REASONS,
     Campaign,
     Deduplicator,
+    Held,
+    Outcome,
     PreparedMessage,
     RowError,
+    Suppressed,
     ValidationReport,
     validate,
 )
@@ -25,15 +29,20 @@ from airflow_provider_globesms.client.errors import LedgerError, RenderError
 
 __all__ = [
     "MAX_REASONS",
+    "Budget",
     "BulkSender",
     "Campaign",
     "Deduplicator",
+    "Held",
     "LedgerError",
+    "Outcome",
     "PreparedMessage",
     "RenderError",
     "RowError",
     "SendGuard",
     "Spill",
+    "Suppressed",
+    "SuppressionList",
     "ValidationReport",
     "validate",
 ]

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from tabulate import tabulate
 
 from airflow_provider_globesms.client.blocking import GlobeSmsClient
+from airflow_provider_globesms.client.bulk.controls import Budget
 from airflow_provider_globesms.client.errors import (
     InvalidFieldError,
     RenderError,
@@ -20,6 +22,7 @@ from airflow_provider_globesms.client.ledger import (
     message_key,
 )
 from airflow_provider_globesms.client.phone import mask_number, parse_number
+from airflow_provider_globesms.client.quiet_hours import QuietSchedule
 from airflow_provider_globesms.client.recipients import Row, UnreadableRow
 from airflow_provider_globesms.client.segments import count_segments
 from airflow_provider_globesms.client.sqlite import open_sqlite
@@ -53,6 +56,26 @@ class PreparedMessage:
     def text(self) -> str:
         """The rendered message text."""
         return self.params["Message"]
+
+
+@dataclass(frozen=True, slots=True)
+class Suppressed:
+    """A valid message whose number is on the suppression list: never sent, reported as ``suppressed``."""
+
+    message: PreparedMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A valid message whose recipient is in quiet hours: it goes when the window opens (``opens_at``); with
+    ``unknown_zone`` its time zone is not known and it is held (or skipped) as ``on_unknown_timezone`` says."""
+
+    message: PreparedMessage
+    opens_at: datetime | None
+    unknown_zone: bool = False
+
+
+Outcome = PreparedMessage | RowError | Suppressed | Held
 
 
 @dataclass
@@ -102,8 +125,12 @@ class ValidationReport:
     """Counts of the validation pass, with the first errors and the most common reasons (memory stays flat)."""
 
     total: int = 0
-    valid: int = 0
+    valid: int = 0  # to be sent (neither invalid nor suppressed)
     invalid: int = 0
+    suppressed: int = 0
+    held: int = 0  # in quiet hours now: sent when their window opens
+    held_unknown_zone: int = 0
+    opens: Counter[datetime] = field(default_factory=Counter)  # when held messages may go (to the minute)
     segments: int = 0
     encodings: Counter[str] = field(default_factory=Counter)
     invalid_by_field: Counter[str] = field(default_factory=Counter)
@@ -111,10 +138,18 @@ class ValidationReport:
     errors: list[RowError] = field(default_factory=list)  # the first ones only: memory stays flat
     max_errors: int = 50
 
-    def add(self, outcome: PreparedMessage | RowError) -> None:
+    def add(self, outcome: Outcome) -> None:
         """Count one row's outcome."""
         self.total += 1
-        if isinstance(outcome, RowError):
+        if isinstance(outcome, Suppressed):
+            self.suppressed += 1
+        elif isinstance(outcome, Held):
+            self.held += 1
+            if outcome.opens_at is None:
+                self.held_unknown_zone += 1
+            elif outcome.opens_at.replace(second=0, microsecond=0) in self.opens or len(self.opens) < MAX_REASONS:
+                self.opens[outcome.opens_at.replace(second=0, microsecond=0)] += 1
+        elif isinstance(outcome, RowError):
             self.invalid += 1
             self.invalid_by_field[outcome.field] += 1
             reason = f"{outcome.field}: {outcome.reason}"
@@ -176,27 +211,61 @@ def validate(
     rows: Iterable[Row],
     *,
     max_errors: int = 50,
-    on_row: Callable[[PreparedMessage | RowError], None] | None = None,
+    on_row: Callable[[Outcome], None] | None = None,
     workdir: str | None = None,
+    suppression: Container[str] | None = None,
+    budget: Budget | None = None,
+    quiet: QuietSchedule | None = None,
+    tz_field: str | None = None,
 ) -> ValidationReport:
-    """Check and render every row, and find repeated number-and-text pairs, without sending anything."""
+    """Check and render every row, and find repeated number-and-text pairs, without sending anything.
+    Numbers on ``suppression`` become ``Suppressed``; what is left to send is counted in ``budget``; a
+    recipient in ``quiet`` hours is ``Held`` (its zone from the number, or from the row's ``tz_field``)."""
     report = ValidationReport(max_errors=max_errors)
     seen = Deduplicator(workdir)
     try:
         for number, data in rows:
-            outcome = campaign.prepare(number, data)
+            outcome: Outcome = campaign.prepare(number, data)
             if isinstance(outcome, PreparedMessage):
-                first = seen.first_row(outcome.key, outcome.row)
-                if first is not None:
-                    outcome = RowError(
-                        outcome.row,
-                        mask_number(outcome.to),
-                        campaign.to_field,
-                        f"same number and text as row {first}",
-                    )
+                outcome = _controlled(outcome, campaign, seen, suppression, budget)
+            if isinstance(outcome, PreparedMessage) and quiet is not None:
+                outcome = _in_quiet_hours(outcome, quiet, _field(data, tz_field))
             report.add(outcome)
             if on_row is not None:
                 on_row(outcome)
     finally:
         seen.close()
     return report
+
+
+def _field(data: object, name: str | None) -> str | None:
+    value = data.get(name) if name and isinstance(data, Mapping) else None
+    return str(value) if value not in (None, "") else None
+
+
+def _in_quiet_hours(message: PreparedMessage, quiet: QuietSchedule, named_zone: str | None) -> Outcome:
+    try:
+        opens_at, unknown = quiet.opens_at(message.to, named_zone)
+    except ValueError as exc:
+        return RowError(message.row, mask_number(message.to), "tz", str(exc))
+    if opens_at is None and not unknown:
+        return message
+    return Held(message, opens_at, unknown)
+
+
+def _controlled(
+    message: PreparedMessage,
+    campaign: Campaign,
+    seen: Deduplicator,
+    suppression: Container[str] | None,
+    budget: Budget | None,
+) -> Outcome:
+    """A repeated row is an error; a suppressed number is never sent; the rest counts against the budget."""
+    first = seen.first_row(message.key, message.row)
+    if first is not None:
+        return RowError(message.row, mask_number(message.to), campaign.to_field, f"same number and text as row {first}")
+    if suppression is not None and message.to in suppression:
+        return Suppressed(message)
+    if budget is not None:
+        budget.add(message.to, message.segments)
+    return message

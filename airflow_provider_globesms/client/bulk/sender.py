@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from airflow_provider_globesms.client import aio
 from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
-from airflow_provider_globesms.client.bulk.prepare import Campaign, PreparedMessage, RowError
+from airflow_provider_globesms.client.bulk.prepare import Campaign, Held, Outcome, PreparedMessage, RowError, Suppressed
 from airflow_provider_globesms.client.errors import (
     ApiError,
     LedgerError,
@@ -91,7 +91,7 @@ class BulkSender:
             ThreadPoolExecutor(2, thread_name_prefix="globesms-ledger") if isinstance(ledger, SegmentLedger) else None
         )
 
-    def run(self, items: Iterable[PreparedMessage | RowError], total: int) -> SendSummary:
+    def run(self, items: Iterable[Outcome], total: int) -> SendSummary:
         """Send every validated message that must be sent (``items`` usually a ``Spill``); blocks until done."""
         try:
             return aio.run(self.run_async(items, total))
@@ -99,7 +99,7 @@ class BulkSender:
             if self._ledger_threads is not None:
                 self._ledger_threads.shutdown()
 
-    async def run_async(self, items: Iterable[PreparedMessage | RowError], total: int) -> SendSummary:
+    async def run_async(self, items: Iterable[Outcome], total: int) -> SendSummary:
         """Like ``run``, on the running event loop."""
         started = time.monotonic()
         retry = replace(self.client.retry, confirm_by_replay=self.confirm_unknown)
@@ -201,7 +201,27 @@ class BulkSender:
 
     # --- planning and sending -------------------------------------------------------------------
 
-    def _plan(self, items: Iterable[PreparedMessage | RowError]) -> Iterator[PreparedMessage]:
+    def _not_sent_now(self, item: Suppressed | Held, look_up: bool) -> None:
+        """Suppressed, or in quiet hours: not sent now. One an earlier try (or this task before a deferral)
+        already sent is reported as sent: the list may have grown, the window may have closed again."""
+        message = item.message
+        entry = self.ledger.get(message.key) if look_up else None
+        if entry is not None and entry.status in SENT_STATES:
+            self._settled_earlier(message, entry)
+        elif isinstance(item, Suppressed):
+            self.summary.suppressed += 1
+            self.results.write(message.row, message.to, "suppressed", segments=message.segments)
+        else:
+            self.summary.held += 1
+            self.summary.held_unknown_zone += item.unknown_zone
+            if item.opens_at is not None:
+                opens, earliest = item.opens_at.timestamp(), self.summary.next_opening
+                self.summary.next_opening = opens if earliest is None else min(earliest, opens)
+            until = item.opens_at.isoformat() if item.opens_at else None
+            note = "time zone unknown" if item.unknown_zone else "quiet hours in the recipient's time zone"
+            self.results.write(message.row, message.to, "held", segments=message.segments, until=until, note=note)
+
+    def _plan(self, items: Iterable[Outcome]) -> Iterator[PreparedMessage]:
         """Yield what must be sent; account for invalid rows and what earlier attempts settled."""
         # A first attempt has an empty ledger and (validation saw to it) no repeated keys: no look-ups.
         look_up = bool(self.ledger.counts())
@@ -210,6 +230,9 @@ class BulkSender:
             if isinstance(prepared, RowError):
                 self.summary.invalid += 1
                 self.results.write(prepared.row, "", "invalid", field=prepared.field, error=prepared.reason)
+                continue
+            if isinstance(prepared, Suppressed | Held):
+                self._not_sent_now(prepared, look_up)
                 continue
             entry = self.ledger.get(prepared.key) if look_up else None
             if entry is None or entry.status is Status.FAILED:

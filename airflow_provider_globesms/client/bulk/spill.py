@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 
-from airflow_provider_globesms.client.bulk.prepare import Campaign, PreparedMessage, RowError
+from airflow_provider_globesms.client.bulk.prepare import Campaign, Held, Outcome, PreparedMessage, RowError, Suppressed
 
 
 class Spill:
@@ -23,15 +24,21 @@ class Spill:
         self._options = campaign.check_options()
         self._encode = msgspec.json.Encoder().encode
 
-    def add(self, outcome: PreparedMessage | RowError) -> None:
-        """Write one validation outcome (a message or a row error) to the spill file."""
+    def add(self, outcome: Outcome) -> None:
+        """Write one validation outcome (a message, a row error, a suppressed message) to the spill file."""
         if isinstance(outcome, RowError):
             record: list[Any] = [outcome.row, None, outcome.to, outcome.field, outcome.reason]
         else:
-            record = [outcome.row, outcome.to, outcome.text, outcome.segments, outcome.encoding, outcome.key]
+            m = outcome.message if isinstance(outcome, Suppressed | Held) else outcome
+            record = [m.row, m.to, m.text, m.segments, m.encoding, m.key]
+            if isinstance(outcome, Suppressed):
+                record.append("suppressed")
+            elif isinstance(outcome, Held):
+                opens = outcome.opens_at.timestamp() if outcome.opens_at else None
+                record += ["held", opens, outcome.unknown_zone]
         self._file.write(self._encode(record) + b"\n")
 
-    def __iter__(self) -> Iterator[PreparedMessage | RowError]:
+    def __iter__(self) -> Iterator[Outcome]:
         self._file.flush()
         self._file.seek(0)
         decode = msgspec.json.Decoder().decode
@@ -40,9 +47,16 @@ class Spill:
             if record[1] is None:
                 yield RowError(record[0], record[2], record[3], record[4])
             else:
-                row, to, text, segments, encoding, key = record
+                row, to, text, segments, encoding, key = record[:6]
                 params = {**self._options, "To": to, "Message": text}
-                yield PreparedMessage(row, to, params, key, segments, encoding)
+                message = PreparedMessage(row, to, params, key, segments, encoding)
+                if len(record) == 6:
+                    yield message
+                elif record[6] == "suppressed":
+                    yield Suppressed(message)
+                else:
+                    opens = datetime.fromtimestamp(record[7], timezone.utc) if record[7] is not None else None
+                    yield Held(message, opens, record[8])
 
     def close(self) -> None:
         """Close the spill file."""

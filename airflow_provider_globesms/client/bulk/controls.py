@@ -1,0 +1,256 @@
+"""Campaign controls applied in the validation pass: who must never be sent anything, and what it may cost.
+
+``SuppressionList``: opt-outs, matched on the number's E.164 form, kept in an SQLite index on disk (millions of
+entries, flat memory). ``Budget``: segments and estimated cost by country, and the cap the campaign must stay
+under; it is checked before the first message goes.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import IO
+
+import phonenumbers
+from tabulate import tabulate
+
+from airflow_provider_globesms.client.errors import ConfigurationError, InvalidFieldError
+from airflow_provider_globesms.client.phone import parse_number
+from airflow_provider_globesms.client.sqlite import open_sqlite
+
+BATCH = 10_000  # entries per transaction while a list is loaded
+NUMBER_COLUMNS = ("to", "number", "phone", "phone_number", "msisdn", "mobile")
+
+
+class SuppressionList:
+    """Numbers that must never receive anything, on disk: ``wire in suppression`` for each recipient.
+
+    Entries may be written in any form the validator accepts (``+852 9123 4567``, ``85291234567``; national
+    forms with ``default_region``). An entry that is no phone number cannot match any valid recipient: it
+    is counted (``unreadable``) and its line kept for the log, never fatal. Entries already in E.164 form are
+    indexed as written, unchecked (checking costs more than the look-up; a wrong one matches nobody).
+    """
+
+    def __init__(self, directory: str | None = None, default_region: str | None = None) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="globesms-suppression-", dir=directory)
+        self._db = open_sqlite(
+            f"{self._dir.name}/numbers.sqlite3",
+            journal="OFF",  # scratch: rebuilt by every try
+            threads=False,
+            schema="CREATE TABLE numbers (wire TEXT PRIMARY KEY) WITHOUT ROWID",
+        )
+        self.default_region = default_region
+        self.entries = 0
+        self.unreadable = 0
+        self.first_unreadable: list[int] = []
+
+    def load(self, entries: Iterable[tuple[int, str]]) -> SuppressionList:
+        """Add ``(line, entry)`` pairs, ``BATCH`` per transaction; returns itself."""
+        pending: list[tuple[str]] = []
+        for line, entry in entries:
+            wires = self._wires(entry)
+            if not wires:
+                self.unreadable += 1
+                if len(self.first_unreadable) < 10:
+                    self.first_unreadable.append(line)
+            pending.extend((wire,) for wire in wires)
+            if len(pending) >= BATCH:
+                self._insert(pending)
+        self._insert(pending)
+        self.entries = int(self._db.execute("SELECT COUNT(*) FROM numbers").fetchone()[0])
+        return self
+
+    def _wires(self, entry: str) -> set[str]:
+        """The number an entry means, read as recipients are (so the same writing gives the same number).
+        Bare digits are also read as international: an opt-out list errs on the side of not sending."""
+        text = entry.strip()
+        if text.startswith("+") and text[1:].isdigit() and 8 <= len(text) <= 16:
+            return {text[1:]}  # E.164 already: the common case, a thousand times cheaper than parsing
+        readings: set[str] = set()
+        attempts = [(text, self.default_region)]
+        if not text.startswith("+"):
+            attempts.append(("+" + text, None))
+        for written, region in attempts:
+            try:
+                readings.add(parse_number(written, "suppression", default_region=region).wire)
+            except InvalidFieldError:
+                continue
+        return readings
+
+    def _insert(self, pending: list[tuple[str]]) -> None:
+        if pending:
+            self._db.execute("BEGIN")
+            self._db.executemany("INSERT OR IGNORE INTO numbers VALUES (?)", pending)
+            self._db.execute("COMMIT")
+            pending.clear()
+
+    def __contains__(self, wire: object) -> bool:
+        return self._db.execute("SELECT 1 FROM numbers WHERE wire = ?", (wire,)).fetchone() is not None
+
+    def close(self) -> None:
+        """Close the index and delete its directory."""
+        self._db.close()
+        self._dir.cleanup()
+
+    def __enter__(self) -> SuppressionList:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def suppression_entries(handle: IO[str], name: str) -> Iterator[tuple[int, str]]:
+    """``(line, entry)`` from a text file: one number a line (``.txt``), a CSV with a number column (or its
+    first column), or JSON Lines with a ``to`` or ``number`` key. Blank lines and ``#`` comments are skipped."""
+    lowered = name.lower().removesuffix(".gz")
+    if lowered.endswith(".csv"):
+        yield from _csv_entries(handle)
+        return
+    jsonl = lowered.endswith((".jsonl", ".ndjson"))
+    for line, text in enumerate(handle, start=1):
+        text = text.strip()
+        if not text or text.startswith("#"):
+            continue
+        yield line, (_json_entry(text) if jsonl else text)
+
+
+def _csv_entries(handle: IO[str]) -> Iterator[tuple[int, str]]:
+    reader = csv.reader(handle)
+    header = next(reader, None)
+    if header is None:
+        return
+    names = [h.strip().lower().lstrip("\ufeff") for h in header]
+    column = next((names.index(c) for c in NUMBER_COLUMNS if c in names), None)
+    if column is None:  # no header naming a number column: the first line is an entry too
+        column = 0
+        yield 1, header[0] if header else ""
+    for line, record in enumerate(reader, start=2):
+        if len(record) > column and record[column].strip():
+            yield line, record[column]
+
+
+def _json_entry(text: str) -> str:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return ""
+    if isinstance(value, dict):
+        return str(next((value[k] for k in NUMBER_COLUMNS if k in value), ""))
+    return str(value)
+
+
+def suppression_from_values(values: Iterable[object]) -> Iterator[tuple[int, str]]:
+    """``(position, entry)`` from a list given in the DAG."""
+    return ((n, str(v)) for n, v in enumerate(values, start=1))
+
+
+def region_of(wire: str) -> str:
+    """The ISO region of a number in the wire form (``HK``), ``??`` when unknown."""
+    try:
+        return phonenumbers.region_code_for_number(phonenumbers.parse(f"+{wire}")) or "??"
+    except phonenumbers.NumberParseException:
+        return "??"
+
+
+def prices_from(source: Mapping[str, object] | IO[str] | None) -> dict[str, float]:
+    """Price per segment by country: a mapping, or a CSV ``country,price`` (a header is allowed). A country
+    is an ISO region (``HK``) or a calling code (``852``, ``+852``)."""
+    if source is None:
+        return {}
+    pairs = source.items() if isinstance(source, Mapping) else _price_rows(source)
+    prices: dict[str, float] = {}
+    for country, price in pairs:
+        key = str(country).strip().upper().lstrip("+")
+        try:
+            value = float(str(price).strip())
+        except ValueError:
+            raise ConfigurationError(f"prices: {country!r} has no number for a price ({price!r})") from None
+        if not value >= 0:
+            raise ConfigurationError(f"prices: {country!r} has a negative or missing price ({price!r})")
+        prices[key] = value
+    return prices
+
+
+def _price_rows(handle: IO[str]) -> Iterator[tuple[str, str]]:
+    for line, record in enumerate(csv.reader(handle), start=1):
+        if len(record) < 2 or not record[0].strip() or record[0].lstrip().startswith("#"):
+            continue
+        if line == 1 and not _is_number(record[1]):
+            continue  # a header
+        yield record[0], record[1]
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class Budget:
+    """Recipients, segments and estimated cost by country, and the caps they must stay under."""
+
+    max_segments: int | None = None
+    prices: dict[str, float] = field(default_factory=dict)
+    recipients: Counter[str] = field(default_factory=Counter)
+    segments: Counter[str] = field(default_factory=Counter)
+
+    def add(self, wire: str, segments: int) -> None:
+        """Count one message that is to be sent."""
+        region = region_of(wire)
+        self.recipients[region] += 1
+        self.segments[region] += segments
+
+    def price(self, region: str) -> float | None:
+        """The price per segment of a region: by its ISO code, else its calling code, else the main region
+        of that calling code (Guernsey's +44 numbers at the price given for GB)."""
+        if region in self.prices:
+            return self.prices[region]
+        code = phonenumbers.country_code_for_region(region)
+        main = phonenumbers.region_code_for_country_code(code) if code else None
+        for key in (str(code) if code else None, main):
+            if key is not None and key in self.prices:
+                return self.prices[key]
+        return None
+
+    def cost(self) -> tuple[float, list[str]]:
+        """The estimated total, and the regions without a price (not in the total)."""
+        total, unpriced = 0.0, []
+        for region, segments in self.segments.items():
+            price = self.price(region)
+            if price is None:
+                unpriced.append(region)
+            else:
+                total += price * segments
+        return total, sorted(unpriced)
+
+    def over(self) -> str | None:
+        """Why the campaign is over its cap, naming the totals; ``None`` when it is within it."""
+        total = sum(self.segments.values())
+        if self.max_segments is not None and total > self.max_segments:
+            return (
+                f"{total:,} segments to {sum(self.recipients.values()):,} recipients is over max_segments="
+                f"{self.max_segments:,}"
+            )
+        return None
+
+    def table(self) -> str:
+        """Country, recipients, segments and estimated cost, largest first, with the totals."""
+        rows: list[list[object]] = []
+        for region, segments in self.segments.most_common():
+            price = self.price(region)
+            cost = "-" if price is None else f"{price * segments:.4f}"
+            rows.append([region, self.recipients[region], segments, cost])
+        total, unpriced = self.cost()
+        rows.append(["total", sum(self.recipients.values()), sum(self.segments.values()), f"{total:.4f}"])
+        headers = ["country", "recipients", "segments", "estimated cost"]
+        text = str(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
+        if unpriced and self.prices:
+            text += f"\n(no price for {', '.join(unpriced)}: not in the estimated total)"
+        return text

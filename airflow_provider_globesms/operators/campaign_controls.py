@@ -1,0 +1,167 @@
+"""The gates before the first send: invalid rows, the budget, the suppression list. The operator's controls
+are read from where the DAG says: the suppression list (a list, or a text,
+CSV or JSON Lines file at a path or any ``ObjectStoragePath`` URI, streamed) and the prices (a mapping or a
+CSV ``country,price``). The rules themselves are in ``client/bulk/controls.py``."""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow.providers.standard.triggers.temporal import DateTimeTrigger
+from airflow.sdk import BaseOperator, ObjectStoragePath
+from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_provider_globesms.client import quiet_hours
+from airflow_provider_globesms.client.bulk import ValidationReport
+from airflow_provider_globesms.client.bulk.controls import (
+    Budget,
+    SuppressionList,
+    prices_from,
+    suppression_entries,
+    suppression_from_values,
+)
+from airflow_provider_globesms.client.errors import ConfigurationError
+from airflow_provider_globesms.client.quiet_hours import QuietHours, QuietSchedule
+from airflow_provider_globesms.client.recipients import MAX_SHOWN
+from airflow_provider_globesms.client.report import LineLogger, SendSummary
+from airflow_provider_globesms.operators.rendering import ShownMasked
+from airflow_provider_globesms.storage import storage_path
+
+
+def _is_location(source: Any) -> bool:
+    return isinstance(source, str | os.PathLike | ObjectStoragePath)
+
+
+@contextmanager
+def open_suppression(
+    source: Any, default_region: str | None, workdir: str, log: LineLogger
+) -> Iterator[SuppressionList | None]:
+    """The suppression list indexed on disk for this try, or ``None`` without one; an unreadable file
+    fails the task before anything is sent (a list that cannot be read protects nobody)."""
+    source = source.value if isinstance(source, ShownMasked) else source
+    if source is None:
+        yield None
+        return
+    with SuppressionList(workdir, default_region) as suppression:
+        if _is_location(source):
+            _load_file(suppression, str(source))
+        else:
+            suppression.load(suppression_from_values([source] if isinstance(source, str | int) else source))
+        log.info("Suppression list: %d numbers", suppression.entries)
+        if suppression.unreadable:
+            log.warning(
+                "Suppression list: %d entries are not phone numbers and match nobody (first at lines %s)",
+                suppression.unreadable,
+                ", ".join(map(str, suppression.first_unreadable)),
+            )
+        yield suppression
+
+
+def _load_file(suppression: SuppressionList, location: str) -> None:
+    compression = "gzip" if location.lower().endswith(".gz") else None
+    try:
+        with storage_path(location).open("rt", encoding="utf-8-sig", newline="", compression=compression) as handle:  # type: ignore[no-untyped-call]
+            suppression.load(suppression_entries(handle, location))
+    except (OSError, EOFError, UnicodeError, ValueError, ImportError, zlib.error) as exc:
+        reason = f"{type(exc).__name__}: {str(exc)[:MAX_SHOWN]}"
+        raise AirflowFailException(f"suppression {location[:MAX_SHOWN]}: cannot be read ({reason})") from None
+
+
+def read_prices(source: Mapping[str, Any] | str | os.PathLike[str] | None) -> dict[str, float]:
+    """Price per segment by country, from a mapping or a CSV at a path or URI; a bad one fails the task."""
+    try:
+        if source is None or isinstance(source, Mapping):
+            return prices_from(source)
+        with storage_path(str(source)).open("rt", encoding="utf-8-sig", newline="") as handle:  # type: ignore[no-untyped-call]
+            return prices_from(handle)
+    except (ConfigurationError, OSError, UnicodeError, ValueError) as exc:
+        raise AirflowFailException(f"prices: {exc}") from None
+
+
+def quiet_schedule(window: Any, on_unknown: str) -> QuietSchedule | None:
+    """Quiet hours as of now (``quiet_hours.utc_now``, which tests replace), or ``None`` without them."""
+    if not window:
+        return None
+    if on_unknown not in ("hold", "send", "skip"):
+        raise AirflowFailException(f"on_unknown_timezone must be 'hold', 'send' or 'skip', not {on_unknown!r}")
+    try:
+        hours = QuietHours.parse(window)
+    except ConfigurationError as exc:
+        raise AirflowFailException(str(exc)) from None
+    return QuietSchedule(hours, quiet_hours.utc_now(), on_unknown)
+
+
+def budget_for(max_segments: int | None, prices: Any, *, dry_run: bool) -> Budget | None:
+    """The budget to count in the validation pass: with a cap or prices, and in every dry run (its table)."""
+    if max_segments is None and prices is None and not dry_run:
+        return None
+    return Budget(max_segments=max_segments, prices=read_prices(prices))
+
+
+def check_budget(budget: Budget | None, log: LineLogger, *, dry_run: bool) -> None:
+    """Log the cost table; over ``max_segments`` the task fails before the first send (a dry run says so)."""
+    if budget is None:
+        return
+    log.info("Segments and estimated cost by country:\n%s", budget.table())
+    over = budget.over()
+    if over and dry_run:
+        log.warning("Over budget: %s; a real run would send nothing", over)
+    elif over:
+        raise AirflowFailException(f"{over}; nothing was sent\n{budget.table()}")
+
+
+def refuse_invalid(report: ValidationReport, described: str, on_invalid: str, log: LineLogger) -> None:
+    """Stop before sending when no row is valid, or any is and ``on_invalid="fail"``."""
+    if report.total and not report.valid and report.invalid:
+        reason, count = report.reasons.most_common(1)[0]
+        raise AirflowFailException(
+            f"none of the {report.total} recipients is valid; nothing was sent. Most common reason "
+            f"({count} rows): {reason}\n{report.table()}"
+        )
+    if not report.total:
+        log.warning("No recipients in %s: nothing to send.", described)
+    if report.invalid and on_invalid == "fail":
+        raise AirflowFailException(
+            f"{report.invalid} of {report.total} recipients are invalid; nothing was sent "
+            f"(on_invalid='fail'; use 'skip' to send the valid ones):\n{report.table()}"
+        )
+
+
+ROUNDS_KEY = "quiet_hours_rounds"
+
+
+def rounds_so_far(context: Any) -> list[dict[str, Any]]:
+    """What the rounds before this deferral did (an XCom of this task instance: it outlives the deferral,
+    whatever the triggerer's event carries)."""
+    ti = context["ti"]
+    found = ti.xcom_pull(task_ids=ti.task_id, key=ROUNDS_KEY, map_indexes=ti.map_index)
+    return list(found) if isinstance(found, list) else []
+
+
+def after_quiet_hours(
+    operator: BaseOperator, context: Any, summary: SendSummary, rounds: Sequence[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """After a round of sending: defer (``DateTimeTrigger``, in the triggerer) until the next window opens
+    while any message is held; then, with ``on_unknown_timezone="hold"``, fail naming what was never sent.
+    Returns the rounds so far (one small entry per round, for the summary)."""
+    if summary.held == 0 and not rounds:
+        return []
+    now = quiet_hours.utc_now()
+    wake = datetime.fromtimestamp(summary.next_opening, timezone.utc) if summary.next_opening else None
+    until = wake.isoformat() if wake else None
+    done = [*rounds, {"at": now.isoformat(), "sent": summary.sent, "held": summary.held, "until": until}]
+    if wake is not None:
+        operator.log.info("%d message(s) held by quiet hours; deferring until %s", summary.held, wake.isoformat())
+        context["ti"].xcom_push(key=ROUNDS_KEY, value=done)
+        operator.defer(trigger=DateTimeTrigger(moment=wake), method_name="resume_after_quiet_hours")
+    if summary.held_unknown_zone and getattr(operator, "on_unknown_timezone", "hold") == "hold":
+        raise AirflowFailException(
+            f"{summary.held_unknown_zone} message(s) not sent: the recipient's time zone is unknown, so quiet hours "
+            "cannot be kept. Give the rows a time zone (tz_field), or set on_unknown_timezone to 'send' or 'skip'"
+        )
+    return done

@@ -1,0 +1,202 @@
+"""Campaign controls (issue 14): suppression lists and the budget guard, in the client core and in real DAG runs
+(dag.test() on SQLite) against the emulator."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import io
+import json
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from airflow.sdk import DAG
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from airflow_provider_globesms.client.bulk.controls import Budget, SuppressionList, prices_from, suppression_entries
+from airflow_provider_globesms.client.errors import ConfigurationError, InvalidFieldError
+from airflow_provider_globesms.client.phone import parse_number
+from airflow_provider_globesms.notifications.globesms import GlobeSmsNotifier
+from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
+from airflow_provider_globesms.testing import task_states, xcom_values
+
+LOGICAL_DATE = datetime(2026, 11, 22, tzinfo=timezone.utc)
+PEOPLE = [
+    {"to": "+85291234567", "name": "Ann"},
+    {"to": "+447911123456", "name": "Bo"},
+    {"to": "+61412345678", "name": "Cy"},
+    {"to": "+12125550123", "name": "Di"},
+]
+
+
+def results(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in Path(summary["results_uri"]).read_text().splitlines()]
+
+
+# --- the client core --------------------------------------------------------------------------------
+
+
+def test_every_writing_of_a_number_matches_it(tmp_path: Path) -> None:
+    entries = [
+        "+852 9123 4567",
+        "447911123456",
+        "+61 (0)412 345 678",
+        "(212) 555-0199",
+        "not a number",
+        "+8613800138000",
+    ]
+    with SuppressionList(str(tmp_path), default_region="US") as suppression:
+        suppression.load(enumerate(entries, start=1))
+        assert "85291234567" in suppression
+        assert "447911123456" in suppression
+        assert "12125550199" in suppression  # national form, read with default_region like recipients
+        assert "85291234568" not in suppression
+        assert suppression.unreadable == 1  # E.164 entries are indexed as written (+86 matches nobody anyway)
+        assert suppression.first_unreadable == [5]
+        assert suppression.entries == 5
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    numbers=st.lists(st.integers(0, 8_999_999), min_size=1, max_size=30, unique=True),
+    style=st.sampled_from(["e164", "spaced", "bare", "national"]),
+)
+def test_a_listed_number_is_suppressed_however_the_list_writes_it(numbers: list[int], style: str) -> None:
+    """Generated lists in each writing a user might export: every listed number a recipient could have
+    matches, no other does."""
+    wires = [f"8529{1_000_000 + n % 8_999_999:07d}" for n in numbers]
+    wires = [w for w in wires if _recipient_may_have(w)] or ["85291234567"]
+    writings: dict[str, Callable[[str], str]] = {
+        "e164": lambda w: f"+{w}",
+        "spaced": lambda w: f"+852 {w[3:7]} {w[7:]}",
+        "bare": lambda w: w,
+        "national": lambda w: w[3:],
+    }
+    written = writings[style]
+    with SuppressionList(default_region="HK") as suppression:
+        suppression.load(enumerate((written(w) for w in wires[:-1]), start=1))
+        assert all(w in suppression for w in wires[:-1])
+        if wires[-1] not in wires[:-1]:
+            assert wires[-1] not in suppression
+
+
+def _recipient_may_have(wire: str) -> bool:
+    try:
+        return parse_number(f"+{wire}").wire == wire
+    except InvalidFieldError:
+        return False
+
+
+def test_list_files_in_each_format() -> None:
+    def read(text: str, name: str) -> list[str]:
+        return [entry for _, entry in suppression_entries(io.StringIO(text), name)]
+
+    assert read("# opt-outs\n+85291234567\n\n85291234568\n", "optouts.txt") == ["+85291234567", "85291234568"]
+    assert read("name,phone\nAnn,+85291234567\nBo,\n", "optouts.csv") == ["+85291234567"]
+    assert read("+85291234567,2026-01-01\n+85291234568,x\n", "optouts.csv") == ["+85291234567", "+85291234568"]
+    assert read('{"to": "+85291234567"}\n{"number": 85291234568}\n', "optouts.jsonl") == [
+        "+85291234567",
+        "85291234568",
+    ]
+
+
+def test_prices_and_the_cost_table() -> None:
+    prices = prices_from(io.StringIO("country,price per segment\nHK,0.04\n+44,0.05\n"))
+    assert prices == {"HK": 0.04, "44": 0.05}
+    budget = Budget(max_segments=5, prices=prices)
+    for wire, segments in [("85291234567", 1), ("85291234568", 2), ("447911123456", 2), ("61412345678", 1)]:
+        budget.add(wire, segments)
+    cost, unpriced = budget.cost()
+    assert cost == pytest.approx(0.04 * 3 + 0.05 * 2)
+    assert unpriced == ["AU"]
+    assert budget.over() == "6 segments to 4 recipients is over max_segments=5"
+    table = budget.table()
+    assert table.splitlines()[2].split() == ["HK", "2", "3", "0.1200"]
+    assert "no price for AU" in table
+    with pytest.raises(ConfigurationError, match="HK"):
+        prices_from({"HK": "cheap"})
+
+
+# --- in Airflow ---------------------------------------------------------------------------------------
+
+
+def test_suppressed_rows_never_reach_the_api(run_dag: Callable[..., Any], globesms_conn: Any, tmp_path: Path) -> None:
+    emulator = globesms_conn()
+    optouts = tmp_path / "optouts.csv.gz"
+    optouts.write_bytes(gzip.compress(b"phone,since\n+44 7911 123456,2025-03-01\n12125550123,2024-12-24\n"))
+    with DAG("controls_suppression", schedule=None) as dag:
+        SendGlobeSmsOperator(
+            task_id="promo", recipients=PEOPLE, message="Hi {{ recipient.name }}", suppression=str(optouts)
+        )
+    dag_run = run_dag(dag, logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE)
+    assert task_states(dag_run) == {"promo": "success"}
+    (summary,) = xcom_values(dag_run, "promo")
+    assert (summary["accepted"], summary["suppressed"], summary["invalid"], summary["total"]) == (2, 2, 0, 4)
+    assert sorted(m["to"] for m in emulator.messages()) == ["61412345678", "85291234567"]
+    statuses = {line["to"]: line["status"] for line in results(summary)}
+    assert statuses["447911123456"] == statuses["12125550123"] == "suppressed"
+
+
+def test_a_campaign_over_its_budget_sends_nothing(run_dag: Callable[..., Any], globesms_conn: Any) -> None:
+    emulator = globesms_conn()
+    rows = [*PEOPLE, {"to": "+85291234569", "name": "E" * 200}]  # 2 segments: 6 in all
+    with DAG("controls_budget", schedule=None) as dag:
+        SendGlobeSmsOperator(
+            task_id="promo",
+            recipients=rows,
+            message="Hi {{ recipient.name }}",
+            max_segments=5,
+            prices={"HK": 0.04, "GB": 0.05, "AU": 0.06, "US": 0.01},
+            retries=0,
+        )
+    dag_run = run_dag(dag, logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE)
+    assert task_states(dag_run) == {"promo": "failed"}
+    assert emulator.messages() == []
+
+
+def test_the_dry_run_reports_the_cost_and_the_suppressed(
+    run_dag: Callable[..., Any], globesms_conn: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    emulator = globesms_conn()
+    with DAG("controls_dry_run", schedule=None) as dag:
+        SendGlobeSmsOperator(
+            task_id="promo",
+            recipients=PEOPLE,
+            message="Hi {{ recipient.name }}",
+            suppression=["+85291234567"],
+            max_segments=2,
+            prices={"852": 0.04, "GB": 0.05, "AU": 0.06},
+            dry_run=True,
+        )
+    dag_run = run_dag(dag, logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE)
+    assert task_states(dag_run) == {"promo": "success"}
+    (summary,) = xcom_values(dag_run, "promo")
+    assert (summary["valid"], summary["suppressed"], summary["segments"]) == (3, 1, 3)
+    assert summary["estimated_cost"] == pytest.approx(0.05 + 0.06)
+    assert emulator.messages() == []
+    assert {line["status"] for line in results(summary)} == {"dry_run", "suppressed"}
+
+
+@pytest.mark.parametrize("asynchronous", [False, True], ids=["notify", "async_notify"])
+def test_the_notifier_skips_suppressed_numbers(globesms_conn: Any, tmp_path: Path, asynchronous: bool) -> None:
+    emulator = globesms_conn()
+    off_call = tmp_path / "off-call.txt"
+    off_call.write_text("+44 7911 123456\n")
+    alert = GlobeSmsNotifier(to=["+85291234567", "+447911123456"], message="db down", suppression=str(off_call))
+    context: dict[str, Any] = {}
+    if asynchronous:
+        asyncio.run(alert.async_notify(context))  # type: ignore[arg-type]
+    else:
+        alert.notify(context)  # type: ignore[arg-type]
+    assert [m["to"] for m in emulator.messages()] == ["85291234567"]
+
+
+def test_an_unreadable_list_never_loses_the_alert(globesms_conn: Any, tmp_path: Path) -> None:
+    emulator = globesms_conn()
+    alert = GlobeSmsNotifier(to="+85291234567", message="db down", suppression=str(tmp_path / "missing.txt"))
+    alert.notify({})
+    assert [m["to"] for m in emulator.messages()] == ["85291234567"]
