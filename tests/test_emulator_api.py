@@ -48,6 +48,8 @@ TEXTS = {
 @pytest.mark.parametrize("algorithm", [None, "v2"], ids=["sdk-v3", "sdk-v1"])
 def test_official_sdk_sends_and_queries_through_the_emulator(emulator: EmulatorServer, algorithm: str | None) -> None:
     client = sdk(emulator, algorithm)
+    # Receipts after 2 s: time enough to see "sending" first even on a loaded machine (0.3 s was not, in CI).
+    emulator.set_settings(delivery_delay=2.0)
     for name, text in TEXTS.items():
         request = sms_models.SendMessageToGlobeRequest(
             to="85291234567", message=text, from_="Alicloud321", task_id=name, type="NOTIFY"
@@ -62,7 +64,7 @@ def test_official_sdk_sends_and_queries_through_the_emulator(emulator: EmulatorS
         assert (body.number_detail.country, body.number_detail.region) == ("China", "HongKong")
         query = client.query_message(sms_models.QueryMessageRequest(message_id=body.message_id)).body
         assert (query.status, query.error_code) == ("3", "")  # the carrier has not answered yet
-    time.sleep(0.5)
+    time.sleep(2.2)
     for stored in emulator.messages():
         query = client.query_message(sms_models.QueryMessageRequest(message_id=stored["message_id"])).body
         assert (query.status, query.error_code) == ("1", "DELIVERED")
