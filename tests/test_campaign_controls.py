@@ -200,3 +200,25 @@ def test_an_unreadable_list_never_loses_the_alert(globesms_conn: Any, tmp_path: 
     alert = GlobeSmsNotifier(to="+85291234567", message="db down", suppression=str(tmp_path / "missing.txt"))
     alert.notify({})
     assert [m["to"] for m in emulator.messages()] == ["85291234567"]
+
+
+def test_a_national_opt_out_matches_under_the_connections_region(
+    run_dag: Callable[..., Any], globesms_conn: Any
+) -> None:
+    """The connection reads bare numbers as Hong Kong ones: so must the list, or "91234567" on it would be
+    read as an international number and the customer texted."""
+    emulator = globesms_conn(default_region="HK")
+    with DAG("controls_region", schedule=None) as dag:
+        SendGlobeSmsOperator(
+            task_id="promo",
+            recipients=[{"to": "91234567"}, {"to": "91234568"}],
+            message="Hi",
+            suppression=["9123 4567"],
+        )
+    dag_run = run_dag(dag, logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE)
+    assert task_states(dag_run) == {"promo": "success"}
+    assert [m["to"] for m in emulator.messages()] == ["85291234568"]
+    alert = GlobeSmsNotifier(to=["91234567", "91234568"], message="db down", suppression=["+852 9123 4567"])
+    alert.notify({})
+    assert [m["to"] for m in emulator.messages()].count("85291234568") == 2
+    assert [m["to"] for m in emulator.messages()].count("85291234567") == 0

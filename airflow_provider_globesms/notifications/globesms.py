@@ -160,7 +160,7 @@ class GlobeSmsNotifier(BaseNotifier):
                 self.log.error("Alert SMS to %s not sent: %s", mask_number(number), exc)
         return requests
 
-    def _suppressed(self, numbers: list[str]) -> set[str]:
+    def _suppressed(self, numbers: list[str], region: str | None) -> set[str]:
         """Which of these numbers (wire form) are on the suppression list; a list that cannot be read is
         logged and ignored (an alert is not lost to its own settings)."""
         if self.suppression is None or not numbers:
@@ -168,7 +168,7 @@ class GlobeSmsNotifier(BaseNotifier):
         try:
             with (
                 tempfile.TemporaryDirectory(prefix="globesms-alert-") as workdir,
-                open_suppression(self.suppression, self.default_region, workdir, self.log) as listed,
+                open_suppression(self.suppression, region, workdir, self.log) as listed,
             ):
                 return {n for n in numbers if listed is not None and n in listed}
         except Exception as exc:
@@ -188,7 +188,8 @@ class GlobeSmsNotifier(BaseNotifier):
         try:
             client = self.hook.client
             requests = self._requests(context, client)
-            for request in self._allowed(requests, self._suppressed([r.to for r in requests])):
+            suppressed = self._suppressed([r.to for r in requests], client.default_region)
+            for request in self._allowed(requests, suppressed):
                 try:
                     self._accepted(request, client.send(request))
                 except GlobeSmsError as exc:
@@ -203,7 +204,8 @@ class GlobeSmsNotifier(BaseNotifier):
             aclient = AsyncGlobeSmsClient(client)
             try:
                 requests = self._requests(context, client)
-                suppressed = await asyncio.to_thread(self._suppressed, [r.to for r in requests])
+                numbers = [r.to for r in requests]
+                suppressed = await asyncio.to_thread(self._suppressed, numbers, client.default_region)
                 for request in self._allowed(requests, suppressed):
                     try:
                         self._accepted(request, await aclient.send(request))

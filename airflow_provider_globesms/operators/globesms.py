@@ -280,7 +280,8 @@ class SendGlobeSmsOperator(BaseOperator):
         return make_plan(self, context, self._renderer(context))
 
     def _validate(self, plan: SendPlan, workdir: str, on_row: Callable[[Any], None]) -> ValidationReport:
-        with open_suppression(self.suppression, self.default_region, workdir, self.log) as suppression:
+        region = plan.campaign.client.default_region  # the task's, else the connection's: as recipients are read
+        with open_suppression(self.suppression, region, workdir, self.log) as suppression:
             try:
                 report = validate(
                     plan.campaign,
