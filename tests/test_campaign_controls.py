@@ -17,9 +17,12 @@ from airflow.sdk import DAG
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from airflow_provider_globesms.client import Credentials, GlobeSmsClient
+from airflow_provider_globesms.client.bulk import Campaign, validate
 from airflow_provider_globesms.client.bulk.controls import Budget, SuppressionList, prices_from, suppression_entries
 from airflow_provider_globesms.client.errors import ConfigurationError, InvalidFieldError
 from airflow_provider_globesms.client.phone import parse_number
+from airflow_provider_globesms.client.quiet_hours import QuietHours, QuietSchedule
 from airflow_provider_globesms.notifications.globesms import GlobeSmsNotifier
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.testing import task_states, xcom_values
@@ -222,3 +225,65 @@ def test_a_national_opt_out_matches_under_the_connections_region(
     alert.notify({})
     assert [m["to"] for m in emulator.messages()].count("85291234568") == 2
     assert [m["to"] for m in emulator.messages()].count("85291234567") == 0
+
+
+# --- found by an adversary review of this issue ---------------------------------------------------------
+
+
+def test_e164_entries_the_validator_reads_otherwise_still_match() -> None:
+    """'+44 (0)...' written without spaces, and non-ASCII digits: the shortcut for E.164 must not keep them
+    as written, or the validator's reading of the same number would not match."""
+    with SuppressionList(default_region=None) as suppression:
+        suppression.load(enumerate(["+4407911123456", "+８５２９１２３４５６７"], start=1))
+        assert "447911123456" in suppression
+        assert "85291234567" in suppression
+
+
+def _campaign() -> Campaign:
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint="http://127.0.0.1:9")  # never contacted
+    return Campaign(client, lambda row: "Hi", ["dag", "run", "task", "-1"])
+
+
+def test_a_repeated_suppressed_row_is_suppressed_not_invalid() -> None:
+    with SuppressionList() as suppression:
+        suppression.load([(1, "+85291234567")])
+        rows = [(1, {"to": "+85291234567"}), (2, {"to": "+85291234567"}), (3, {"to": "+85291234568"})]
+        report = validate(_campaign(), rows, suppression=suppression)
+    assert (report.suppressed, report.invalid, report.valid) == (2, 0, 1)
+
+
+def test_the_budget_counts_only_what_will_be_sent() -> None:
+    """Rows with an unknown zone name (invalid) or an unknown zone (never sent under 'hold') are not billed;
+    a row held until its window opens is."""
+    noon = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)  # 20:00 in Hong Kong, 12:00 in London
+    quiet = QuietSchedule(QuietHours.parse(("19:00", "08:00")), noon)
+    rows = [
+        (1, {"to": "+85291234567"}),  # held until 08:00 in Hong Kong
+        (2, {"to": "+85291234568", "tz": "Mars/Olympus_Mons"}),  # invalid
+        (3, {"to": "+88216000000"}),  # no zone: held, never sent
+        (4, {"to": "+447911123456"}),  # sent now
+    ]
+    budget = Budget(max_segments=1)
+    report = validate(_campaign(), rows, budget=budget, quiet=quiet, tz_field="tz")
+    assert (report.valid, report.held, report.held_unknown_zone, report.invalid) == (1, 2, 1, 1)
+    assert sum(budget.segments.values()) == 2
+    assert budget.over() == "2 segments to 2 recipients is over max_segments=1"
+
+
+def test_rows_only_held_or_suppressed_are_not_refused_as_invalid() -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_provider_globesms.client.bulk import ValidationReport
+    from airflow_provider_globesms.operators.campaign_controls import refuse_invalid
+
+    class Log:
+        def info(self, *args: object) -> None: ...
+        def warning(self, *args: object) -> None: ...
+
+    for held, suppressed in [(9, 0), (0, 9)]:
+        report = ValidationReport(total=10, valid=0, invalid=1, held=held, suppressed=suppressed)
+        refuse_invalid(report, "rows", "skip", Log())  # type: ignore[arg-type]
+    report = ValidationReport(total=10, valid=0, invalid=10)
+    report.reasons["to: bad"] = 10
+    with pytest.raises(AirflowFailException, match="none of the 10"):
+        refuse_invalid(report, "rows", "skip", Log())  # type: ignore[arg-type]

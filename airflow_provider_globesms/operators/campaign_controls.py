@@ -117,7 +117,7 @@ def check_budget(budget: Budget | None, log: LineLogger, *, dry_run: bool) -> No
 
 def refuse_invalid(report: ValidationReport, described: str, on_invalid: str, log: LineLogger) -> None:
     """Stop before sending when no row is valid, or any is and ``on_invalid="fail"``."""
-    if report.total and not report.valid and report.invalid:
+    if report.total and not (report.valid or report.held or report.suppressed) and report.invalid:
         reason, count = report.reasons.most_common(1)[0]
         raise AirflowFailException(
             f"none of the {report.total} recipients is valid; nothing was sent. Most common reason "

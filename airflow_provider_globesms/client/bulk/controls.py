@@ -68,8 +68,12 @@ class SuppressionList:
         """The number an entry means, read as recipients are (so the same writing gives the same number).
         Bare digits are also read as international: an opt-out list errs on the side of not sending."""
         text = entry.strip()
-        if text.startswith("+") and text[1:].isdigit() and 8 <= len(text) <= 16:
-            return {text[1:]}  # E.164 already: the common case, a thousand times cheaper than parsing
+        digits = text[1:]
+        # E.164 as written (the common case, a thousand times cheaper than parsing): ASCII digits, and no
+        # trunk 0 right after the country code ("+44 07911..." is read by the validator as +44 7911...).
+        plain = digits.isascii() and digits.isdigit() and 7 <= len(digits) <= 15 and "0" not in digits[1:4]
+        if text.startswith("+") and plain:
+            return {digits}
         readings: set[str] = set()
         attempts = [(text, self.default_region)]
         if not text.startswith("+"):

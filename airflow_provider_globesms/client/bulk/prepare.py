@@ -227,9 +227,13 @@ def validate(
         for number, data in rows:
             outcome: Outcome = campaign.prepare(number, data)
             if isinstance(outcome, PreparedMessage):
-                outcome = _controlled(outcome, campaign, seen, suppression, budget)
+                outcome = _controlled(outcome, campaign, seen, suppression)
             if isinstance(outcome, PreparedMessage) and quiet is not None:
                 outcome = _in_quiet_hours(outcome, quiet, _field(data, tz_field))
+            if budget is not None and (isinstance(outcome, PreparedMessage) or _will_go(outcome)):
+                message = outcome.message if isinstance(outcome, Held) else outcome
+                assert isinstance(message, PreparedMessage)
+                budget.add(message.to, message.segments)  # what will be sent, now or when its window opens
             report.add(outcome)
             if on_row is not None:
                 on_row(outcome)
@@ -253,19 +257,18 @@ def _in_quiet_hours(message: PreparedMessage, quiet: QuietSchedule, named_zone: 
     return Held(message, opens_at, unknown)
 
 
+def _will_go(outcome: Outcome) -> bool:
+    return isinstance(outcome, Held) and outcome.opens_at is not None
+
+
 def _controlled(
-    message: PreparedMessage,
-    campaign: Campaign,
-    seen: Deduplicator,
-    suppression: Container[str] | None,
-    budget: Budget | None,
+    message: PreparedMessage, campaign: Campaign, seen: Deduplicator, suppression: Container[str] | None
 ) -> Outcome:
-    """A repeated row is an error; a suppressed number is never sent; the rest counts against the budget."""
+    """A suppressed number is never sent (checked first: a repeated suppressed row is no error); a repeated
+    number-and-text pair is an error."""
+    if suppression is not None and message.to in suppression:
+        return Suppressed(message)
     first = seen.first_row(message.key, message.row)
     if first is not None:
         return RowError(message.row, mask_number(message.to), campaign.to_field, f"same number and text as row {first}")
-    if suppression is not None and message.to in suppression:
-        return Suppressed(message)
-    if budget is not None:
-        budget.add(message.to, message.segments)
     return message
