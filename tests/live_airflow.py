@@ -19,12 +19,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 TERMINAL_RUN_STATES = {"success", "failed"}
+DB_BUSY_SECONDS = 60  # how long an Airflow component waits for SQLite's write lock
 
 
 def free_port() -> int:
@@ -80,6 +82,14 @@ class LiveAirflow:
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
             **(env or {}),
         }
+        if "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN" not in self.env:
+            # SQLite's default 5 s busy timeout: a loaded 2-core CI machine with a scheduler, a triggerer,
+            # a DAG processor and eight task processes writing saw "database is locked" (500) on a trigger
+            self.env.update(
+                AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS="live_db_settings.CONNECT_ARGS",
+                AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC="live_db_settings.CONNECT_ARGS",
+                PYTHONPATH=os.pathsep.join(filter(None, [str(home / "pythonpath"), os.environ.get("PYTHONPATH")])),
+            )
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -106,6 +116,10 @@ class LiveAirflow:
     def start(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
         (self.home / "component-logs").mkdir(exist_ok=True)
+        (self.home / "pythonpath").mkdir(exist_ok=True)
+        (self.home / "pythonpath" / "live_db_settings.py").write_text(
+            f"CONNECT_ARGS = {{'timeout': {DB_BUSY_SECONDS}}}\n"
+        )
         self.cli("db", "migrate", timeout=300)
         for name in self.components:
             self.launch(name)
@@ -195,8 +209,17 @@ class LiveAirflow:
         except urllib.error.HTTPError as exc:
             status, raw = exc.code, exc.read()
         if status not in expect:
-            raise AssertionError(f"{method} {path} -> {status}: {raw[:2000]!r}")
+            raise AssertionError(f"{method} {path} -> {status}: {raw[:2000]!r}{self._server_error(status)}")
         return json.loads(raw) if raw else None
+
+    def _server_error(self, status: int) -> str:
+        """For a 500, the API server's last error lines (its answer hides the cause)."""
+        log = self.home / "component-logs" / "api-server.log"
+        if status != 500 or not log.exists():
+            return ""
+        lines = log.read_text(errors="replace").splitlines()
+        errors = [line for line in lines if "Error" in line or "locked" in line]
+        return "\napi-server log:\n" + "\n".join(errors[-8:])[-3000:]
 
     def wait_for_dags(self, dag_ids: list[str], timeout: float = 120) -> None:
         def parsed() -> bool:
@@ -209,8 +232,19 @@ class LiveAirflow:
             raise AssertionError(f"import errors: {errors}")
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None, logical_date: str | None = None) -> str:
-        body = {"logical_date": logical_date, "conf": conf or {}}
-        return str(self.api("POST", f"/dags/{dag_id}/dagRuns", body)["dag_run_id"])
+        """Create a run with our own run id, so a retry after a lost answer cannot make a second run."""
+        run_id = f"manual__live__{uuid.uuid4().hex[:12]}"
+        body = {"dag_run_id": run_id, "logical_date": logical_date, "conf": conf or {}}
+        for attempt in range(5):
+            try:
+                self.api("POST", f"/dags/{dag_id}/dagRuns", body, expect=(200, 201, 409) if attempt else (200, 201))
+                return run_id
+            except AssertionError as exc:
+                # a database error (SQLite busy under load) rolled the run back: try again; 409 = it exists
+                if "-> 500" not in str(exc) or attempt == 4:
+                    raise
+                time.sleep(2 + 2 * attempt)
+        raise AssertionError("unreachable")
 
     def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 180) -> dict[str, Any]:
         def finished() -> dict[str, Any] | None:
