@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 from airflow_provider_globesms.client.bulk import Campaign, validate
-from airflow_provider_globesms.client.bulk.controls import Budget, SuppressionList, prices_from, suppression_entries
+from airflow_provider_globesms.client.bulk.controls import (
+    Budget,
+    SuppressionList,
+    prices_from,
+    region_of,
+    suppression_entries,
+)
 from airflow_provider_globesms.client.errors import ConfigurationError, InvalidFieldError
 from airflow_provider_globesms.client.phone import parse_number
 from airflow_provider_globesms.client.quiet_hours import QuietHours, QuietSchedule
@@ -107,6 +113,56 @@ def test_list_files_in_each_format() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("optouts.csv", "Email,Phone Number,Since\nann@example.com,+852 9123 4567,2025\n"),
+        ("optouts.csv", "id,Mobile-Number\n1,85291234567\n"),
+        ("optouts.csv", "name,E164\nAnn,+85291234567\n"),
+        ("optouts.csv", "email,cell\nann@example.com,0085291234567\n"),
+        ("optouts.jsonl", '{"Phone": "+85291234567"}\n'),
+        ("optouts.jsonl", '{"MSISDN": 85291234567}\n'),
+        ("optouts.jsonl", '{"to": 85291234567.0}\n'),
+        ("optouts.txt", "85291234567.0\n"),
+        ("optouts.txt", "0085291234567\n"),
+    ],
+)
+def test_exports_as_people_write_them_still_match(name: str, text: str, tmp_path: Path) -> None:
+    """From an adversary review, each of these once made an empty list (the customer texted): header names
+    with spaces, hyphens or capitals, JSON keys in capitals, numbers through a float column, a 00 prefix."""
+    with SuppressionList(str(tmp_path)) as suppression:
+        suppression.load(suppression_entries(io.StringIO(text), name))
+        assert "85291234567" in suppression, (name, text)
+        assert suppression.unreadable == 0
+
+
+def test_a_csv_without_a_number_column_is_refused_not_read_as_empty(tmp_path: Path) -> None:
+    with SuppressionList(str(tmp_path)) as suppression, pytest.raises(ConfigurationError, match="no number column"):
+        suppression.load(suppression_entries(io.StringIO("email,name\nann@example.com,Ann\n"), "optouts.csv"))
+
+
+def test_a_list_where_nothing_is_a_number_fails_the_task_before_sending(
+    run_dag: Callable[..., Any], globesms_conn: Any, tmp_path: Path
+) -> None:
+    emulator = globesms_conn()
+    optouts = tmp_path / "optouts.txt"
+    optouts.write_text("ann@example.com\nbo@example.com\n")
+    with DAG("controls_unreadable_list", schedule=None) as dag:
+        SendGlobeSmsOperator(task_id="promo", recipients=PEOPLE, message="Hi", suppression=str(optouts), retries=0)
+    dag_run = run_dag(dag, logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE)
+    assert task_states(dag_run) == {"promo": "failed"}
+    assert emulator.messages() == []
+
+
+def test_a_blank_time_zone_cell_means_the_numbers_own_zone() -> None:
+    """A CSV's empty or blank ``tz`` cell is no zone given, not an invalid row."""
+    noon = datetime(2026, 11, 20, 4, tzinfo=timezone.utc)  # noon in Hong Kong
+    rows = [{"to": "+85291234567", "tz": ""}, {"to": "+85291234568", "tz": "  "}, {"to": "+85291234569"}]
+    quiet = QuietSchedule(QuietHours.parse(("21:00", "08:00")), noon)
+    report = validate(_campaign(), enumerate(rows, start=1), quiet=quiet, tz_field="tz")
+    assert (report.valid, report.invalid, report.held) == (3, 0, 0)
+
+
 def test_prices_and_the_cost_table() -> None:
     prices = prices_from(io.StringIO("country,price per segment\nHK,0.04\n+44,0.05\n"))
     assert prices == {"HK": 0.04, "44": 0.05}
@@ -122,6 +178,29 @@ def test_prices_and_the_cost_table() -> None:
     assert "no price for AU" in table
     with pytest.raises(ConfigurationError, match="HK"):
         prices_from({"HK": "cheap"})
+
+
+def test_each_country_has_its_own_price_never_a_neighbours() -> None:
+    """From an adversary review: a Canadian number cost the US price, a Guernsey one GB's (both share a
+    calling code), and every number outside a country (+882, +883) shared one '001' price."""
+    budget = Budget(prices=prices_from({"US": 0.01, "GB": 0.05, "882": 0.9, "+883": 0.7, "61": 0.08}))
+    numbers = {
+        "12125550123": "US",
+        "14165550123": "CA",  # Toronto
+        "447400123456": "GB",
+        "447911123456": "GG",  # Guernsey (as the tests' "London" number is)
+        "88216000000": "882",
+        "883510012345": "883",
+        "61412345678": "AU",
+    }
+    for wire, country in numbers.items():
+        budget.add(wire, 1)
+        assert region_of(wire) == country
+    assert {c: budget.price(c) for c in numbers.values()} == {
+        **{"US": 0.01, "CA": None, "GB": 0.05, "GG": None},
+        **{"882": 0.9, "883": 0.7, "AU": 0.08},  # AU by its calling code
+    }
+    assert budget.cost()[1] == ["CA", "GG"]
 
 
 # --- in Airflow ---------------------------------------------------------------------------------------
@@ -172,7 +251,7 @@ def test_the_dry_run_reports_the_cost_and_the_suppressed(
             message="Hi {{ recipient.name }}",
             suppression=["+85291234567"],
             max_segments=2,
-            prices={"852": 0.04, "GB": 0.05, "AU": 0.06},
+            prices={"852": 0.04, "44": 0.05, "AU": 0.06},  # "44": the "London" number is in Guernsey
             dry_run=True,
         )
     dag_run = run_dag(dag, logical_date=LOGICAL_DATE, run_after=LOGICAL_DATE)

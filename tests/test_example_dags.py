@@ -123,6 +123,6 @@ def test_weekly_promotion_keeps_quiet_hours_opt_outs_and_budget(
     assert (summary["accepted"], summary["suppressed"], summary["invalid"], summary["held"]) == (7, 2, 1, 0)
     assert len(summary["quiet_hours_rounds"]) > 1  # it deferred at least once
     assert sorted(m["to"] for m in emulator.messages()) == sorted(
-        {"85291234567", "447911123456", "12125550123", "13105550142", "61412345678", "61412345679", "85366123456"}
+        {"85291234567", "447400123456", "12125550123", "13105550142", "61412345678", "61412345679", "85366123456"}
     )
     assert summary["estimated_cost"] > 0

@@ -188,7 +188,7 @@ def test_quiet_hours_defer_to_the_triggerer_and_each_customer_gets_one_text(
     campaign = default_campaign_id(dag_id, run_id, "send_promotion", -1)
     messages = emulator.messages(task_id=campaign)
     assert Counter(m["to"] for m in messages) == Counter(
-        {n: 1 for n in [*HELD_AT_FIRST, "447911123456", "12125550123", "13105550142", "61412345678"]}
+        {n: 1 for n in [*HELD_AT_FIRST, "447400123456", "12125550123", "13105550142", "61412345678"]}
     )
     ended = QUIET_ENDS_AT[0].timestamp()
     sent = {m["to"]: round(m["submitted_at"] - ended, 1) for m in messages}  # seconds after the window ended

@@ -191,3 +191,35 @@ def test_a_worker_killed_after_resumption_resends_nobody(
     assert Counter(m["to"] for m in emulator.messages()) == Counter(p["to"].lstrip("+") for p in PEOPLE)
     (summary,) = xcom_values(dag_run, "promo")
     assert (summary["accepted"], summary["held"]) == (5, 0)
+
+
+def test_an_unknown_outcome_waits_for_the_held_ones_then_fails(
+    run_dag: Callable[..., Any],
+    globesms_conn: Callable[..., Any],
+    fake_clock: list[datetime],
+) -> None:
+    """Round 1 leaves one message unknown (accepted, its answer never came, no replay asked): the task still
+    defers and sends each held recipient when its window opens, and only then fails naming the unknown
+    one. Before, it failed at once in every round, and retries never reached the held recipients."""
+    emulator = globesms_conn(timeout=0.5)
+    emulator.set_faults(script=["hang"], hang_seconds=3)
+    try:
+        with DAG("quiet_hours_unknown_outcome", schedule=None) as dag:
+            SendGlobeSmsOperator(
+                task_id="promo",
+                recipients=PEOPLE,
+                message="Hi {{ recipient.name }}",
+                quiet_hours=("21:00", "08:00"),
+                tz_field="tz",
+                confirm_by_replay=False,
+                retries=0,
+            )
+        dag_run = run_dag(dag, logical_date=ROUND_1, run_after=ROUND_1)
+    finally:
+        emulator.set_faults(hang_seconds=30)
+    assert task_states(dag_run) == {"promo": "failed"}
+    assert len(fake_clock) == 3  # every window waited for
+    assert Counter(m["to"] for m in emulator.messages()) == Counter(p["to"].lstrip("+") for p in PEOPLE)
+    (summary,) = xcom_values(dag_run, "promo", key="summary")
+    assert (summary["unknown"], summary["held"]) == (1, 0)
+    assert [r["held"] for r in summary["quiet_hours_rounds"]] == [3, 2, 1, 0]

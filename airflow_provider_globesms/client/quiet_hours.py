@@ -23,6 +23,7 @@ from phonenumbers import timezone as number_timezones
 from airflow_provider_globesms.client.errors import ConfigurationError
 
 UNKNOWN = "Etc/Unknown"  # phonenumbers' answer for a prefix it cannot place
+MARGIN = timedelta(minutes=1)  # a message goes no later than this before its recipient's window closes
 SEARCH_DAYS = 3  # how far ahead a window open in every zone is looked for (zones 14 h apart still share one)
 
 
@@ -69,6 +70,15 @@ class QuietHours:
         ending = datetime.combine(day, self.end, tzinfo=zone).astimezone(timezone.utc)
         return max(ending, moment + timedelta(seconds=1))  # a DST gap can put the local end before moment
 
+    def closes_in(self, zone: ZoneInfo, moment: datetime) -> datetime:
+        """The next moment after ``moment`` at which the window starts in ``zone``."""
+        local = moment.astimezone(zone)
+        for day in (local.date(), local.date() + timedelta(days=1), local.date() + timedelta(days=2)):
+            starting = datetime.combine(day, self.start, tzinfo=zone).astimezone(timezone.utc)
+            if starting > moment:
+                return starting
+        raise AssertionError("a daily window starts within two days")  # pragma: no cover
+
     def next_open(self, zones: Sequence[ZoneInfo], now: datetime) -> datetime | None:
         """The first moment from ``now`` at which the window is open in every zone (``now`` when it is);
         ``None`` when there is none within ``SEARCH_DAYS`` days."""
@@ -97,8 +107,18 @@ def number_zones(wire: str) -> tuple[ZoneInfo, ...]:
     except phonenumbers.NumberParseException:
         return ()
     names = number_timezones.time_zones_for_number(parsed)
-    found = tuple(z for z in (zone(name) for name in names if name != UNKNOWN) if z is not None)
-    return found
+    return tuple(z for z in (zone(name) for name in names if name != UNKNOWN) if z is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """When one recipient may be sent to: now (``opens_at`` is ``None``) until ``closes_at``, after which it
+    waits for ``reopens_at``; or held until ``opens_at``; or, with ``unknown``, no zone to keep it by."""
+
+    opens_at: datetime | None = None
+    closes_at: datetime | None = None
+    reopens_at: datetime | None = None
+    unknown: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,20 +129,33 @@ class QuietSchedule:
     now: datetime
     on_unknown: str = "hold"  # "hold", "send" or "skip" a number whose time zone is not known
 
+    def timing(self, wire: str, named_zone: str | None = None) -> Timing:
+        """When the number may be sent to. ``named_zone`` (a row's IANA name) wins over the number's zones;
+        an unknown name is a ``ValueError``. A number whose zones share no open hour within days follows
+        ``on_unknown`` as an unknown zone does. A window closing within ``MARGIN`` counts as closed."""
+        zones = self._zones(wire, named_zone)
+        when = self.hours.next_open(zones, self.now) if zones else None
+        if when is None:
+            return Timing() if self.on_unknown == "send" else Timing(unknown=True)
+        if when > self.now:
+            return Timing(opens_at=when)
+        closes = min(self.hours.closes_in(z, self.now) for z in zones) - MARGIN
+        reopens = self.hours.next_open(zones, closes + MARGIN)
+        if closes > self.now:
+            return Timing(closes_at=closes, reopens_at=reopens)
+        return Timing(opens_at=reopens) if reopens else Timing(unknown=True)
+
     def opens_at(self, wire: str, named_zone: str | None = None) -> tuple[datetime | None, bool]:
         """``(None, False)``: send now; ``(when, False)``: held until ``when``; ``(None, True)``: the time
-        zone is unknown (hold or skip it). ``named_zone`` (a row's IANA name) wins over the number's
-        zones; an unknown name is a ``ValueError``."""
-        if named_zone:
+        zone is unknown (hold or skip it). See ``timing``."""
+        found = self.timing(wire, named_zone)
+        return found.opens_at, found.unknown
+
+    @staticmethod
+    def _zones(wire: str, named_zone: str | None) -> tuple[ZoneInfo, ...]:
+        if named_zone and named_zone.strip():
             found = zone(named_zone.strip())
             if found is None:
                 raise ValueError(f"unknown time zone {named_zone[:60]!r} (an IANA name such as Europe/London)")
-            zones: tuple[ZoneInfo, ...] = (found,)
-        else:
-            zones = number_zones(wire)
-        if not zones:
-            return (None, False) if self.on_unknown == "send" else (None, True)
-        when = self.hours.next_open(zones, self.now)
-        if when is None:
-            return None, True  # no hour open in all of its zones within days: as good as unknown
-        return (None, False) if when <= self.now else (when, False)
+            return (found,)
+        return number_zones(wire)

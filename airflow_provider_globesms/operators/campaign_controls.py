@@ -53,6 +53,11 @@ def open_suppression(
         else:
             suppression.load(suppression_from_values([source] if isinstance(source, str | int) else source))
         log.info("Suppression list: %d numbers", suppression.entries)
+        if suppression.unreadable and not suppression.entries:
+            raise AirflowFailException(
+                f"suppression: none of its {suppression.unreadable} entries is a phone number (first at lines "
+                f"{', '.join(map(str, suppression.first_unreadable))}): a list that matches nobody protects nobody"
+            )
         if suppression.unreadable:
             log.warning(
                 "Suppression list: %d entries are not phone numbers and match nobody (first at lines %s)",
@@ -67,7 +72,7 @@ def _load_file(suppression: SuppressionList, location: str) -> None:
     try:
         with storage_path(location).open("rt", encoding="utf-8-sig", newline="", compression=compression) as handle:  # type: ignore[no-untyped-call]
             suppression.load(suppression_entries(handle, location))
-    except (OSError, EOFError, UnicodeError, ValueError, ImportError, zlib.error) as exc:
+    except (OSError, EOFError, UnicodeError, ValueError, ImportError, zlib.error, ConfigurationError) as exc:
         reason = f"{type(exc).__name__}: {str(exc)[:MAX_SHOWN]}"
         raise AirflowFailException(f"suppression {location[:MAX_SHOWN]}: cannot be read ({reason})") from None
 
@@ -143,12 +148,13 @@ def rounds_so_far(context: Any) -> list[dict[str, Any]]:
     return list(found) if isinstance(found, list) else []
 
 
-def after_quiet_hours(
+def defer_while_held(
     operator: BaseOperator, context: Any, summary: SendSummary, rounds: Sequence[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """After a round of sending: defer (``DateTimeTrigger``, in the triggerer) until the next window opens
-    while any message is held; then, with ``on_unknown_timezone="hold"``, fail naming what was never sent.
-    Returns the rounds so far (one small entry per round, for the summary)."""
+    """After a round of sending: while any message is held for a window that will open, defer
+    (``DateTimeTrigger``, in the triggerer) until it does. This comes before any verdict on refused or
+    unknown messages: they fail the task in its last round, once the held ones have gone. Returns the
+    rounds so far (one small entry per round, for the summary)."""
     if summary.held == 0 and not rounds:
         return []
     now = quiet_hours.utc_now()
@@ -157,11 +163,19 @@ def after_quiet_hours(
     done = [*rounds, {"at": now.isoformat(), "sent": summary.sent, "held": summary.held, "until": until}]
     if wake is not None:
         operator.log.info("%d message(s) held by quiet hours; deferring until %s", summary.held, wake.isoformat())
+        if summary.failed or summary.unknown:
+            operator.log.warning(
+                "%d refused and %d unknown so far: the task fails after the last round", summary.failed, summary.unknown
+            )
         context["ti"].xcom_push(key=ROUNDS_KEY, value=done)
         operator.defer(trigger=DateTimeTrigger(moment=wake), method_name="resume_after_quiet_hours")
-    if summary.held_unknown_zone and getattr(operator, "on_unknown_timezone", "hold") == "hold":
+    return done
+
+
+def refuse_unknown_zones(summary: SendSummary, on_unknown: str) -> None:
+    """With ``on_unknown_timezone="hold"``, fail naming what was never sent for want of a time zone."""
+    if summary.held_unknown_zone and on_unknown == "hold":
         raise AirflowFailException(
             f"{summary.held_unknown_zone} message(s) not sent: the recipient's time zone is unknown, so quiet hours "
             "cannot be kept. Give the rows a time zone (tz_field), or set on_unknown_timezone to 'send' or 'skip'"
         )
-    return done

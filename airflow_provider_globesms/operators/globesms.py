@@ -26,10 +26,11 @@ from airflow_provider_globesms.client.transport import require_positive
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
 from airflow_provider_globesms.links import SandboxLinks
 from airflow_provider_globesms.operators.campaign_controls import (
-    after_quiet_hours,
     check_budget,
+    defer_while_held,
     open_suppression,
     refuse_invalid,
+    refuse_unknown_zones,
     rounds_so_far,
 )
 from airflow_provider_globesms.operators.rendering import (
@@ -343,11 +344,12 @@ class SendGlobeSmsOperator(BaseOperator):
         log_summary(self.log, summary)
         out = xcom_summary(plan.campaign_id, report, summary, stored, dry_run=False, budget=plan.budget)
         log_unconfirmed(self.log, summary, stored, fail_on_unknown=self.fail_on_unknown)
+        self._quiet_rounds = defer_while_held(self, context, summary, self._quiet_rounds)
+        out["quiet_hours_rounds"] = self._quiet_rounds
         if summary.failed or (summary.unknown and self.fail_on_unknown):
             context["ti"].xcom_push(key="summary", value=out)
             raise AirflowException(failure_text(summary, stored))
-        self._quiet_rounds = after_quiet_hours(self, context, summary, self._quiet_rounds)  # defers while held
-        out["quiet_hours_rounds"] = self._quiet_rounds
+        refuse_unknown_zones(summary, self.on_unknown_timezone)
         return out
 
     def resume_after_quiet_hours(self, context: Context, event: Any = None, **kwargs: Any) -> dict[str, Any]:

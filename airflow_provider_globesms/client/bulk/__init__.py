@@ -10,6 +10,7 @@ results file, the summary) is in ``report``.
 Nothing here imports Airflow; the operator passes in the renderer, the rows and the stores.
 """
 
+from airflow_provider_globesms.client.bulk.commit import SendGuard
 from airflow_provider_globesms.client.bulk.controls import Budget, SuppressionList
 from airflow_provider_globesms.client.bulk.prepare import (
     MAX_REASONS,
@@ -23,7 +24,7 @@ from airflow_provider_globesms.client.bulk.prepare import (
     ValidationReport,
     validate,
 )
-from airflow_provider_globesms.client.bulk.sender import BulkSender, SendGuard
+from airflow_provider_globesms.client.bulk.sender import BulkSender
 from airflow_provider_globesms.client.bulk.spill import Spill
 from airflow_provider_globesms.client.errors import LedgerError, RenderError
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -23,7 +24,10 @@ from airflow_provider_globesms.client.phone import parse_number
 from airflow_provider_globesms.client.sqlite import open_sqlite
 
 BATCH = 10_000  # entries per transaction while a list is loaded
-NUMBER_COLUMNS = ("to", "number", "phone", "phone_number", "msisdn", "mobile")
+NUMBER_COLUMNS = (
+    *("to", "number", "phone", "phone_number", "phonenumber", "msisdn", "mobile", "mobile_number", "mobile_phone"),
+    *("cell", "cellphone", "cell_phone", "telephone", "tel", "e164", "recipient", "destination"),
+)
 
 
 class SuppressionList:
@@ -67,7 +71,7 @@ class SuppressionList:
     def _wires(self, entry: str) -> set[str]:
         """The number an entry means, read as recipients are (so the same writing gives the same number).
         Bare digits are also read as international: an opt-out list errs on the side of not sending."""
-        text = entry.strip()
+        text = _integral(entry.strip())
         digits = text[1:]
         # E.164 as written (the common case, a thousand times cheaper than parsing): ASCII digits, and no
         # trunk 0 right after the country code ("+44 07911..." is read by the validator as +44 7911...).
@@ -76,7 +80,9 @@ class SuppressionList:
             return {digits}
         readings: set[str] = set()
         attempts = [(text, self.default_region)]
-        if not text.startswith("+"):
+        if text.startswith("00"):
+            attempts.append(("+" + text[2:], None))  # the international prefix of most countries
+        elif not text.startswith("+"):
             attempts.append(("+" + text, None))
         for written, region in attempts:
             try:
@@ -127,14 +133,27 @@ def _csv_entries(handle: IO[str]) -> Iterator[tuple[int, str]]:
     header = next(reader, None)
     if header is None:
         return
-    names = [h.strip().lower().lstrip("\ufeff") for h in header]
+    names = [_column_name(h) for h in header]
     column = next((names.index(c) for c in NUMBER_COLUMNS if c in names), None)
-    if column is None:  # no header naming a number column: the first line is an entry too
-        column = 0
-        yield 1, header[0] if header else ""
+    if column is None:
+        if not header or not _looks_like_a_number(header[0]):
+            raise ConfigurationError(
+                f"suppression CSV: no number column among {[h[:40] for h in header[:20]]}; name one "
+                f"{', '.join(NUMBER_COLUMNS[:6])}... (or give no header and the numbers in the first column)"
+            )
+        column = 0  # no header: the first line is an entry too
+        yield 1, header[0]
     for line, record in enumerate(reader, start=2):
         if len(record) > column and record[column].strip():
             yield line, record[column]
+
+
+def _column_name(header: str) -> str:
+    return re.sub(r"[\s\-.]+", "_", header.strip().lstrip("\ufeff").strip().lower())
+
+
+def _looks_like_a_number(text: str) -> bool:
+    return sum(c.isdigit() for c in text) >= 6
 
 
 def _json_entry(text: str) -> str:
@@ -143,8 +162,17 @@ def _json_entry(text: str) -> str:
     except ValueError:
         return ""
     if isinstance(value, dict):
-        return str(next((value[k] for k in NUMBER_COLUMNS if k in value), ""))
+        keys = {_column_name(str(k)): v for k, v in value.items()}
+        value = next((keys[k] for k in NUMBER_COLUMNS if k in keys), "")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # 85291234567.0: a number column that went through a float
     return str(value)
+
+
+def _integral(text: str) -> str:
+    """``85291234567.0`` (a spreadsheet's or a float column's writing) as ``85291234567``."""
+    head, dot, tail = text.partition(".")
+    return head if dot and tail and set(tail) == {"0"} and head.lstrip("+").isdigit() else text
 
 
 def suppression_from_values(values: Iterable[object]) -> Iterator[tuple[int, str]]:
@@ -153,11 +181,17 @@ def suppression_from_values(values: Iterable[object]) -> Iterator[tuple[int, str
 
 
 def region_of(wire: str) -> str:
-    """The ISO region of a number in the wire form (``HK``), ``??`` when unknown."""
+    """The country a number is billed in, for the cost table: its ISO region (``HK``, ``CA``), or for a
+    number outside any country its calling code (``882``: each international network is priced apart);
+    ``??`` when unknown."""
     try:
-        return phonenumbers.region_code_for_number(phonenumbers.parse(f"+{wire}")) or "??"
+        parsed = phonenumbers.parse(f"+{wire}")
     except phonenumbers.NumberParseException:
         return "??"
+    region = phonenumbers.region_code_for_number(parsed)
+    if region in (None, "001", "ZZ"):
+        return str(parsed.country_code) if parsed.country_code else "??"
+    return str(region)
 
 
 def prices_from(source: Mapping[str, object] | IO[str] | None) -> dict[str, float]:
@@ -212,16 +246,13 @@ class Budget:
         self.segments[region] += segments
 
     def price(self, region: str) -> float | None:
-        """The price per segment of a region: by its ISO code, else its calling code, else the main region
-        of that calling code (Guernsey's +44 numbers at the price given for GB)."""
+        """The price per segment of a region: by its ISO code, else by its calling code (``1`` prices
+        every +1 country). Never another country's price: Canada is not priced as the US, nor Guernsey
+        as GB; without a price a region is listed as unpriced."""
         if region in self.prices:
             return self.prices[region]
-        code = phonenumbers.country_code_for_region(region)
-        main = phonenumbers.region_code_for_country_code(code) if code else None
-        for key in (str(code) if code else None, main):
-            if key is not None and key in self.prices:
-                return self.prices[key]
-        return None
+        code = phonenumbers.country_code_for_region(region) if region.isalpha() else 0
+        return self.prices.get(str(code)) if code else None
 
     def cost(self) -> tuple[float, list[str]]:
         """The estimated total, and the regions without a price (not in the total)."""

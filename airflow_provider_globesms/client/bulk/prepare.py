@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -51,6 +51,10 @@ class PreparedMessage:
     key: str
     segments: int
     encoding: str
+    # With quiet hours: the recipient's window closes at ``closes_at`` (a UNIX time, less a margin); the
+    # sender holds it from then until ``reopens_at`` (``None``: no shared window found; an unknown zone).
+    closes_at: float | None = None
+    reopens_at: float | None = None
 
     @property
     def text(self) -> str:
@@ -243,18 +247,22 @@ def validate(
 
 
 def _field(data: object, name: str | None) -> str | None:
+    """A row's optional text field; blank counts as absent (an empty ``tz`` cell: the number's zones)."""
     value = data.get(name) if name and isinstance(data, Mapping) else None
-    return str(value) if value not in (None, "") else None
+    return (str(value).strip() or None) if value is not None else None
 
 
 def _in_quiet_hours(message: PreparedMessage, quiet: QuietSchedule, named_zone: str | None) -> Outcome:
     try:
-        opens_at, unknown = quiet.opens_at(message.to, named_zone)
+        timing = quiet.timing(message.to, named_zone)
     except ValueError as exc:
         return RowError(message.row, mask_number(message.to), "tz", str(exc))
-    if opens_at is None and not unknown:
+    if timing.opens_at is not None or timing.unknown:
+        return Held(message, timing.opens_at, timing.unknown)
+    if timing.closes_at is None:
         return message
-    return Held(message, opens_at, unknown)
+    reopens = timing.reopens_at.timestamp() if timing.reopens_at else None
+    return replace(message, closes_at=timing.closes_at.timestamp(), reopens_at=reopens)
 
 
 def _will_go(outcome: Outcome) -> bool:

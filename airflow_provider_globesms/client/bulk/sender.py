@@ -11,10 +11,12 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any, Protocol
+from datetime import datetime, timezone
+from typing import Any
 
-from airflow_provider_globesms.client import aio
+from airflow_provider_globesms.client import aio, quiet_hours
 from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
+from airflow_provider_globesms.client.bulk.commit import GroupCommit, SendGuard
 from airflow_provider_globesms.client.bulk.prepare import Campaign, Held, Outcome, PreparedMessage, RowError, Suppressed
 from airflow_provider_globesms.client.errors import (
     ApiError,
@@ -40,16 +42,6 @@ RECEIVED_NOTE = (
     "; the API received it but its answer was lost (no MessageId). Almost always accepted; a request "
     "throttled while its worker was killed, or refused with its answer lost, looks the same and was not"
 )
-
-
-class SendGuard(Protocol):
-    """Checks around every durable write, so around every send; each raises to stop sending."""
-
-    def before_write(self) -> None:
-        """Before records are written (may do I/O: e.g. ask whether the ledger's lease is still ours)."""
-
-    def after_write(self) -> None:
-        """After they are durable, before the sends they release leave (no I/O)."""
 
 
 class BulkSender:
@@ -83,13 +75,11 @@ class BulkSender:
         self._progress: Progress | None = None
         self._fatal: BaseException | None = None
         self._aclient: AsyncGlobeSmsClient | None = None
-        # Durable records waiting for the next group commit, and whether one is being written now.
-        self._durable_queue: list[tuple[LedgerEntry, asyncio.Future[None]]] = []
-        self._committing = False
         # A remote ledger's writes are slow I/O: keep them off the event loop.
         self._ledger_threads = (
             ThreadPoolExecutor(2, thread_name_prefix="globesms-ledger") if isinstance(ledger, SegmentLedger) else None
         )
+        self._commit = GroupCommit(ledger, guard, self._ledger_threads)
 
     def run(self, items: Iterable[Outcome], total: int) -> SendSummary:
         """Send every validated message that must be sent (``items`` usually a ``Spill``); blocks until done."""
@@ -105,8 +95,10 @@ class BulkSender:
         retry = replace(self.client.retry, confirm_by_replay=self.confirm_unknown)
         self._aclient = AsyncGlobeSmsClient(self.client, max_connections=self.concurrency, retry=retry)
         flusher = asyncio.create_task(self._flush_outcomes()) if self._ledger_threads is not None else None
+        if iter(items) is items:
+            raise TypeError("items must be re-iterable (a Spill or a sequence): recovery looks at them first")
         try:
-            await self.recover()
+            await self.recover(items)
             slots = asyncio.Semaphore(self.concurrency)
             tasks: set[asyncio.Task[None]] = set()
 
@@ -153,16 +145,23 @@ class BulkSender:
 
     # --- what a crashed or timed-out attempt left open ------------------------------------------
 
-    async def recover(self) -> int:
+    async def recover(self, items: Iterable[Outcome] = ()) -> int:
         """Settle what earlier tries left in doubt (pending after a kill, or unknown with its signed
-        request) by replaying the exact requests, before anything new is sent."""
+        request) by replaying the exact requests, before anything new is sent. A replay is a send: none
+        goes to a recipient who is now suppressed or in quiet hours (``items`` say who); those stay unknown."""
         doubtful = self.ledger.in_doubt() if self.confirm_unknown else self.ledger.pending()
+        held_back = self._not_to_replay(items, {entry.key for entry in doubtful}) if doubtful else {}
         settled: Counter[str] = Counter()
         slots = asyncio.Semaphore(self.concurrency)
 
         async def settle(entry: LedgerEntry) -> None:
             async with slots:  # concurrently, paced by the limiter: they must beat the 15-minute window
-                status, extra = await self._settle(entry)
+                extra: dict[str, Any]
+                if entry.key in held_back:
+                    error = f"outcome unknown; not confirmed by replay: {held_back[entry.key]}"
+                    status, extra = Status.UNKNOWN, {"error": error, "request": entry.request}
+                else:
+                    status, extra = await self._settle(entry)
             settled[status.value] += 1
             await self._store(LedgerEntry(entry.key, status, entry.row, entry.to, updated_at=time.time(), **extra))
 
@@ -176,6 +175,20 @@ class BulkSender:
             )
         self.summary.recovered = len(doubtful)
         return len(doubtful)
+
+    @staticmethod
+    def _not_to_replay(items: Iterable[Outcome], keys: set[str]) -> dict[str, str]:
+        """Of the messages in doubt (``keys``), those that may not be sent now, and why."""
+        now = quiet_hours.utc_now().timestamp()
+        found: dict[str, str] = {}
+        for item in items:
+            if isinstance(item, Suppressed) and item.message.key in keys:
+                found[item.message.key] = "the number is suppressed now"
+            elif isinstance(item, Held) and item.message.key in keys:
+                found[item.message.key] = "the recipient is in quiet hours now"
+            elif isinstance(item, PreparedMessage) and item.key in keys and _window_closed(item, now):
+                found[item.key] = "the recipient is in quiet hours now"
+        return found
 
     async def _settle(self, entry: LedgerEntry) -> tuple[Status, dict[str, Any]]:
         """Replay a signed request whose answer was lost; return what that proves."""
@@ -208,6 +221,8 @@ class BulkSender:
         entry = self.ledger.get(message.key) if look_up else None
         if entry is not None and entry.status in SENT_STATES:
             self._settled_earlier(message, entry)
+        elif entry is not None and entry.status is not Status.FAILED:
+            self._unknown_earlier(message, entry, "not replayed (suppressed or in quiet hours now)")
         elif isinstance(item, Suppressed):
             self.summary.suppressed += 1
             self.results.write(message.row, message.to, "suppressed", segments=message.segments)
@@ -227,6 +242,8 @@ class BulkSender:
         look_up = bool(self.ledger.counts())
         for prepared in items:
             self.summary.total += 1
+            if isinstance(prepared, PreparedMessage) and _window_closed(prepared, quiet_hours.utc_now().timestamp()):
+                prepared = _held_from_now(prepared)  # validated in the window; sending ran past its end
             if isinstance(prepared, RowError):
                 self.summary.invalid += 1
                 self.results.write(prepared.row, "", "invalid", field=prepared.field, error=prepared.reason)
@@ -242,18 +259,21 @@ class BulkSender:
             elif self.resend_unknown and entry.status is Status.UNKNOWN:
                 yield prepared  # the user's explicit choice; a pending entry (never left by recover) is not
             else:
-                with self._lock:
-                    self.summary.unknown_previous += 1
-                    self.summary.tally(Status.UNKNOWN, prepared.segments)
-                self._count_done()
-                self.results.write(
-                    prepared.row,
-                    prepared.to,
-                    "unknown",
-                    segments=prepared.segments,
-                    error=entry.error,
-                    note="unknown since an earlier attempt; not resent",
-                )
+                self._unknown_earlier(prepared, entry, "not resent")
+
+    def _unknown_earlier(self, prepared: PreparedMessage, entry: LedgerEntry, why: str) -> None:
+        with self._lock:
+            self.summary.unknown_previous += 1
+            self.summary.tally(Status.UNKNOWN, prepared.segments)
+        self._count_done()
+        self.results.write(
+            prepared.row,
+            prepared.to,
+            "unknown",
+            segments=prepared.segments,
+            error=entry.error,
+            note=f"unknown since an earlier attempt; {why}",
+        )
 
     def _settled_earlier(self, prepared: PreparedMessage, entry: LedgerEntry) -> None:
         segments = entry.segments or prepared.segments
@@ -276,62 +296,11 @@ class BulkSender:
             if self._progress is not None:
                 self._progress.done += 1
 
-    async def _write_durably(self, entry: LedgerEntry) -> None:
-        """Return once ``entry`` is durable in the ledger.
-
-        Group commit: every record queued while the previous write is in flight goes out in the next
-        single write (one transaction locally, one segment object remotely).
-        """
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._durable_queue.append((entry, done))
-        if not self._committing:
-            self._committing = True
-            asyncio.get_running_loop().call_soon(self._commit)
-        await done
-
-    def _commit(self) -> None:
-        batch, self._durable_queue = self._durable_queue, []
-        if not batch:
-            self._committing = False
-            return
-        entries = [entry for entry, _ in batch]
-
-        def settle(error: BaseException | None) -> None:
-            if error is None and self.guard is not None:
-                try:
-                    self.guard.after_write()  # a write can outlast the lease: check before the sends go
-                except Exception as exc:
-                    error = exc
-            for _, done in batch:
-                if not done.done():
-                    if error is None:
-                        done.set_result(None)
-                    else:
-                        done.set_exception(LedgerError(f"the ledger cannot be written: {error}"))
-            asyncio.get_running_loop().call_soon(self._commit)  # whatever queued meanwhile
-
-        try:
-            if self.guard is not None:
-                self.guard.before_write()  # on the loop's thread: it may talk to Airflow
-        except Exception as exc:
-            settle(exc)
-            return
-        if self._ledger_threads is None:
-            try:
-                self.ledger.write_many(entries)  # a local transaction: microseconds
-            except Exception as exc:
-                settle(exc)
-            else:
-                settle(None)
-            return
-        future = asyncio.get_running_loop().run_in_executor(self._ledger_threads, self.ledger.write_many, entries)
-        future.add_done_callback(lambda f: settle(f.exception()))
-
     async def _store(self, entry: LedgerEntry) -> None:
         """Record an outcome. A refusal is written durably: left pending, its consumed nonce would make a
         later replay look like proof of receipt. Other outcomes may be buffered (see the ledger)."""
         if entry.status is Status.FAILED:
-            await self._write_durably(entry)
+            await self._commit.write(entry)
         else:
             self.ledger.record(entry)
 
@@ -343,13 +312,13 @@ class BulkSender:
             return LedgerEntry(message.key, status, message.row, message.to, updated_at=time.time(), **fields)
 
         async def before_exchange(signed: SignedRequest) -> None:
-            await self._write_durably(entry(Status.PENDING, request=signed))
+            await self._commit.write(entry(Status.PENDING, request=signed))
             last[:] = [signed]
 
         async def after_refusal(signed: SignedRequest) -> None:
             # Throttled or turned away: the API did not take it. Say so before the retry's backoff, so a
             # worker killed meanwhile leaves a refusal to resend, not a "pending" that replay would misread.
-            await self._write_durably(entry(Status.FAILED, error="refused; a retry was under way"))
+            await self._commit.write(entry(Status.FAILED, error="refused; a retry was under way"))
 
         extra: dict[str, Any]
         try:
@@ -393,3 +362,13 @@ class BulkSender:
             self.summary.tally(status, segments, entry.error_code)
             if self._progress is not None:
                 self._progress.done += 1
+
+
+def _window_closed(message: PreparedMessage, now: float) -> bool:
+    """Whether the recipient's quiet hours have begun since validation (less the margin)."""
+    return message.closes_at is not None and now >= message.closes_at
+
+
+def _held_from_now(message: PreparedMessage) -> Held:
+    reopens = datetime.fromtimestamp(message.reopens_at, timezone.utc) if message.reopens_at else None
+    return Held(replace(message, closes_at=None, reopens_at=None), reopens, reopens is None)

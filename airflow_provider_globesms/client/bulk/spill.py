@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -33,6 +34,8 @@ class Spill:
             record = [m.row, m.to, m.text, m.segments, m.encoding, m.key]
             if isinstance(outcome, Suppressed):
                 record.append("suppressed")
+            elif isinstance(outcome, PreparedMessage) and outcome.closes_at is not None:
+                record += ["open", outcome.closes_at, outcome.reopens_at]
             elif isinstance(outcome, Held):
                 opens = outcome.opens_at.timestamp() if outcome.opens_at else None
                 record += ["held", opens, outcome.unknown_zone]
@@ -54,6 +57,8 @@ class Spill:
                     yield message
                 elif record[6] == "suppressed":
                     yield Suppressed(message)
+                elif record[6] == "open":
+                    yield replace(message, closes_at=record[7], reopens_at=record[8])
                 else:
                     opens = datetime.fromtimestamp(record[7], timezone.utc) if record[7] is not None else None
                     yield Held(message, opens, record[8])

@@ -1,0 +1,197 @@
+"""Quiet hours and suppression are kept by the send pass too, not only by validation (issue 14, from an
+adversary review): a long campaign validated while a window was open must not send into it once it closes,
+and a retry's replay of an in-doubt request (a send) must not reach a number suppressed or quiet since.
+
+The client core against the emulator; the clock is ``quiet_hours.utc_now``, replaced."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from airflow_provider_globesms.client import Credentials, GlobeSmsClient, quiet_hours
+from airflow_provider_globesms.client.bulk import BulkSender, Campaign, PreparedMessage, Spill, validate
+from airflow_provider_globesms.client.bulk.controls import SuppressionList
+from airflow_provider_globesms.client.ledger import LedgerEntry, SqliteLedger, Status
+from airflow_provider_globesms.client.quiet_hours import MARGIN, QuietHours, QuietSchedule, number_zones
+from airflow_provider_globesms.client.recipients import rows_from_records
+from airflow_provider_globesms.client.report import ResultsWriter
+from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
+from tests.emulator_helpers import send
+
+UTC = timezone.utc
+SCOPE = ("dag", "run", "task", "-1")
+# Five countries, eight zones: Hong Kong, London, New York, an Australian mobile (all of Australia's zones),
+# Tokyo, India (a half-hour offset), Los Angeles, Chatham (a 45-minute offset via a row's tz).
+PEOPLE = [
+    {"to": "+85291234567"},
+    {"to": "+447911123456"},
+    {"to": "+12125550123"},
+    {"to": "+61412345678"},
+    {"to": "+819012345678"},
+    {"to": "+919812345678"},
+    {"to": "+13105550123"},
+    {"to": "+85291234568", "tz": "Pacific/Chatham"},
+]
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[EmulatorServer]:
+    with EmulatorServer(EmulatorConfig(delivery_delay=0)) as server:
+        yield server
+
+
+def _results(path: Path) -> dict[int, dict[str, Any]]:
+    return {r["row"]: r for r in map(json.loads, path.read_text().splitlines())}
+
+
+def _open_everywhere(hours: QuietHours, wire: str, tz: str | None, moment: datetime) -> bool:
+    zones = [quiet_hours.zone(tz)] if tz else list(number_zones(wire))
+    return all(zone is not None and not hours.is_quiet(moment.astimezone(zone).time()) for zone in zones)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    start=st.datetimes(datetime(2026, 1, 1), datetime(2026, 12, 31)).map(lambda d: d.replace(tzinfo=UTC)),
+    later=st.integers(0, 6 * 3600),
+    quiet_from=st.integers(0, 23),
+    quiet_hours_long=st.integers(1, 12),
+)
+def test_nobody_is_sent_to_once_their_window_has_closed(
+    emulator: EmulatorServer,
+    monkeypatch: pytest.MonkeyPatch,
+    start: datetime,
+    later: int,
+    quiet_from: int,
+    quiet_hours_long: int,
+) -> None:
+    """Validated at ``start``, sent ``later`` seconds after (a long list, a slow ledger): every message that
+    goes is open in all its zones when it goes and a minute after; every other one is held until a moment
+    when it is open. Nothing is lost, nothing reaches the emulator that was held."""
+    hours = QuietHours.parse((f"{quiet_from:02d}:00", f"{(quiet_from + quiet_hours_long) % 24:02d}:00"))
+    emulator.clear()
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
+    campaign = Campaign(client, lambda r: "Weekend offer", SCOPE)
+    sending_at = start + timedelta(seconds=later)
+    with tempfile.TemporaryDirectory() as workdir, Spill(campaign, workdir) as spill:
+        report = validate(
+            campaign, rows_from_records(PEOPLE), on_row=spill.add, quiet=QuietSchedule(hours, start), tz_field="tz"
+        )
+        assert report.invalid == 0
+        monkeypatch.setattr(quiet_hours, "utc_now", lambda: sending_at)
+        results = Path(workdir) / "results.jsonl"
+        with results.open("wb") as handle, SqliteLedger(Path(workdir) / "ledger.sqlite3") as ledger:
+            summary = BulkSender(campaign, ledger, ResultsWriter(handle), progress_interval=0).run(spill, len(PEOPLE))
+        outcomes = _results(results)
+    assert sorted(outcomes) == list(range(1, len(PEOPLE) + 1))  # nothing lost
+    sent = [m["to"] for m in emulator.messages()]
+    assert len(sent) == len(set(sent)) == summary.accepted
+    for row, outcome in outcomes.items():
+        person = PEOPLE[row - 1]
+        wire = person["to"].lstrip("+")
+        if outcome["status"] == "accepted":
+            assert wire in sent
+            for moment in (sending_at, sending_at + MARGIN - timedelta(seconds=1)):
+                assert _open_everywhere(hours, wire, person.get("tz"), moment), (row, moment)
+        else:
+            assert outcome["status"] == "held", outcome
+            assert wire not in sent
+            assert outcome["until"] is not None
+            until = datetime.fromisoformat(outcome["until"])
+            assert _open_everywhere(hours, wire, person.get("tz"), until)
+
+
+def test_a_message_validated_in_its_window_is_held_when_it_closes_before_sending(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """20:50 in Hong Kong at validation (quiet from 21:00): open. The send pass starts at 20:59:30, inside the
+    margin: held until 08:00, and the summary's next opening says so."""
+    emulator.clear()
+    hours = QuietHours.parse(("21:00", "08:00"))
+    validated = datetime(2026, 11, 20, 12, 50, tzinfo=UTC)  # 20:50 in Hong Kong
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
+    campaign = Campaign(client, lambda r: "Offer", SCOPE)
+    with tempfile.TemporaryDirectory() as workdir, Spill(campaign, workdir) as spill:
+        validate(campaign, rows_from_records(PEOPLE[:1]), on_row=spill.add, quiet=QuietSchedule(hours, validated))
+        (message,) = list(spill)
+        assert isinstance(message, PreparedMessage)
+        assert message.closes_at == datetime(2026, 11, 20, 12, 59, tzinfo=UTC).timestamp()
+        monkeypatch.setattr(quiet_hours, "utc_now", lambda: validated + timedelta(minutes=9, seconds=30))
+        with (Path(workdir) / "r.jsonl").open("wb") as handle, SqliteLedger(Path(workdir) / "l.sqlite3") as ledger:
+            summary = BulkSender(campaign, ledger, ResultsWriter(handle), progress_interval=0).run(spill, 1)
+    assert (summary.held, summary.accepted) == (1, 0)
+    assert summary.next_opening == datetime(2026, 11, 21, 0, 0, tzinfo=UTC).timestamp()  # 08:00 in Hong Kong
+    assert emulator.messages() == []
+
+
+@pytest.mark.parametrize("now_blocked_by", ["suppression", "quiet hours at validation", "quiet hours since"])
+def test_a_retry_never_replays_to_a_number_suppressed_or_quiet_since(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, now_blocked_by: str
+) -> None:
+    """A first try left two requests in doubt (one had reached the API, one had not), then the number was
+    put on the opt-out list, or its night began. The retry must not replay them (a replay is a send): both
+    stay unknown, the task's verdict says so, and the emulator got nothing more."""
+    emulator.clear()
+    night = QuietHours.parse(("21:00", "08:00"))
+    noon_hk = datetime(2026, 11, 20, 4, tzinfo=UTC)
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
+    campaign = Campaign(client, lambda r: "Offer", SCOPE)
+    people = [{"to": "+85291234567"}, {"to": "+85291234568"}]
+    with tempfile.TemporaryDirectory() as workdir, SqliteLedger(Path(workdir) / "l.sqlite3") as ledger:
+        first = Spill(campaign, workdir)
+        validate(campaign, rows_from_records(people), on_row=first.add, quiet=QuietSchedule(night, noon_hk))
+        arrived, never_left = list(first)
+        for message in (arrived, never_left):
+            assert isinstance(message, PreparedMessage)
+            request = client.sign("SendMessageToGlobe", message.params)
+            pending = LedgerEntry(message.key, Status.PENDING, message.row, message.to, request=request)
+            ledger.write_many([pending])
+            if message is arrived:
+                assert send(emulator, request).code == "OK"  # ...and then the worker died
+        retry = Spill(campaign, workdir)
+        with SuppressionList(workdir) as opted_out:
+            opted_out.load(enumerate(["+85291234567", "+85291234568"]))
+            if now_blocked_by == "suppression":
+                validate(campaign, rows_from_records(people), on_row=retry.add, suppression=opted_out)
+            elif now_blocked_by == "quiet hours at validation":
+                late = QuietSchedule(night, noon_hk + timedelta(hours=9, minutes=30))  # 21:30 in Hong Kong
+                validate(campaign, rows_from_records(people), on_row=retry.add, quiet=late)
+            else:
+                validate(campaign, rows_from_records(people), on_row=retry.add, quiet=QuietSchedule(night, noon_hk))
+                monkeypatch.setattr(quiet_hours, "utc_now", lambda: noon_hk + timedelta(hours=9))  # 21:00 there
+        with (Path(workdir) / "r.jsonl").open("wb") as handle:
+            summary = BulkSender(campaign, ledger, ResultsWriter(handle), progress_interval=0).run(retry, 2)
+        outcomes = _results(Path(workdir) / "r.jsonl")
+        entries = {e.row: e for e in ledger.entries()}
+        first.close()
+        retry.close()
+    assert summary.recovered == 2
+    assert (summary.unknown, summary.accepted, summary.held, summary.suppressed) == (2, 0, 0, 0)
+    assert [m["to"] for m in emulator.messages()] == ["85291234567"]  # the one that arrived, once
+    assert {r: o["status"] for r, o in outcomes.items()} == {1: "unknown", 2: "unknown"}
+    assert all("not replayed" in o["note"] for o in outcomes.values())
+    assert all(entries[r].status is Status.UNKNOWN and "not confirmed by replay" in (entries[r].error or "")
+               for r in (1, 2))  # fmt: skip
+
+
+def test_a_number_whose_zones_share_no_open_hour_follows_on_unknown_timezone() -> None:
+    """An Australian mobile spans Cocos (UTC+6:30) to Lord Howe (UTC+11 in November): with only 12:00-14:00
+    open there is no hour open in all its zones. It is treated as an unknown zone: 'send' sends it now
+    (before this, it was held, never sent, and the task succeeded), 'hold' and 'skip' hold it as unknown."""
+    short_day = QuietHours.parse(("14:00", "12:00"))
+    now = datetime(2026, 11, 20, 4, tzinfo=UTC)
+    australian = "61412345678"
+    assert short_day.next_open(number_zones(australian), now) is None
+    assert QuietSchedule(short_day, now, "send").opens_at(australian) == (None, False)
+    assert QuietSchedule(short_day, now, "hold").opens_at(australian) == (None, True)
+    assert QuietSchedule(short_day, now, "skip").opens_at(australian) == (None, True)
+    ten_in_hong_kong = datetime(2026, 11, 20, 2, tzinfo=UTC)
+    assert QuietSchedule(short_day, ten_in_hong_kong, "send").opens_at("85291234567") == (now, False)  # till noon
