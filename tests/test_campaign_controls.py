@@ -125,6 +125,13 @@ def test_list_files_in_each_format() -> None:
         ("optouts.jsonl", '{"to": 85291234567.0}\n'),
         ("optouts.txt", "85291234567.0\n"),
         ("optouts.txt", "0085291234567\n"),
+        ("optouts.txt", "8.5291234567E+10\n"),  # a float column, in Excel's writing
+        ("optouts.txt", "'85291234567\n"),  # Excel's text marker
+        ("optouts.txt", '="85291234567"\n'),  # Excel's formula export
+        ("optouts.txt", "tel:+852-9123-4567\n"),
+        ("optouts.txt", "\u200e+85291234567\n"),  # a left-to-right mark from a CRM
+        ("optouts.txt", "+85291234567,\n"),
+        ("optouts.csv", "name,phone,mobile\nAnn,,+85291234567\n"),  # the first number column is empty
     ],
 )
 def test_exports_as_people_write_them_still_match(name: str, text: str, tmp_path: Path) -> None:
@@ -136,9 +143,23 @@ def test_exports_as_people_write_them_still_match(name: str, text: str, tmp_path
         assert suppression.unreadable == 0
 
 
+def test_every_number_column_of_an_export_is_suppressed(tmp_path: Path) -> None:
+    """A CRM export with a landline in Phone and the mobile in Mobile: the opt-out covers both (only the
+    first was read, and the mobile, the one texted, was not)."""
+    csv_text = "name,Phone,Mobile\nAnn,+852 2123 4567,+852 9123 4567\n"
+    jsonl_text = '{"to": null, "phone": "+85291234568"}\n{"number": "A-1001", "mobile": "+85291234569"}\n'
+    with SuppressionList(str(tmp_path)) as suppression:
+        suppression.load(suppression_entries(io.StringIO(csv_text), "optouts.csv"))
+        suppression.load(suppression_entries(io.StringIO(jsonl_text), "optouts.jsonl"))
+        assert all(n in suppression for n in ("85221234567", "85291234567", "85291234568", "85291234569"))
+        assert suppression.unreadable == 1  # A-1001
+
+
 def test_a_csv_without_a_number_column_is_refused_not_read_as_empty(tmp_path: Path) -> None:
     with SuppressionList(str(tmp_path)) as suppression, pytest.raises(ConfigurationError, match="no number column"):
         suppression.load(suppression_entries(io.StringIO("email,name\nann@example.com,Ann\n"), "optouts.csv"))
+    with SuppressionList(str(tmp_path)) as suppression, pytest.raises(ConfigurationError, match="no number in"):
+        suppression.load(suppression_entries(io.StringIO("email,phone\nann@example.com,\n"), "optouts.csv"))
 
 
 def test_a_list_where_nothing_is_a_number_fails_the_task_before_sending(

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import tempfile
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,6 +22,7 @@ from hypothesis import strategies as st
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient, quiet_hours
 from airflow_provider_globesms.client.bulk import BulkSender, Campaign, PreparedMessage, Spill, validate
 from airflow_provider_globesms.client.bulk.controls import SuppressionList
+from airflow_provider_globesms.client.errors import ConfigurationError
 from airflow_provider_globesms.client.ledger import LedgerEntry, SqliteLedger, Status
 from airflow_provider_globesms.client.quiet_hours import MARGIN, QuietHours, QuietSchedule, number_zones
 from airflow_provider_globesms.client.recipients import rows_from_records
@@ -195,3 +198,116 @@ def test_a_number_whose_zones_share_no_open_hour_follows_on_unknown_timezone() -
     assert QuietSchedule(short_day, now, "skip").opens_at(australian) == (None, True)
     ten_in_hong_kong = datetime(2026, 11, 20, 2, tzinfo=UTC)
     assert QuietSchedule(short_day, ten_in_hong_kong, "send").opens_at("85291234567") == (now, False)  # till noon
+
+
+@pytest.mark.parametrize("change", ["row removed", "text changed"])
+def test_an_in_doubt_request_no_row_of_the_retry_sends_is_not_replayed(emulator: EmulatorServer, change: str) -> None:
+    """From a second adversary review: the first try's request never left; before the retry, the row was
+    removed (and its number put on an opt-out list), or the text changed (a template with a date). The
+    request no row of the retry vouches for must not be replayed: it stays unknown, reported with its row."""
+    emulator.clear()
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
+    first_campaign = Campaign(client, lambda r: "Offer of Monday", SCOPE)
+    people = [{"to": "+85291234567"}, {"to": "+85291234568"}]
+    with tempfile.TemporaryDirectory() as workdir, SqliteLedger(Path(workdir) / "l.sqlite3") as ledger:
+        first = Spill(first_campaign, workdir)
+        validate(first_campaign, rows_from_records(people), on_row=first.add)
+        never_left = next(iter(first))
+        assert isinstance(never_left, PreparedMessage)
+        request = client.sign("SendMessageToGlobe", never_left.params)
+        ledger.write_many([LedgerEntry(never_left.key, Status.PENDING, 1, never_left.to, request=request)])
+        retry_campaign = (
+            Campaign(client, lambda r: "Offer of Tuesday", SCOPE) if change == "text changed" else first_campaign
+        )
+        retry = Spill(retry_campaign, workdir)
+        validate(retry_campaign, rows_from_records(people[1:] if change == "row removed" else people), on_row=retry.add)
+        with (Path(workdir) / "r.jsonl").open("wb") as handle:
+            summary = BulkSender(retry_campaign, ledger, ResultsWriter(handle), progress_interval=0).run(retry, 2)
+        lines = [json.loads(line) for line in (Path(workdir) / "r.jsonl").read_text().splitlines()]
+        first.close()
+        retry.close()
+    sent_now = 2 if change == "text changed" else 1
+    assert sorted(m["to"] for m in emulator.messages()) == ["85291234567", "85291234568"][2 - sent_now :]
+    assert (summary.recovered, summary.accepted, summary.unknown) == (1, sent_now, 1)
+    (orphan,) = [line for line in lines if line["status"] == "unknown"]
+    assert (orphan["row"], orphan["to"]) == (1, "+852****4567")
+    assert "no row of this try sends it" in orphan["note"]
+
+
+def test_a_message_waiting_for_the_rate_limiter_past_its_window_is_held(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From a second adversary review: the window was checked when a message was planned, not when it left.
+    Twelve Hong Kong numbers, validated a second before the margin ends (20:58:59, quiet from 21:00), sent at
+    4 a second: those still waiting for the limiter when the window closes are held, none goes after."""
+    emulator.clear()
+    hours = QuietHours.parse(("21:00", "08:00"))
+    validated = datetime(2026, 11, 20, 12, 58, 59, tzinfo=UTC)  # 20:58:59 in Hong Kong; closes_at 20:59:00
+    started = time.monotonic()
+    monkeypatch.setattr(quiet_hours, "utc_now", lambda: validated + timedelta(seconds=time.monotonic() - started))
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, max_qps=4)
+    campaign = Campaign(client, lambda r: "Offer", SCOPE)
+    people = [{"to": f"+8529123{n:04d}"} for n in range(12)]
+    with tempfile.TemporaryDirectory() as workdir, Spill(campaign, workdir) as spill:
+        validate(campaign, rows_from_records(people), on_row=spill.add, quiet=QuietSchedule(hours, validated))
+        with (Path(workdir) / "r.jsonl").open("wb") as handle, SqliteLedger(Path(workdir) / "l.sqlite3") as ledger:
+            sender = BulkSender(campaign, ledger, ResultsWriter(handle), concurrency=12, progress_interval=0)
+            summary = sender.run(spill, len(people))
+        statuses = [json.loads(line)["status"] for line in (Path(workdir) / "r.jsonl").read_text().splitlines()]
+    assert summary.accepted + summary.held == 12
+    assert 1 <= summary.accepted <= 8  # 4/s for about a second
+    assert summary.held >= 4
+    assert len(emulator.messages()) == summary.accepted == statuses.count("accepted")
+    assert summary.next_opening == datetime(2026, 11, 21, 0, tzinfo=UTC).timestamp()
+
+
+def test_clock_changes_close_the_window_early_never_late() -> None:
+    """A start in a skipped hour (New York, 8 March 2026: 02:00 EST becomes 03:00 EDT) and an end in a
+    repeated one (1 November 2026: 01:59 EDT becomes 01:00 EST, quiet again until 01:30)."""
+    new_york = ZoneInfo("America/New_York")
+    gap = QuietHours.parse(("02:30", "08:00"))
+    assert gap.closes_in(new_york, datetime(2026, 3, 8, 6, 50, tzinfo=UTC)) <= datetime(2026, 3, 8, 7, tzinfo=UTC)
+    fold = QuietHours.parse(("22:00", "01:30"))
+    assert fold.closes_in(new_york, datetime(2026, 11, 1, 5, 35, tzinfo=UTC)) <= datetime(2026, 11, 1, 6, tzinfo=UTC)
+
+
+DST_ZONES = [
+    *("America/New_York", "Australia/Lord_Howe", "Pacific/Chatham", "America/Havana", "America/Santiago"),
+    *("America/Nuuk", "Pacific/Easter", "Europe/London", "Asia/Tehran", "America/St_Johns"),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    zone_name=st.sampled_from(DST_ZONES),
+    moment=st.datetimes(datetime(2026, 1, 1), datetime(2027, 12, 31)).map(lambda d: d.replace(tzinfo=UTC)),
+    start=st.integers(0, 95).map(lambda q: f"{q // 4:02d}:{q % 4 * 15:02d}"),
+    end=st.integers(0, 95).map(lambda q: f"{q // 4:02d}:{q % 4 * 15:02d}"),
+)
+def test_the_window_never_closes_later_than_computed(zone_name: str, moment: datetime, start: str, end: str) -> None:
+    """Every minute from an open moment up to ``closes_in`` is open in the zone, clock changes included."""
+    try:
+        hours = QuietHours.parse((start, end))
+    except ConfigurationError:
+        return
+    zone = ZoneInfo(zone_name)
+    if hours.is_quiet(moment.astimezone(zone).time()):
+        return
+    closes = hours.closes_in(zone, moment)
+    minute = moment
+    while minute < closes:
+        assert not hours.is_quiet(minute.astimezone(zone).time()), (minute, closes)
+        minute += timedelta(minutes=1)
+
+
+def test_an_open_stretch_too_short_to_send_in_is_no_window() -> None:
+    """From the review: 30 s open a day (shared by an Australian mobile's zones) was deferred to, day after
+    day, forever. Now it counts as no shared window (on_unknown_timezone decides), and a window leaving less
+    than five minutes a day is refused."""
+    with pytest.raises(ConfigurationError, match="leaves less than"):
+        QuietHours.parse(("08:00:30", "08:00"))
+    sliver = QuietHours.parse(("12:30:30", "08:00"))  # AU zones span 4.5 h: 30 s shared
+    now = datetime(2026, 11, 20, 4, tzinfo=UTC)
+    assert sliver.next_open(number_zones("61412345678"), now) is None
+    assert QuietSchedule(sliver, now, "send").opens_at("61412345678") == (None, False)
+    assert QuietSchedule(sliver, now, "hold").opens_at("61412345678") == (None, True)

@@ -24,6 +24,8 @@ from airflow_provider_globesms.client.errors import ConfigurationError
 
 UNKNOWN = "Etc/Unknown"  # phonenumbers' answer for a prefix it cannot place
 MARGIN = timedelta(minutes=1)  # a message goes no later than this before its recipient's window closes
+MIN_OPEN = 5 * MARGIN  # a shorter open stretch is not one to send in (it would be held day after day)
+QUARTER = timedelta(minutes=15)
 SEARCH_DAYS = 3  # how far ahead a window open in every zone is looked for (zones 14 h apart still share one)
 
 
@@ -53,6 +55,10 @@ class QuietHours:
             raise ConfigurationError(f"quiet_hours: {window!r} are not two HH:MM times") from None
         if start == end or start.tzinfo is not None or end.tzinfo is not None:
             raise ConfigurationError(f"quiet_hours: {window!r} must be two different local times")
+        day = datetime(2000, 1, 1)
+        open_for = (datetime.combine(day, start) - datetime.combine(day, end)) % timedelta(days=1)
+        if open_for < MIN_OPEN:
+            raise ConfigurationError(f"quiet_hours: {window!r} leaves less than {MIN_OPEN} a day to send in")
         return cls(start, end)
 
     def is_quiet(self, local: time) -> bool:
@@ -71,22 +77,36 @@ class QuietHours:
         return max(ending, moment + timedelta(seconds=1))  # a DST gap can put the local end before moment
 
     def closes_in(self, zone: ZoneInfo, moment: datetime) -> datetime:
-        """The next moment after ``moment`` at which the window starts in ``zone``."""
+        """The last moment before the window next begins in ``zone`` after ``moment`` (open now): when its
+        start comes round, or earlier when a clock change puts the local time into it (a start in a skipped
+        hour; a repeated hour that falls back into the window)."""
         local = moment.astimezone(zone)
-        for day in (local.date(), local.date() + timedelta(days=1), local.date() + timedelta(days=2)):
-            starting = datetime.combine(day, self.start, tzinfo=zone).astimezone(timezone.utc)
-            if starting > moment:
-                return starting
-        raise AssertionError("a daily window starts within two days")  # pragma: no cover
+        starts = [
+            datetime.combine(day, self.start, tzinfo=zone).replace(fold=fold).astimezone(timezone.utc)
+            for day in (local.date() + timedelta(days=n) for n in range(3))
+            for fold in (0, 1)
+        ]
+        closing = min(start for start in starts if start > moment)
+        # Clock changes happen on a quarter hour of UTC: look at each one up to the start.
+        step = moment.replace(minute=moment.minute - moment.minute % 15, second=0, microsecond=0) + QUARTER
+        before = moment
+        while step < closing:
+            if self.is_quiet(step.astimezone(zone).time()):
+                return before
+            before, step = step, step + QUARTER
+        return closing
 
     def next_open(self, zones: Sequence[ZoneInfo], now: datetime) -> datetime | None:
-        """The first moment from ``now`` at which the window is open in every zone (``now`` when it is);
-        ``None`` when there is none within ``SEARCH_DAYS`` days."""
+        """The first moment from ``now`` at which the window is open in every zone (``now`` when it is) and
+        stays open for at least ``MIN_OPEN``; ``None`` when there is none within ``SEARCH_DAYS`` days."""
         moment, limit = now, now + timedelta(days=SEARCH_DAYS)
         while moment <= limit:
             later = max(self.opens_in(zone, moment) for zone in zones)
             if later == moment:
-                return moment
+                closes = min(self.closes_in(zone, moment) for zone in zones)
+                if closes - moment >= MIN_OPEN:
+                    return moment
+                later = max(closes, moment + timedelta(seconds=1))  # too short a stretch: the next one
             moment = later
         return None
 
@@ -131,19 +151,9 @@ class QuietSchedule:
 
     def timing(self, wire: str, named_zone: str | None = None) -> Timing:
         """When the number may be sent to. ``named_zone`` (a row's IANA name) wins over the number's zones;
-        an unknown name is a ``ValueError``. A number whose zones share no open hour within days follows
-        ``on_unknown`` as an unknown zone does. A window closing within ``MARGIN`` counts as closed."""
-        zones = self._zones(wire, named_zone)
-        when = self.hours.next_open(zones, self.now) if zones else None
-        if when is None:
-            return Timing() if self.on_unknown == "send" else Timing(unknown=True)
-        if when > self.now:
-            return Timing(opens_at=when)
-        closes = min(self.hours.closes_in(z, self.now) for z in zones) - MARGIN
-        reopens = self.hours.next_open(zones, closes + MARGIN)
-        if closes > self.now:
-            return Timing(closes_at=closes, reopens_at=reopens)
-        return Timing(opens_at=reopens) if reopens else Timing(unknown=True)
+        an unknown name is a ``ValueError``. A number whose zones share no open stretch (``MIN_OPEN``)
+        within days follows ``on_unknown`` as an unknown zone does."""
+        return _timing(self, self._zones(wire, named_zone))
 
     def opens_at(self, wire: str, named_zone: str | None = None) -> tuple[datetime | None, bool]:
         """``(None, False)``: send now; ``(when, False)``: held until ``when``; ``(None, True)``: the time
@@ -159,3 +169,19 @@ class QuietSchedule:
                 raise ValueError(f"unknown time zone {named_zone[:60]!r} (an IANA name such as Europe/London)")
             return (found,)
         return number_zones(wire)
+
+
+@lru_cache(maxsize=4096)
+def _timing(schedule: QuietSchedule, zones: tuple[ZoneInfo, ...]) -> Timing:
+    """``QuietSchedule.timing`` for a set of zones (the same for every number sharing them: computed once).
+    Open now with more than ``MARGIN`` left: send now, until then; else held until an open stretch of at
+    least ``MIN_OPEN`` (never a sliver it would be held from again, day after day)."""
+    hours, now = schedule.hours, schedule.now
+    if zones and all(not hours.is_quiet(now.astimezone(z).time()) for z in zones):
+        closes = min(hours.closes_in(z, now) for z in zones) - MARGIN
+        if closes > now:
+            return Timing(closes_at=closes, reopens_at=hours.next_open(zones, closes + MARGIN))
+    when = hours.next_open(zones, now) if zones else None
+    if when is None:
+        return Timing() if schedule.on_unknown == "send" else Timing(unknown=True)
+    return Timing(opens_at=when)

@@ -286,15 +286,17 @@ class MessageStore:
         query = "SELECT COUNT(*) FROM messages WHERE final_at > ? AND final_at <= ?"
         return int(self._db.execute(query, (after, upto)).fetchone()[0])
 
-    def campaigns(self, now: float, limit: int = 100) -> list[dict[str, Any]]:
-        """Per TaskId, newest first: messages, segments, and how many are sending, delivered, failed."""
+    def campaigns(self, now: float, limit: int = 100, task_id: str | None = None) -> list[dict[str, Any]]:
+        """Per TaskId (or only ``task_id``; ``""`` for messages without one), newest first: messages,
+        segments, and how many are sending, delivered, failed."""
         self.flush()
+        only = "WHERE COALESCE(task_id, '') = ?" if task_id is not None else ""
         rows = self._db.execute(
             "SELECT COALESCE(task_id, ''), COUNT(*), SUM(segments), SUM(final_at > ?), "
             "SUM(final_at <= ? AND final_status = ?), SUM(final_at <= ? AND final_status = ?), "
-            "MIN(submitted_at), MAX(submitted_at) FROM messages GROUP BY task_id ORDER BY MAX(submitted_at) DESC "
-            "LIMIT ?",
-            (now, now, DeliveryStatus.DELIVERED, now, DeliveryStatus.FAILED, limit),
+            f"MIN(submitted_at), MAX(submitted_at) FROM messages {only} GROUP BY COALESCE(task_id, '') "
+            "ORDER BY MAX(submitted_at) DESC LIMIT ?",
+            (now, now, DeliveryStatus.DELIVERED, now, DeliveryStatus.FAILED, *([task_id] if only else []), limit),
         ).fetchall()
         names = ("task_id", "messages", "segments", "sending", "delivered", "failed", "first_at", "last_at")
         return [dict(zip(names, row, strict=True)) for row in rows]

@@ -8,9 +8,11 @@ under; it is checked before the first message goes.
 from __future__ import annotations
 
 import csv
+import decimal
 import json
 import re
 import tempfile
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -71,7 +73,7 @@ class SuppressionList:
     def _wires(self, entry: str) -> set[str]:
         """The number an entry means, read as recipients are (so the same writing gives the same number).
         Bare digits are also read as international: an opt-out list errs on the side of not sending."""
-        text = _integral(entry.strip())
+        text = cleaned_entry(entry)
         digits = text[1:]
         # E.164 as written (the common case, a thousand times cheaper than parsing): ASCII digits, and no
         # trunk 0 right after the country code ("+44 07911..." is read by the validator as +44 7911...).
@@ -125,27 +127,35 @@ def suppression_entries(handle: IO[str], name: str) -> Iterator[tuple[int, str]]
         text = text.strip()
         if not text or text.startswith("#"):
             continue
-        yield line, (_json_entry(text) if jsonl else text)
+        for entry in _json_entries(text) if jsonl else [text.rstrip(",;")]:
+            yield line, entry
 
 
 def _csv_entries(handle: IO[str]) -> Iterator[tuple[int, str]]:
+    """Every number column of every line (a CRM export's ``Phone`` and ``Mobile``: an opt-out covers both)."""
     reader = csv.reader(handle)
     header = next(reader, None)
     if header is None:
         return
     names = [_column_name(h) for h in header]
-    column = next((names.index(c) for c in NUMBER_COLUMNS if c in names), None)
-    if column is None:
+    columns = [n for n, name in enumerate(names) if name in NUMBER_COLUMNS]
+    if not columns:
         if not header or not _looks_like_a_number(header[0]):
             raise ConfigurationError(
                 f"suppression CSV: no number column among {[h[:40] for h in header[:20]]}; name one "
                 f"{', '.join(NUMBER_COLUMNS[:6])}... (or give no header and the numbers in the first column)"
             )
-        column = 0  # no header: the first line is an entry too
+        columns = [0]  # no header: the first line is an entry too
         yield 1, header[0]
+    lines = found = 0
     for line, record in enumerate(reader, start=2):
-        if len(record) > column and record[column].strip():
-            yield line, record[column]
+        lines += 1
+        for column in columns:
+            if len(record) > column and record[column].strip():
+                found += 1
+                yield line, record[column]
+    if lines and not found and names[columns[0]] in NUMBER_COLUMNS:
+        raise ConfigurationError(f"suppression CSV: {lines} lines and no number in {[header[c] for c in columns]}")
 
 
 def _column_name(header: str) -> str:
@@ -156,23 +166,43 @@ def _looks_like_a_number(text: str) -> bool:
     return sum(c.isdigit() for c in text) >= 6
 
 
-def _json_entry(text: str) -> str:
+def _json_entries(text: str) -> list[str]:
+    """The numbers of one JSON line: every number key of an object (``""`` when there is none)."""
     try:
         value = json.loads(text)
     except ValueError:
-        return ""
+        return [""]
     if isinstance(value, dict):
         keys = {_column_name(str(k)): v for k, v in value.items()}
-        value = next((keys[k] for k in NUMBER_COLUMNS if k in keys), "")
+        values = [keys[k] for k in NUMBER_COLUMNS if k in keys and keys[k] not in (None, "")]
+    else:
+        values = [value]
+    return [_json_text(v) for v in values] or [""]
+
+
+def _json_text(value: object) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))  # 85291234567.0: a number column that went through a float
     return str(value)
 
 
-def _integral(text: str) -> str:
-    """``85291234567.0`` (a spreadsheet's or a float column's writing) as ``85291234567``."""
-    head, dot, tail = text.partition(".")
-    return head if dot and tail and set(tail) == {"0"} and head.lstrip("+").isdigit() else text
+def cleaned_entry(text: str) -> str:
+    """An entry as spreadsheets and CRMs export it, made a plain number: ``tel:`` URIs, Excel's ``'`` and
+    ``="..."`` text markers, invisible format characters, and ``85291234567.0`` or ``8.5291234567E+10``
+    (a number column that went through a float) when that is exactly an integer."""
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf").strip()
+    text = text.removeprefix("tel:").removeprefix("TEL:").strip()
+    if text.startswith('="') and text.endswith('"'):
+        text = text[2:-1]
+    text = text.lstrip("'").strip()
+    if len(text) <= 40 and any(c in text for c in ".eE"):
+        try:
+            number = decimal.Decimal(text)
+        except decimal.InvalidOperation:
+            return text
+        if number.is_finite() and number == number.to_integral_value() and number >= 0:
+            return ("+" if text.startswith("+") else "") + str(int(number))
+    return text
 
 
 def suppression_from_values(values: Iterable[object]) -> Iterator[tuple[int, str]]:

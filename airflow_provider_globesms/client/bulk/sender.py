@@ -11,13 +11,19 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_globesms.client import aio, quiet_hours
+from airflow_provider_globesms.client import aio
 from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
 from airflow_provider_globesms.client.bulk.commit import GroupCommit, SendGuard
 from airflow_provider_globesms.client.bulk.prepare import Campaign, Held, Outcome, PreparedMessage, RowError, Suppressed
+from airflow_provider_globesms.client.bulk.send_gate import (
+    WindowClosedError,
+    held_from_now,
+    replay_blocked,
+    vouchers,
+    window_closed,
+)
 from airflow_provider_globesms.client.errors import (
     ApiError,
     LedgerError,
@@ -92,11 +98,11 @@ class BulkSender:
     async def run_async(self, items: Iterable[Outcome], total: int) -> SendSummary:
         """Like ``run``, on the running event loop."""
         started = time.monotonic()
+        if iter(items) is items:
+            raise TypeError("items must be re-iterable (a Spill or a sequence): recovery looks at them first")
         retry = replace(self.client.retry, confirm_by_replay=self.confirm_unknown)
         self._aclient = AsyncGlobeSmsClient(self.client, max_connections=self.concurrency, retry=retry)
         flusher = asyncio.create_task(self._flush_outcomes()) if self._ledger_threads is not None else None
-        if iter(items) is items:
-            raise TypeError("items must be re-iterable (a Spill or a sequence): recovery looks at them first")
         try:
             await self.recover(items)
             slots = asyncio.Semaphore(self.concurrency)
@@ -147,23 +153,27 @@ class BulkSender:
 
     async def recover(self, items: Iterable[Outcome] = ()) -> int:
         """Settle what earlier tries left in doubt (pending after a kill, or unknown with its signed
-        request) by replaying the exact requests, before anything new is sent. A replay is a send: none
-        goes to a recipient who is now suppressed or in quiet hours (``items`` say who); those stay unknown."""
+        request) by replaying the exact requests, before anything new is sent. A replay may be a send: only
+        one this try's ``items`` still vouch for (the same number and text, neither suppressed nor in quiet
+        hours as it goes) is replayed; the others stay unknown, and are reported so."""
         doubtful = self.ledger.in_doubt() if self.confirm_unknown else self.ledger.pending()
-        held_back = self._not_to_replay(items, {entry.key for entry in doubtful}) if doubtful else {}
+        vouched = vouchers(items, {entry.key for entry in doubtful}) if doubtful else {}
         settled: Counter[str] = Counter()
         slots = asyncio.Semaphore(self.concurrency)
 
         async def settle(entry: LedgerEntry) -> None:
             async with slots:  # concurrently, paced by the limiter: they must beat the 15-minute window
                 extra: dict[str, Any]
-                if entry.key in held_back:
-                    error = f"outcome unknown; not confirmed by replay: {held_back[entry.key]}"
+                blocked = replay_blocked(vouched.get(entry.key))
+                if blocked:
+                    error = f"outcome unknown; not confirmed by replay: {blocked}"
                     status, extra = Status.UNKNOWN, {"error": error, "request": entry.request}
                 else:
                     status, extra = await self._settle(entry)
             settled[status.value] += 1
             await self._store(LedgerEntry(entry.key, status, entry.row, entry.to, updated_at=time.time(), **extra))
+            if entry.key not in vouched:
+                self._orphan_unknown(entry, blocked or "")
 
         await asyncio.gather(*(settle(entry) for entry in doubtful))
         if doubtful:
@@ -176,19 +186,14 @@ class BulkSender:
         self.summary.recovered = len(doubtful)
         return len(doubtful)
 
-    @staticmethod
-    def _not_to_replay(items: Iterable[Outcome], keys: set[str]) -> dict[str, str]:
-        """Of the messages in doubt (``keys``), those that may not be sent now, and why."""
-        now = quiet_hours.utc_now().timestamp()
-        found: dict[str, str] = {}
-        for item in items:
-            if isinstance(item, Suppressed) and item.message.key in keys:
-                found[item.message.key] = "the number is suppressed now"
-            elif isinstance(item, Held) and item.message.key in keys:
-                found[item.message.key] = "the recipient is in quiet hours now"
-            elif isinstance(item, PreparedMessage) and item.key in keys and _window_closed(item, now):
-                found[item.key] = "the recipient is in quiet hours now"
-        return found
+    def _orphan_unknown(self, entry: LedgerEntry, why: str) -> None:
+        """An earlier try's message in doubt that no row of this try sends: reported here (``_plan`` never
+        sees it), as unknown, with its row and masked number as the ledger keeps them."""
+        with self._lock:
+            self.summary.total += 1
+            self.summary.unknown_previous += 1
+            self.summary.tally(Status.UNKNOWN, entry.segments or 1)
+        self.results.write(entry.row, entry.to, "unknown", error=entry.error, note=f"earlier attempt; {why}")
 
     async def _settle(self, entry: LedgerEntry) -> tuple[Status, dict[str, Any]]:
         """Replay a signed request whose answer was lost; return what that proves."""
@@ -242,8 +247,8 @@ class BulkSender:
         look_up = bool(self.ledger.counts())
         for prepared in items:
             self.summary.total += 1
-            if isinstance(prepared, PreparedMessage) and _window_closed(prepared, quiet_hours.utc_now().timestamp()):
-                prepared = _held_from_now(prepared)  # validated in the window; sending ran past its end
+            if isinstance(prepared, PreparedMessage) and prepared.closes_at is not None and window_closed(prepared):
+                prepared = held_from_now(prepared)  # validated in the window; sending ran past its end
             if isinstance(prepared, RowError):
                 self.summary.invalid += 1
                 self.results.write(prepared.row, "", "invalid", field=prepared.field, error=prepared.reason)
@@ -312,6 +317,8 @@ class BulkSender:
             return LedgerEntry(message.key, status, message.row, message.to, updated_at=time.time(), **fields)
 
         async def before_exchange(signed: SignedRequest) -> None:
+            if window_closed(message):  # the wait for a slot, the limiter or a retry ran past the window
+                raise WindowClosedError
             await self._commit.write(entry(Status.PENDING, request=signed))
             last[:] = [signed]
 
@@ -324,6 +331,9 @@ class BulkSender:
         try:
             result = await self._aclient.send_params(message.params, before_exchange, after_refusal)
             status, extra = Status.ACCEPTED, {"message_id": result.message_id, "segments": result.segments}
+        except WindowClosedError:
+            self._not_sent_now(held_from_now(message), look_up=False)  # nothing of it left after the window
+            return
         except LedgerError:
             raise  # fatal: without a ledger, nothing more may be sent
         except ReceivedWithoutAnswerError as exc:
@@ -362,13 +372,3 @@ class BulkSender:
             self.summary.tally(status, segments, entry.error_code)
             if self._progress is not None:
                 self._progress.done += 1
-
-
-def _window_closed(message: PreparedMessage, now: float) -> bool:
-    """Whether the recipient's quiet hours have begun since validation (less the margin)."""
-    return message.closes_at is not None and now >= message.closes_at
-
-
-def _held_from_now(message: PreparedMessage) -> Held:
-    reopens = datetime.fromtimestamp(message.reopens_at, timezone.utc) if message.reopens_at else None
-    return Held(replace(message, closes_at=None, reopens_at=None), reopens, reopens is None)

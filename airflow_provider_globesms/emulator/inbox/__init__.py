@@ -83,7 +83,7 @@ class LiveFigures:
 def campaign_summary(gateway: Gateway, task_id: str) -> dict[str, Any] | None:
     """Counts by status, delivery rate, segments and time to deliver of one campaign (TaskId)."""
     now = gateway.clock()
-    found = [c for c in gateway.store.campaigns(now, limit=100_000) if c["task_id"] == task_id]
+    found = gateway.store.campaigns(now, limit=1, task_id=task_id)
     if not found:
         return None
     campaign = found[0]
