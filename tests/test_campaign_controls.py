@@ -147,12 +147,31 @@ def test_every_number_column_of_an_export_is_suppressed(tmp_path: Path) -> None:
     """A CRM export with a landline in Phone and the mobile in Mobile: the opt-out covers both (only the
     first was read, and the mobile, the one texted, was not)."""
     csv_text = "name,Phone,Mobile\nAnn,+852 2123 4567,+852 9123 4567\n"
+    exports = {  # Salesforce, HubSpot, a home-made one: the mobile column was skipped beside a known one
+        "Salesforce Id,Name,Phone,MobilePhone\n1,Ann,+85221234560,+85291234560\n": "85291234560",
+        "Phone Number,Mobile Phone Number\n+85221234561,+85291234561\n": "85291234561",
+        "to,alt_phone\n+85221234562,+85291234562\n": "85291234562",
+    }
+    with SuppressionList(str(tmp_path)) as suppression:
+        for text, mobile in exports.items():
+            suppression.load(suppression_entries(io.StringIO(text), "export.csv"))
+            assert mobile in suppression, text
     jsonl_text = '{"to": null, "phone": "+85291234568"}\n{"number": "A-1001", "mobile": "+85291234569"}\n'
     with SuppressionList(str(tmp_path)) as suppression:
         suppression.load(suppression_entries(io.StringIO(csv_text), "optouts.csv"))
         suppression.load(suppression_entries(io.StringIO(jsonl_text), "optouts.jsonl"))
         assert all(n in suppression for n in ("85221234567", "85291234567", "85291234568", "85291234569"))
         assert suppression.unreadable == 1  # A-1001
+
+
+@pytest.mark.parametrize("junk", ["1e999999", "1e99999999", "9" * 5000, "[" * 100_000, '{"to": ' * 50_000])
+def test_junk_entries_are_unreadable_never_a_crash_or_a_hang(junk: str, tmp_path: Path) -> None:
+    """E-notation with a huge exponent took minutes or all memory; deep JSON raised RecursionError."""
+    with SuppressionList(str(tmp_path)) as suppression:
+        suppression.load(suppression_entries(io.StringIO(f"{junk}\n\"+85291234567\"\n"), "optouts.jsonl"))
+        suppression.load(suppression_entries(io.StringIO(f"{junk}\n"), "optouts.txt"))
+        assert "85291234567" in suppression
+        assert suppression.unreadable == 2
 
 
 def test_a_csv_without_a_number_column_is_refused_not_read_as_empty(tmp_path: Path) -> None:

@@ -102,6 +102,20 @@ PEOPLE = [
 ]
 
 
+def promotion(dag_id: str, **options: Any) -> DAG:
+    """The DAG these tests run: PEOPLE, quiet from 21:00 to 08:00, a row's ``tz`` winning."""
+    with DAG(dag_id, schedule=None) as dag:
+        SendGlobeSmsOperator(
+            task_id="promo",
+            recipients=PEOPLE,
+            message="Hi {{ recipient.name }}",
+            quiet_hours=("21:00", "08:00"),
+            tz_field="tz",
+            **options,
+        )
+    return dag
+
+
 @pytest.fixture
 def fake_clock(quiet_hours_clock: Callable[[datetime], QuietHoursClock]) -> list[datetime]:
     """The clock starts at ROUND_1; the moments each deferral waited for are returned."""
@@ -112,15 +126,7 @@ def test_held_recipients_go_when_their_window_opens_each_exactly_once(
     run_dag: Callable[..., Any], globesms_conn: Any, fake_clock: list[datetime]
 ) -> None:
     emulator = globesms_conn()
-    with DAG("quiet_hours_rounds", schedule=None) as dag:
-        SendGlobeSmsOperator(
-            task_id="promo",
-            recipients=PEOPLE,
-            message="Hi {{ recipient.name }}",
-            quiet_hours=("21:00", "08:00"),
-            tz_field="tz",
-        )
-    dag_run = run_dag(dag, logical_date=ROUND_1, run_after=ROUND_1)
+    dag_run = run_dag(promotion("quiet_hours_rounds"), logical_date=ROUND_1, run_after=ROUND_1)
     assert task_states(dag_run) == {"promo": "success"}
     assert fake_clock == [
         datetime(2026, 11, 20, 13, tzinfo=UTC),  # New York opens
@@ -175,16 +181,7 @@ def test_a_worker_killed_after_resumption_resends_nobody(
         return summary
 
     monkeypatch.setattr(BulkSender, "run", run_then_die)
-    with DAG("quiet_hours_killed", schedule=None) as dag:
-        SendGlobeSmsOperator(
-            task_id="promo",
-            recipients=PEOPLE,
-            message="Hi {{ recipient.name }}",
-            quiet_hours=("21:00", "08:00"),
-            tz_field="tz",
-            retries=1,
-            retry_delay=timedelta(0),
-        )
+    dag = promotion("quiet_hours_killed", retries=1, retry_delay=timedelta(0))
     dag_run = run_dag(dag, logical_date=ROUND_1, run_after=ROUND_1)
     assert task_states(dag_run) == {"promo": "success"}
     assert len(calls) == 5  # round 1, the killed round 2, then the retry's rounds 2, 3 and 4
@@ -204,16 +201,7 @@ def test_an_unknown_outcome_waits_for_the_held_ones_then_fails(
     emulator = globesms_conn(timeout=0.5)
     emulator.set_faults(script=["hang"], hang_seconds=3)
     try:
-        with DAG("quiet_hours_unknown_outcome", schedule=None) as dag:
-            SendGlobeSmsOperator(
-                task_id="promo",
-                recipients=PEOPLE,
-                message="Hi {{ recipient.name }}",
-                quiet_hours=("21:00", "08:00"),
-                tz_field="tz",
-                confirm_by_replay=False,
-                retries=0,
-            )
+        dag = promotion("quiet_hours_unknown_outcome", confirm_by_replay=False, retries=0)
         dag_run = run_dag(dag, logical_date=ROUND_1, run_after=ROUND_1)
     finally:
         emulator.set_faults(hang_seconds=30)

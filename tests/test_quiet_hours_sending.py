@@ -311,3 +311,57 @@ def test_an_open_stretch_too_short_to_send_in_is_no_window() -> None:
     assert sliver.next_open(number_zones("61412345678"), now) is None
     assert QuietSchedule(sliver, now, "send").opens_at("61412345678") == (None, False)
     assert QuietSchedule(sliver, now, "hold").opens_at("61412345678") == (None, True)
+
+
+@pytest.mark.parametrize("path", ["send", "recovery"])
+def test_a_re_send_of_a_request_in_doubt_stops_when_the_window_closes(
+    emulator: EmulatorServer, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """From a third review: the window was checked only before a newly signed attempt. The first attempt
+    is dropped by a reset (in doubt), the backoff runs past the window's end: the re-send, which would be
+    the real send, does not go; the message stays unknown (its first copy may have arrived), never texted
+    in quiet hours. The same for a retry's recovery replay."""
+    from airflow_provider_globesms.client.retry import RetryPolicy
+
+    monkeypatch.setattr(RetryPolicy, "backoff", lambda self, attempt: 1.5)
+    emulator.clear()
+    hours = QuietHours.parse(("21:00", "08:00"))
+    validated = datetime(2026, 11, 20, 12, 58, 59, tzinfo=UTC)  # 20:58:59 in Hong Kong; closes_at 20:59:00
+    started = time.monotonic()
+    monkeypatch.setattr(quiet_hours, "utc_now", lambda: validated + timedelta(seconds=time.monotonic() - started))
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
+    campaign = Campaign(client, lambda r: "Offer", SCOPE)
+    with tempfile.TemporaryDirectory() as workdir, Spill(campaign, workdir) as spill:
+        quiet = QuietSchedule(hours, validated)
+        validate(campaign, rows_from_records([{"to": "+85291234567"}]), on_row=spill.add, quiet=quiet)
+        (message,) = list(spill)
+        assert isinstance(message, PreparedMessage)
+        with SqliteLedger(Path(workdir) / "l.sqlite3") as ledger, (Path(workdir) / "r.jsonl").open("wb") as handle:
+            if path == "recovery":  # an earlier try's worker was killed as its request left
+                request = client.sign("SendMessageToGlobe", message.params)
+                ledger.write_many([LedgerEntry(message.key, Status.PENDING, 1, message.to, request=request)])
+            emulator.set_faults(script=["reset"])
+            summary = BulkSender(campaign, ledger, ResultsWriter(handle), progress_interval=0).run(spill, 1)
+            (entry,) = list(ledger.entries())
+    assert emulator.messages() == []
+    assert (summary.unknown, summary.accepted, summary.held) == (1, 0, 0)
+    assert entry.status is Status.UNKNOWN
+    assert "quiet hours began" in (entry.error or "")
+    assert entry.request is not None  # kept: a later try in the window may settle it by replay
+
+
+def test_an_unknown_no_row_sends_any_more_is_reported_whatever_the_replay_setting(emulator: EmulatorServer) -> None:
+    """From the third review: with confirm_by_replay=False, an unknown whose row was removed vanished from
+    the next round's summary (only 'pending' entries were looked at), and the task passed."""
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
+    campaign = Campaign(client, lambda r: "Offer", SCOPE)
+    with tempfile.TemporaryDirectory() as workdir, Spill(campaign, workdir) as spill:
+        validate(campaign, rows_from_records([{"to": "+85291234568"}]), on_row=spill.add)
+        with SqliteLedger(Path(workdir) / "l.sqlite3") as ledger, (Path(workdir) / "r.jsonl").open("wb") as handle:
+            gone = LedgerEntry("k-of-a-removed-row", Status.UNKNOWN, 7, "+852****4567", error="timed out")
+            ledger.write_many([gone])
+            sender = BulkSender(campaign, ledger, ResultsWriter(handle), confirm_unknown=False, progress_interval=0)
+            summary = sender.run(spill, 1)
+        lines = [json.loads(line) for line in (Path(workdir) / "r.jsonl").read_text().splitlines()]
+    assert (summary.unknown, summary.accepted, summary.total) == (1, 1, 2)
+    assert [(line["row"], line["status"]) for line in lines if line["status"] == "unknown"] == [(7, "unknown")]

@@ -159,29 +159,27 @@ class AsyncGlobeSmsClient:
         params: Mapping[str, str],
         before_exchange: Callable[[SignedRequest], Awaitable[None]] | None = None,
         after_refusal: Callable[[SignedRequest], Awaitable[None]] | None = None,
+        before_attempt: Callable[[], None] | None = None,
     ) -> SendMessageResult:
         """Send SendMessageToGlobe parameters validated earlier (``SendMessageRequest.to_params()``).
 
         ``before_exchange`` sees each newly signed attempt before its bytes leave; ``after_refusal`` sees
-        a fresh attempt the API turned away (throttled, 503) before the retry signs a new one.
+        a fresh attempt the API turned away (throttled, 503) before the retry signs a new one;
+        ``before_attempt`` runs before every attempt, fresh or a re-send, and may raise to stop the call.
         """
         call = self.client.new_call(
             SEND, params, SendMessageResult, masked_to=mask_number(params["To"]), retry=self.retry
         )
-        return await self._run(call, before_exchange, after_refusal)
+        return await self._run(call, before_exchange, after_refusal, before_attempt)
 
-    async def replay_send(self, signed: SignedRequest) -> SendMessageResult:
-        """See ``GlobeSmsClient.replay_send``."""
-        return await self._run(
-            self.client.new_call(
-                SEND,
-                {},
-                SendMessageResult,
-                in_doubt=signed,
-                masked_to=mask_number(signed.param("To")),
-                retry=self.retry,
-            )
+    async def replay_send(
+        self, signed: SignedRequest, before_attempt: Callable[[], None] | None = None
+    ) -> SendMessageResult:
+        """See ``GlobeSmsClient.replay_send``; ``before_attempt`` as in ``send_params``."""
+        call = self.client.new_call(
+            SEND, {}, SendMessageResult, in_doubt=signed, masked_to=mask_number(signed.param("To")), retry=self.retry
         )
+        return await self._run(call, before_attempt=before_attempt)
 
     async def query_message(self, message_id: object) -> QueryMessageResult:
         """See ``GlobeSmsClient.query_message``."""
@@ -193,11 +191,14 @@ class AsyncGlobeSmsClient:
         call: Call[R],
         before_exchange: Callable[[SignedRequest], Awaitable[None]] | None = None,
         after_refusal: Callable[[SignedRequest], Awaitable[None]] | None = None,
+        before_attempt: Callable[[], None] | None = None,
     ) -> R:
         """The asyncio loop around ``call``: the blocking client's ``_run``, awaited."""
         limiter = self.client.limiters[call.action]
         while True:
             await limiter.pace_async()
+            if before_attempt is not None:
+                before_attempt()  # e.g. the recipient's quiet hours began while this call waited
             attempt = call.attempt()
             if attempt.fresh and before_exchange is not None:
                 await before_exchange(attempt.signed)

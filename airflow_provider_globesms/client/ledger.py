@@ -266,6 +266,15 @@ class SqliteLedger:
             ).fetchall()
         return [self._from_db(r) for r in rows]
 
+    def unsettled(self) -> list[LedgerEntry]:
+        """Messages whose outcome is not known: pending and unknown ones, with or without their request."""
+        self.flush()
+        with self._lock:
+            rows = self._db.execute(
+                f"{_SELECT} WHERE status IN (?, ?) ORDER BY row", (Status.PENDING.value, Status.UNKNOWN.value)
+            ).fetchall()
+        return [self._from_db(r) for r in rows]
+
     def counts(self) -> dict[str, int]:
         """How many entries have each status (after a flush)."""
         self.flush()

@@ -5,6 +5,7 @@ CSV ``country,price``). The rules themselves are in ``client/bulk/controls.py``.
 
 from __future__ import annotations
 
+import csv
 import os
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -72,7 +73,7 @@ def _load_file(suppression: SuppressionList, location: str) -> None:
     try:
         with storage_path(location).open("rt", encoding="utf-8-sig", newline="", compression=compression) as handle:  # type: ignore[no-untyped-call]
             suppression.load(suppression_entries(handle, location))
-    except (OSError, EOFError, UnicodeError, ValueError, ImportError, zlib.error, ConfigurationError) as exc:
+    except (OSError, EOFError, UnicodeError, ValueError, ImportError, zlib.error, csv.Error, ConfigurationError) as exc:
         reason = f"{type(exc).__name__}: {str(exc)[:MAX_SHOWN]}"
         raise AirflowFailException(f"suppression {location[:MAX_SHOWN]}: cannot be read ({reason})") from None
 

@@ -26,10 +26,10 @@ from airflow_provider_globesms.client.phone import parse_number
 from airflow_provider_globesms.client.sqlite import open_sqlite
 
 BATCH = 10_000  # entries per transaction while a list is loaded
-NUMBER_COLUMNS = (
-    *("to", "number", "phone", "phone_number", "phonenumber", "msisdn", "mobile", "mobile_number", "mobile_phone"),
-    *("cell", "cellphone", "cell_phone", "telephone", "tel", "e164", "recipient", "destination"),
-)
+# A column or key is a number when its name, lower-cased without separators, is one of these, or has one of
+# the words in it: "MobilePhone", "Mobile Phone Number", "alt_phone", "Tel.", "phone_e164".
+NUMBER_NAMES = frozenset({"to", "number", "tel", "recipient", "destination", "msisdn", "e164"})
+NUMBER_WORDS = ("phone", "mobile", "cell", "msisdn", "e164", "telephone")
 
 
 class SuppressionList:
@@ -73,13 +73,14 @@ class SuppressionList:
     def _wires(self, entry: str) -> set[str]:
         """The number an entry means, read as recipients are (so the same writing gives the same number).
         Bare digits are also read as international: an opt-out list errs on the side of not sending."""
-        text = cleaned_entry(entry)
+        text = entry.strip()
         digits = text[1:]
         # E.164 as written (the common case, a thousand times cheaper than parsing): ASCII digits, and no
         # trunk 0 right after the country code ("+44 07911..." is read by the validator as +44 7911...).
         plain = digits.isascii() and digits.isdigit() and 7 <= len(digits) <= 15 and "0" not in digits[1:4]
         if text.startswith("+") and plain:
             return {digits}
+        text = cleaned_entry(text)
         readings: set[str] = set()
         attempts = [(text, self.default_region)]
         if text.startswith("00"):
@@ -137,13 +138,12 @@ def _csv_entries(handle: IO[str]) -> Iterator[tuple[int, str]]:
     header = next(reader, None)
     if header is None:
         return
-    names = [_column_name(h) for h in header]
-    columns = [n for n, name in enumerate(names) if name in NUMBER_COLUMNS]
+    columns = [n for n, name in enumerate(header) if is_number_name(name)]
     if not columns:
         if not header or not _looks_like_a_number(header[0]):
             raise ConfigurationError(
-                f"suppression CSV: no number column among {[h[:40] for h in header[:20]]}; name one "
-                f"{', '.join(NUMBER_COLUMNS[:6])}... (or give no header and the numbers in the first column)"
+                f"suppression CSV: no number column among {[h[:40] for h in header[:20]]}; name one to, "
+                "number, phone, mobile, msisdn... (or give no header and the numbers in the first column)"
             )
         columns = [0]  # no header: the first line is an entry too
         yield 1, header[0]
@@ -154,12 +154,14 @@ def _csv_entries(handle: IO[str]) -> Iterator[tuple[int, str]]:
             if len(record) > column and record[column].strip():
                 found += 1
                 yield line, record[column]
-    if lines and not found and names[columns[0]] in NUMBER_COLUMNS:
+    if lines and not found and is_number_name(header[columns[0]]):
         raise ConfigurationError(f"suppression CSV: {lines} lines and no number in {[header[c] for c in columns]}")
 
 
-def _column_name(header: str) -> str:
-    return re.sub(r"[\s\-.]+", "_", header.strip().lstrip("\ufeff").strip().lower())
+def is_number_name(name: str) -> bool:
+    """Whether a CSV column or JSON key holds phone numbers, by its name (see ``NUMBER_WORDS``)."""
+    squashed = re.sub(r"[^a-z0-9]", "", name.lower())
+    return squashed in NUMBER_NAMES or any(word in squashed for word in NUMBER_WORDS)
 
 
 def _looks_like_a_number(text: str) -> bool:
@@ -170,11 +172,10 @@ def _json_entries(text: str) -> list[str]:
     """The numbers of one JSON line: every number key of an object (``""`` when there is none)."""
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return [""]
     if isinstance(value, dict):
-        keys = {_column_name(str(k)): v for k, v in value.items()}
-        values = [keys[k] for k in NUMBER_COLUMNS if k in keys and keys[k] not in (None, "")]
+        values = [v for k, v in value.items() if is_number_name(str(k)) and v not in (None, "")]
     else:
         values = [value]
     return [_json_text(v) for v in values] or [""]
@@ -200,7 +201,8 @@ def cleaned_entry(text: str) -> str:
             number = decimal.Decimal(text)
         except decimal.InvalidOperation:
             return text
-        if number.is_finite() and number == number.to_integral_value() and number >= 0:
+        # Up to 16 digits (a phone number's 15, and room): 1e999999 must not become a million-digit integer.
+        if number.is_finite() and 0 <= number.adjusted() <= 15 and number == number.to_integral_value():
             return ("+" if text.startswith("+") else "") + str(int(number))
     return text
 

@@ -157,7 +157,12 @@ class BulkSender:
         one this try's ``items`` still vouch for (the same number and text, neither suppressed nor in quiet
         hours as it goes) is replayed; the others stay unknown, and are reported so."""
         doubtful = self.ledger.in_doubt() if self.confirm_unknown else self.ledger.pending()
-        vouched = vouchers(items, {entry.key for entry in doubtful}) if doubtful else {}
+        unsettled = self.ledger.unsettled()  # the doubtful, and unknowns no replay can settle any more
+        vouched = vouchers(items, {entry.key for entry in unsettled}) if unsettled else {}
+        replayed = {entry.key for entry in doubtful}
+        for entry in unsettled:
+            if entry.key not in vouched and entry.key not in replayed:
+                self._orphan_unknown(entry, replay_blocked(None) or "")
         settled: Counter[str] = Counter()
         slots = asyncio.Semaphore(self.concurrency)
 
@@ -169,7 +174,7 @@ class BulkSender:
                     error = f"outcome unknown; not confirmed by replay: {blocked}"
                     status, extra = Status.UNKNOWN, {"error": error, "request": entry.request}
                 else:
-                    status, extra = await self._settle(entry)
+                    status, extra = await self._settle(entry, vouched.get(entry.key))
             settled[status.value] += 1
             await self._store(LedgerEntry(entry.key, status, entry.row, entry.to, updated_at=time.time(), **extra))
             if entry.key not in vouched:
@@ -195,7 +200,7 @@ class BulkSender:
             self.summary.tally(Status.UNKNOWN, entry.segments or 1)
         self.results.write(entry.row, entry.to, "unknown", error=entry.error, note=f"earlier attempt; {why}")
 
-    async def _settle(self, entry: LedgerEntry) -> tuple[Status, dict[str, Any]]:
+    async def _settle(self, entry: LedgerEntry, voucher: Outcome | None = None) -> tuple[Status, dict[str, Any]]:
         """Replay a signed request whose answer was lost; return what that proves."""
         request = entry.request
         if request is None:
@@ -207,7 +212,10 @@ class BulkSender:
             return Status.UNKNOWN, {"error": "outcome unknown; too old to confirm by replay (15 minutes)"}
         assert self._aclient is not None
         try:
-            result = await self._aclient.replay_send(request)
+            gate = (lambda: _gate(voucher)) if isinstance(voucher, PreparedMessage) else None
+            result = await self._aclient.replay_send(request, gate)
+        except WindowClosedError:
+            return Status.UNKNOWN, {"error": "outcome unknown; not replayed: quiet hours began", "request": request}
         except ReceivedWithoutAnswerError:
             return Status.RECEIVED, {"error": "received by the API; its answer was lost"}
         except OutcomeUnknownError as exc:
@@ -316,24 +324,32 @@ class BulkSender:
         def entry(status: Status, **fields: Any) -> LedgerEntry:
             return LedgerEntry(message.key, status, message.row, message.to, updated_at=time.time(), **fields)
 
+        refused = [False]  # whether the last attempt was turned away (nothing of it arrived)
+
         async def before_exchange(signed: SignedRequest) -> None:
-            if window_closed(message):  # the wait for a slot, the limiter or a retry ran past the window
-                raise WindowClosedError
             await self._commit.write(entry(Status.PENDING, request=signed))
-            last[:] = [signed]
+            last[:], refused[0] = [signed], False
 
         async def after_refusal(signed: SignedRequest) -> None:
             # Throttled or turned away: the API did not take it. Say so before the retry's backoff, so a
             # worker killed meanwhile leaves a refusal to resend, not a "pending" that replay would misread.
             await self._commit.write(entry(Status.FAILED, error="refused; a retry was under way"))
+            refused[0] = True
 
         extra: dict[str, Any]
         try:
-            result = await self._aclient.send_params(message.params, before_exchange, after_refusal)
+            result = await self._aclient.send_params(
+                message.params, before_exchange, after_refusal, lambda: _gate(message)
+            )
             status, extra = Status.ACCEPTED, {"message_id": result.message_id, "segments": result.segments}
         except WindowClosedError:
-            self._not_sent_now(held_from_now(message), look_up=False)  # nothing of it left after the window
-            return
+            # The wait for a slot, the limiter or a retry ran past the window. Nothing was sent, or the
+            # last attempt was refused: held. The last attempt may have arrived: unknown, never re-sent now.
+            if not last or refused[0]:
+                self._not_sent_now(held_from_now(message), look_up=False)
+                return
+            error = "outcome unknown; not re-sent: the recipient's quiet hours began"
+            status, extra = Status.UNKNOWN, {"error": error, "request": last[0]}
         except LedgerError:
             raise  # fatal: without a ledger, nothing more may be sent
         except ReceivedWithoutAnswerError as exc:
@@ -372,3 +388,9 @@ class BulkSender:
             self.summary.tally(status, segments, entry.error_code)
             if self._progress is not None:
                 self._progress.done += 1
+
+
+def _gate(message: PreparedMessage) -> None:
+    """Before each attempt of a message: stop it when its recipient's quiet hours have begun."""
+    if window_closed(message):
+        raise WindowClosedError
