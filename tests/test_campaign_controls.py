@@ -168,7 +168,7 @@ def test_every_number_column_of_an_export_is_suppressed(tmp_path: Path) -> None:
 def test_junk_entries_are_unreadable_never_a_crash_or_a_hang(junk: str, tmp_path: Path) -> None:
     """E-notation with a huge exponent took minutes or all memory; deep JSON raised RecursionError."""
     with SuppressionList(str(tmp_path)) as suppression:
-        suppression.load(suppression_entries(io.StringIO(f"{junk}\n\"+85291234567\"\n"), "optouts.jsonl"))
+        suppression.load(suppression_entries(io.StringIO(f'{junk}\n"+85291234567"\n'), "optouts.jsonl"))
         suppression.load(suppression_entries(io.StringIO(f"{junk}\n"), "optouts.txt"))
         assert "85291234567" in suppression
         assert suppression.unreadable == 2
