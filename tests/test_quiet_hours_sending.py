@@ -29,6 +29,7 @@ from airflow_provider_globesms.client.recipients import rows_from_records
 from airflow_provider_globesms.client.report import ResultsWriter
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from tests.emulator_helpers import send
+from tests.test_quiet_hours import opens_at
 
 UTC = timezone.utc
 SCOPE = ("dag", "run", "task", "-1")
@@ -193,11 +194,11 @@ def test_a_number_whose_zones_share_no_open_hour_follows_on_unknown_timezone() -
     now = datetime(2026, 11, 20, 4, tzinfo=UTC)
     australian = "61412345678"
     assert short_day.next_open(number_zones(australian), now) is None
-    assert QuietSchedule(short_day, now, "send").opens_at(australian) == (None, False)
-    assert QuietSchedule(short_day, now, "hold").opens_at(australian) == (None, True)
-    assert QuietSchedule(short_day, now, "skip").opens_at(australian) == (None, True)
+    assert opens_at(QuietSchedule(short_day, now, "send"), australian) == (None, False)
+    assert opens_at(QuietSchedule(short_day, now, "hold"), australian) == (None, True)
+    assert opens_at(QuietSchedule(short_day, now, "skip"), australian) == (None, True)
     ten_in_hong_kong = datetime(2026, 11, 20, 2, tzinfo=UTC)
-    assert QuietSchedule(short_day, ten_in_hong_kong, "send").opens_at("85291234567") == (now, False)  # till noon
+    assert opens_at(QuietSchedule(short_day, ten_in_hong_kong, "send"), "85291234567") == (now, False)  # till noon
 
 
 @pytest.mark.parametrize("change", ["row removed", "text changed"])
@@ -309,8 +310,8 @@ def test_an_open_stretch_too_short_to_send_in_is_no_window() -> None:
     sliver = QuietHours.parse(("12:30:30", "08:00"))  # AU zones span 4.5 h: 30 s shared
     now = datetime(2026, 11, 20, 4, tzinfo=UTC)
     assert sliver.next_open(number_zones("61412345678"), now) is None
-    assert QuietSchedule(sliver, now, "send").opens_at("61412345678") == (None, False)
-    assert QuietSchedule(sliver, now, "hold").opens_at("61412345678") == (None, True)
+    assert opens_at(QuietSchedule(sliver, now, "send"), "61412345678") == (None, False)
+    assert opens_at(QuietSchedule(sliver, now, "hold"), "61412345678") == (None, True)
 
 
 @pytest.mark.parametrize("path", ["send", "recovery"])

@@ -155,12 +155,6 @@ class QuietSchedule:
         within days follows ``on_unknown`` as an unknown zone does."""
         return _timing(self, self._zones(wire, named_zone))
 
-    def opens_at(self, wire: str, named_zone: str | None = None) -> tuple[datetime | None, bool]:
-        """``(None, False)``: send now; ``(when, False)``: held until ``when``; ``(None, True)``: the time
-        zone is unknown (hold or skip it). See ``timing``."""
-        found = self.timing(wire, named_zone)
-        return found.opens_at, found.unknown
-
     @staticmethod
     def _zones(wire: str, named_zone: str | None) -> tuple[ZoneInfo, ...]:
         if named_zone and named_zone.strip():

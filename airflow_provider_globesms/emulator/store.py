@@ -176,6 +176,14 @@ def _where(
     return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), args
 
 
+# Messages still sending, delivered and failed as of a moment (``_by_status_args(now)`` fills it in).
+_BY_STATUS = "SUM(final_at > ?), SUM(final_at <= ? AND final_status = ?), SUM(final_at <= ? AND final_status = ?)"
+
+
+def _by_status_args(now: float) -> tuple[float | int, ...]:
+    return (now, now, DeliveryStatus.DELIVERED, now, DeliveryStatus.FAILED)
+
+
 class MessageStore:
     """Used from the server's event loop thread only.
 
@@ -292,11 +300,10 @@ class MessageStore:
         self.flush()
         only = "WHERE COALESCE(task_id, '') = ?" if task_id is not None else ""
         rows = self._db.execute(
-            "SELECT COALESCE(task_id, ''), COUNT(*), SUM(segments), SUM(final_at > ?), "
-            "SUM(final_at <= ? AND final_status = ?), SUM(final_at <= ? AND final_status = ?), "
+            f"SELECT COALESCE(task_id, ''), COUNT(*), SUM(segments), {_BY_STATUS}, "
             f"MIN(submitted_at), MAX(submitted_at) FROM messages {only} GROUP BY COALESCE(task_id, '') "
             "ORDER BY MAX(submitted_at) DESC LIMIT ?",
-            (now, now, DeliveryStatus.DELIVERED, now, DeliveryStatus.FAILED, *([task_id] if only else []), limit),
+            (*_by_status_args(now), *([task_id] if only else []), limit),
         ).fetchall()
         names = ("task_id", "messages", "segments", "sending", "delivered", "failed", "first_at", "last_at")
         return [dict(zip(names, row, strict=True)) for row in rows]
@@ -315,9 +322,8 @@ class MessageStore:
         self.flush()
         now = time.time() if now is None else now
         row = self._db.execute(
-            "SELECT SUM(final_at > ?), SUM(final_at <= ? AND final_status = ?), "
-            "SUM(final_at <= ? AND final_status = ?), COALESCE(SUM(segments), 0) FROM messages",
-            (now, now, DeliveryStatus.DELIVERED, now, DeliveryStatus.FAILED),
+            f"SELECT {_BY_STATUS}, COALESCE(SUM(segments), 0) FROM messages",
+            _by_status_args(now),
         ).fetchone()
         return {"sending": row[0] or 0, "delivered": row[1] or 0, "failed": row[2] or 0, "segments": row[3]}
 

@@ -28,8 +28,8 @@ from airflow_provider_globesms.client.sqlite import open_sqlite
 BATCH = 10_000  # entries per transaction while a list is loaded
 # A column or key is a number when its name, lower-cased without separators, is one of these, or has one of
 # the words in it: "MobilePhone", "Mobile Phone Number", "alt_phone", "Tel.", "phone_e164".
-NUMBER_NAMES = frozenset({"to", "number", "tel", "recipient", "destination", "msisdn", "e164"})
-NUMBER_WORDS = ("phone", "mobile", "cell", "msisdn", "e164", "telephone")
+NUMBER_NAMES = frozenset({"to", "number", "tel", "recipient", "destination"})
+NUMBER_WORDS = ("phone", "mobile", "cell", "msisdn", "e164")
 
 
 class SuppressionList:

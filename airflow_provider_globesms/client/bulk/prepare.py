@@ -82,6 +82,13 @@ class Held:
 Outcome = PreparedMessage | RowError | Suppressed | Held
 
 
+def message_of(outcome: Outcome) -> PreparedMessage | None:
+    """The validated message of an outcome (suppressed and held ones carry one); ``None`` for a row error."""
+    if isinstance(outcome, Suppressed | Held):
+        return outcome.message
+    return outcome if isinstance(outcome, PreparedMessage) else None
+
+
 @dataclass
 class Campaign:
     """One bulk send: the client, how to render a row's text, the options and the ledger scope."""
@@ -149,10 +156,11 @@ class ValidationReport:
             self.suppressed += 1
         elif isinstance(outcome, Held):
             self.held += 1
-            if outcome.opens_at is None:
+            minute = outcome.opens_at.replace(second=0, microsecond=0) if outcome.opens_at else None
+            if minute is None:
                 self.held_unknown_zone += 1
-            elif outcome.opens_at.replace(second=0, microsecond=0) in self.opens or len(self.opens) < MAX_REASONS:
-                self.opens[outcome.opens_at.replace(second=0, microsecond=0)] += 1
+            elif minute in self.opens or len(self.opens) < MAX_REASONS:
+                self.opens[minute] += 1
         elif isinstance(outcome, RowError):
             self.invalid += 1
             self.invalid_by_field[outcome.field] += 1
@@ -234,10 +242,9 @@ def validate(
                 outcome = _controlled(outcome, campaign, seen, suppression)
             if isinstance(outcome, PreparedMessage) and quiet is not None:
                 outcome = _in_quiet_hours(outcome, quiet, _field(data, tz_field))
-            if budget is not None and (isinstance(outcome, PreparedMessage) or _will_go(outcome)):
-                message = outcome.message if isinstance(outcome, Held) else outcome
-                assert isinstance(message, PreparedMessage)
-                budget.add(message.to, message.segments)  # what will be sent, now or when its window opens
+            going = _to_be_sent(outcome)
+            if budget is not None and going is not None:
+                budget.add(going.to, going.segments)
             report.add(outcome)
             if on_row is not None:
                 on_row(outcome)
@@ -265,8 +272,12 @@ def _in_quiet_hours(message: PreparedMessage, quiet: QuietSchedule, named_zone: 
     return replace(message, closes_at=timing.closes_at.timestamp(), reopens_at=reopens)
 
 
-def _will_go(outcome: Outcome) -> bool:
-    return isinstance(outcome, Held) and outcome.opens_at is not None
+def _to_be_sent(outcome: Outcome) -> PreparedMessage | None:
+    """The message that will be sent, now or when its window opens (not one suppressed, invalid, or held
+    for want of a time zone)."""
+    if isinstance(outcome, Held):
+        return outcome.message if outcome.opens_at is not None else None
+    return outcome if isinstance(outcome, PreparedMessage) else None
 
 
 def _controlled(

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from airflow_provider_globesms.client import quiet_hours
-from airflow_provider_globesms.client.bulk.prepare import Held, Outcome, PreparedMessage, Suppressed
+from airflow_provider_globesms.client.bulk.prepare import Held, Outcome, PreparedMessage, Suppressed, message_of
 from airflow_provider_globesms.client.errors import GlobeSmsError
 
 
@@ -21,9 +21,9 @@ def vouchers(items: Iterable[Outcome], keys: set[str]) -> dict[str, Outcome]:
     """This try's outcome for each message in doubt (``keys``) it still has: one pass over ``items``."""
     found: dict[str, Outcome] = {}
     for item in items:
-        key = item.message.key if isinstance(item, Suppressed | Held) else getattr(item, "key", None)
-        if key in keys:
-            found[key] = item
+        message = message_of(item)
+        if message is not None and message.key in keys:
+            found[message.key] = item
     return found
 
 

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
 import msgspec
 
-from airflow_provider_globesms.client.bulk.prepare import Campaign, Held, Outcome, PreparedMessage, RowError, Suppressed
+from airflow_provider_globesms.client.bulk.prepare import (
+    Campaign,
+    Held,
+    Outcome,
+    PreparedMessage,
+    RowError,
+    Suppressed,
+    message_of,
+)
 
 
 class Spill:
@@ -30,7 +37,8 @@ class Spill:
         if isinstance(outcome, RowError):
             record: list[Any] = [outcome.row, None, outcome.to, outcome.field, outcome.reason]
         else:
-            m = outcome.message if isinstance(outcome, Suppressed | Held) else outcome
+            m = message_of(outcome)
+            assert m is not None
             record = [m.row, m.to, m.text, m.segments, m.encoding, m.key]
             if isinstance(outcome, Suppressed):
                 record.append("suppressed")
@@ -52,13 +60,12 @@ class Spill:
             else:
                 row, to, text, segments, encoding, key = record[:6]
                 params = {**self._options, "To": to, "Message": text}
-                message = PreparedMessage(row, to, params, key, segments, encoding)
-                if len(record) == 6:
+                window = record[7:9] if record[6:7] == ["open"] else ()  # closes_at, reopens_at
+                message = PreparedMessage(row, to, params, key, segments, encoding, *window)
+                if len(record) == 6 or window:
                     yield message
                 elif record[6] == "suppressed":
                     yield Suppressed(message)
-                elif record[6] == "open":
-                    yield replace(message, closes_at=record[7], reopens_at=record[8])
                 else:
                     opens = datetime.fromtimestamp(record[7], timezone.utc) if record[7] is not None else None
                     yield Held(message, opens, record[8])
