@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_globesms.emulator.inbox.access import COOKIE, cookie_value
-from airflow_provider_globesms.emulator.store import MessageStore
+from airflow_provider_globesms.emulator.store import MessageFilter, MessageStore
 from tests.test_emulator_deadlines import _message
 
 TOKEN = "inbox-token-93b2"
@@ -127,9 +127,9 @@ def test_search_finds_exactly_the_texts_holding_the_words(texts: list[str], need
     store = MessageStore()
     for n, text in enumerate(texts):
         store.add(_message(n, message=text))
-    found = {m.message_id for m in store.find(text=needle, limit=1000)}
+    found = {m.message_id for m in store.find(MessageFilter(text=needle), limit=1000)}
     assert found == {f"m{n}" for n, text in enumerate(texts) if needle.lower() in text.lower()}
-    assert store.count(text=needle) == len(found)
+    assert store.count(MessageFilter(text=needle)) == len(found)
 
 
 def events(emulator: EmulatorServer, ticks: int, headers: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:

@@ -23,6 +23,7 @@ from airflow_provider_globesms.client.errors import InvalidFieldError
 from airflow_provider_globesms.client.phone import parse_number
 from airflow_provider_globesms.emulator.gateway import Gateway
 from airflow_provider_globesms.emulator.inbox import UI, access, inbox_router
+from airflow_provider_globesms.emulator.store import MessageFilter
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -87,9 +88,10 @@ def _messages_router(gateway: Gateway) -> APIRouter:
             except InvalidFieldError:
                 wire = to.lstrip("+")
         now = gateway.clock()
-        found = gateway.store.find(to=wire, task_id=task_id or None, limit=limit, offset=offset)
+        match = MessageFilter(to=wire, task_id=task_id or None)
+        found = gateway.store.find(match, limit=limit, offset=offset)
         return {
-            "count": gateway.store.count(to=wire, task_id=task_id or None),
+            "count": gateway.store.count(match),
             "messages": [m.as_json(now) for m in found],
         }
 

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_globesms.client.blocking import BATCH_SEND, QUERY, SEND
@@ -28,6 +29,18 @@ __all__ = ["ACTIONS", "FAILURE_CODES", "SEND_ACTIONS", "Gateway", "Outcome"]
 
 ACTIONS = (SEND, BATCH_SEND, QUERY)
 SEND_ACTIONS = (SEND, BATCH_SEND)
+
+
+@dataclass(slots=True)
+class Arrival:
+    """One request as it arrived, with the moment and the request id the gateway gave it."""
+
+    method: str
+    query: bytes
+    headers: Mapping[str, str]
+    body: bytes
+    now: float
+    request_id: str
 
 
 class Gateway:
@@ -55,7 +68,7 @@ class Gateway:
         # the three actions shares one bucket, so arbitrary names cannot grow the stats.
         claimed = headers.get("x-acs-action") or _query_value(query, b"Action") or "Unknown"
         action = claimed if claimed in ACTIONS else "Unknown"
-        outcome = self._handle(method, query, headers, body, now, request_id, action)
+        outcome = self._handle(Arrival(method, query, headers, body, now, request_id), action)
         outcome.action = action
         outcome.body.setdefault("RequestId", request_id)
         outcome.headers.setdefault("x-acs-request-id", request_id)
@@ -65,16 +78,7 @@ class Gateway:
             outcome.latency = max(0.0, cfg.latency_ms + jitter) / 1000.0
         return outcome
 
-    def _handle(
-        self,
-        method: str,
-        query: bytes,
-        headers: Mapping[str, str],
-        body: bytes,
-        now: float,
-        request_id: str,
-        action: str,
-    ) -> Outcome:
+    def _handle(self, arrival: Arrival, action: str) -> Outcome:
         counts = self.counts[action]
         counts["requests"] += 1
         fault = self._draw_fault(action)
@@ -85,9 +89,9 @@ class Gateway:
         try:
             if fault == "unavailable":
                 raise GatewayRefusal(503, "ServiceUnavailable", "The request has failed due to a temporary failure.")
-            outcome = self._call(method, query, headers, body, now, request_id, throttle=fault == "throttle")
+            outcome = self._call(arrival, throttle=fault == "throttle")
         except GatewayRefusal as refusal:
-            return self._refusal(refusal, headers, request_id, counts)
+            return self._refusal(refusal, arrival, counts)
         code = outcome.body.get("ResponseCode")
         counts["ok" if code == "OK" else "business_error"] += 1
         if code != "OK":
@@ -96,24 +100,15 @@ class Gateway:
             outcome.hold = self.config.faults.hang_seconds
         elif fault == "internal_error":  # accepted and stored, yet the caller sees a 500: the ambiguous case
             unknown = "The request processing has failed due to some unknown error."
-            return self._refusal(GatewayRefusal(500, "InternalError", unknown), headers, request_id, counts)
+            return self._refusal(GatewayRefusal(500, "InternalError", unknown), arrival, counts)
         return outcome
 
-    def _call(
-        self,
-        method: str,
-        query: bytes,
-        headers: Mapping[str, str],
-        body: bytes,
-        now: float,
-        request_id: str,
-        *,
-        throttle: bool,
-    ) -> Outcome:
+    def _call(self, arrival: Arrival, *, throttle: bool) -> Outcome:
         """Authenticate, check the version and the cap, then run the operation the signature names."""
+        method, now = arrival.method, arrival.now
         if method not in ("POST", "GET"):
             raise GatewayRefusal(405, "UnsupportedHTTPMethod", f"HTTP method {method} is not supported.")
-        auth = self.verifier.verify(method, query, headers, body, now)
+        auth = self.verifier.verify(method, arrival.query, arrival.headers, arrival.body, now)
         if auth.action not in ACTIONS:
             raise GatewayRefusal(
                 404, "InvalidAction.NotFound", "Specified api is not found, please check your url and method."
@@ -133,7 +128,7 @@ class Gateway:
             raise self._throttled(wait, cap)
         ops = self.operations
         handler = {SEND: ops.send, BATCH_SEND: ops.batch_send, QUERY: ops.query}[signed]
-        return handler(auth.access_key_id, auth.params, now, request_id)
+        return handler(auth.access_key_id, auth.params, now, arrival.request_id)
 
     def _draw_fault(self, action: str) -> str | None:
         faults = self.config.faults
@@ -160,14 +155,12 @@ class Gateway:
             {"x-ratelimit-user-api": f"{limit}Remain:0,TimeLeft:{millis}", "x-acs-retry-after": str(millis)},
         )
 
-    def _refusal(
-        self, refusal: GatewayRefusal, headers: Mapping[str, str], request_id: str, counts: Counter[str]
-    ) -> Outcome:
+    def _refusal(self, refusal: GatewayRefusal, arrival: Arrival, counts: Counter[str]) -> Outcome:
         counts["throttled" if refusal.code.startswith("Throttling") else "refused"] += 1
         self.counts["codes"][refusal.code] += 1
         body = {
-            "RequestId": request_id,
-            "HostId": headers.get("host", "dysmsapi.ap-southeast-1.aliyuncs.com"),
+            "RequestId": arrival.request_id,
+            "HostId": arrival.headers.get("host", "dysmsapi.ap-southeast-1.aliyuncs.com"),
             "Code": refusal.code,
             "Message": refusal.message,
             "Recommend": "",

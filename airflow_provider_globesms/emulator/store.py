@@ -147,33 +147,45 @@ class StoredMessage:
 STATUSES = ("sending", "delivered", "failed")
 
 
-def _where(
-    to: str | None, task_id: str | None, status: str | None, text: str | None, now: float | None
-) -> tuple[str, list[Any]]:
-    """A WHERE clause and its arguments for the inspection filters (``None``: no filter)."""
-    conditions: list[str] = []
-    args: list[Any] = []
-    if to is not None:  # "" (a number without a digit) matches nothing
-        conditions.append("to_number = ?")
-        args.append(to)
-    if task_id is not None:  # "": the messages sent without a TaskId
-        conditions.append("COALESCE(task_id, '') = ?")
-        args.append(task_id)
-    if status:
-        if status not in STATUSES:
-            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
-        now = time.time() if now is None else now
-        if status == "sending":
-            conditions.append("final_at > ?")
-            args.append(now)
-        else:
-            conditions.append("final_at <= ? AND final_status = ?")
-            args += [now, DeliveryStatus.DELIVERED if status == "delivered" else DeliveryStatus.FAILED]
-    if text:
-        conditions.append("message LIKE ? ESCAPE '\\'")
-        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        args.append(f"%{escaped}%")
-    return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), args
+@dataclass(frozen=True)
+class MessageFilter:
+    """Which stored messages an inspection asks for; ``None`` leaves a field unfiltered."""
+
+    to: str | None = None  # "" (a number without a digit) matches nothing
+    task_id: str | None = None  # "": the messages sent without a TaskId
+    status: str | None = None  # sending, delivered or failed, as of ``now`` (default: the wall clock)
+    text: str | None = None  # a part of the text
+    now: float | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """A WHERE clause and its arguments."""
+        conditions: list[str] = []
+        args: list[Any] = []
+        if self.to is not None:
+            conditions.append("to_number = ?")
+            args.append(self.to)
+        if self.task_id is not None:
+            conditions.append("COALESCE(task_id, '') = ?")
+            args.append(self.task_id)
+        if self.status:
+            if self.status not in STATUSES:
+                raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {self.status!r}")
+            now = time.time() if self.now is None else self.now
+            if self.status == "sending":
+                conditions.append("final_at > ?")
+                args.append(now)
+            else:
+                conditions.append("final_at <= ? AND final_status = ?")
+                final = DeliveryStatus.DELIVERED if self.status == "delivered" else DeliveryStatus.FAILED
+                args += [now, final]
+        if self.text:
+            conditions.append("message LIKE ? ESCAPE '\\'")
+            escaped = self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            args.append(f"%{escaped}%")
+        return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), args
+
+
+ANY_MESSAGE = MessageFilter()
 
 
 # Messages still sending, delivered and failed as of a moment (``_by_status_args(now)`` fills it in).
@@ -251,21 +263,11 @@ class MessageStore:
         return StoredMessage(*found) if found else None
 
     def find(
-        self,
-        *,
-        to: str | None = None,
-        task_id: str | None = None,
-        status: str | None = None,
-        text: str | None = None,
-        now: float | None = None,
-        limit: int = 1000,
-        offset: int = 0,
-        newest_first: bool = False,
+        self, match: MessageFilter = ANY_MESSAGE, *, limit: int = 1000, offset: int = 0, newest_first: bool = False
     ) -> list[StoredMessage]:
-        """Stored messages in submission order (or newest first), optionally only those to ``to``, of
-        ``task_id``, in ``status`` (sending, delivered, failed) as of ``now``, or with ``text`` in them."""
+        """The stored messages ``match`` selects, in submission order (or newest first)."""
         self.flush()
-        clause, args = _where(to, task_id, status, text, now)
+        clause, args = match.where()
         order = "DESC" if newest_first else ""
         rows = self._db.execute(
             f"SELECT {', '.join(_COLUMNS)} FROM messages {clause} "
@@ -274,18 +276,10 @@ class MessageStore:
         )
         return [StoredMessage(*r) for r in rows.fetchall()]
 
-    def count(
-        self,
-        *,
-        to: str | None = None,
-        task_id: str | None = None,
-        status: str | None = None,
-        text: str | None = None,
-        now: float | None = None,
-    ) -> int:
-        """How many stored messages match (the same filters as ``find``)."""
+    def count(self, match: MessageFilter = ANY_MESSAGE) -> int:
+        """How many stored messages ``match`` selects."""
         self.flush()
-        clause, args = _where(to, task_id, status, text, now)
+        clause, args = match.where()
         return int(self._db.execute(f"SELECT COUNT(*) FROM messages {clause}", args).fetchone()[0])
 
     def became_final(self, after: float, upto: float) -> int:

@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from airflow_provider_globesms.client.errors import InvalidFieldError
 from airflow_provider_globesms.client.phone import parse_number
 from airflow_provider_globesms.emulator.gateway import Gateway
-from airflow_provider_globesms.emulator.store import STATUSES
+from airflow_provider_globesms.emulator.store import STATUSES, MessageFilter
 
 UI = "/_emulator/ui"
 PAGE_SIZE = 200
@@ -132,10 +132,9 @@ def _add_pages(router: APIRouter, gateway: Gateway) -> None:
             raise HTTPException(422, f"status must be one of {', '.join(STATUSES)}")
         now = gateway.clock()
         number, task_id, wanted, text = wire_number(to) if to else None, campaign or None, status or None, q or None
-        found = gateway.store.find(
-            to=number, task_id=task_id, status=wanted, text=text, now=now, limit=PAGE_SIZE, newest_first=True
-        )
-        total = gateway.store.count(to=number, task_id=task_id, status=wanted, text=text, now=now)
+        match = MessageFilter(to=number, task_id=task_id, status=wanted, text=text, now=now)
+        found = gateway.store.find(match, limit=PAGE_SIZE, newest_first=True)
+        total = gateway.store.count(match)
         messages = [m.as_json(now) for m in found]
         filters = {"to": to, "campaign": campaign, "status": status, "q": q}
         return _render("inbox", part, messages=messages, total=total, filters=filters, statuses=STATUSES)
@@ -144,7 +143,7 @@ def _add_pages(router: APIRouter, gateway: Gateway) -> None:
     async def thread(number: str, part: str | None = None) -> HTMLResponse:
         now = gateway.clock()
         wire = number if number.isdigit() else wire_number(number[:MAX_FILTER])  # "" (no digit): no messages
-        found = gateway.store.find(to=wire, now=now, limit=PAGE_SIZE, newest_first=True)
+        found = gateway.store.find(MessageFilter(to=wire, now=now), limit=PAGE_SIZE, newest_first=True)
         messages = [m.as_json(now) for m in reversed(found)]  # a phone shows the newest at the bottom
         return _render("thread", part, number=wire, messages=messages)
 
@@ -159,7 +158,7 @@ def _add_pages(router: APIRouter, gateway: Gateway) -> None:
     ) -> HTMLResponse:
         summary = campaign_summary(gateway, id)
         now = gateway.clock()
-        recent = gateway.store.find(task_id=id, now=now, limit=50, newest_first=True) if summary else []
+        recent = gateway.store.find(MessageFilter(task_id=id, now=now), limit=50, newest_first=True) if summary else []
         messages = [m.as_json(now) for m in recent]
         return _render("campaign", part, task_id=id, campaign=summary, messages=messages)
 
