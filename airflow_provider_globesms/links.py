@@ -6,8 +6,9 @@ Airflow UI should show; ``plugins.py`` adds the inbox to the navigation. Without
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from airflow.sdk import BaseOperatorLink, conf
 
@@ -18,12 +19,37 @@ if TYPE_CHECKING:
     from airflow.sdk.types import TaskInstanceKey
 
 INBOX_PATH = "/_emulator/ui"
+log = logging.getLogger(__name__)
 
 
 def sandbox_url() -> str | None:
-    """``[globesms] sandbox_url`` without a trailing slash, or ``None`` when it is not set."""
+    """``[globesms] sandbox_url`` as ``scheme://host[:port]``, or ``None`` when it is not set or not usable."""
     url = str(conf.get(CONFIG_SECTION, "sandbox_url", fallback="") or "").strip()
-    return url.rstrip("/") or None
+    if not url:
+        return None
+    problem = sandbox_url_problem(url)
+    if problem:
+        log.warning("[%s] sandbox_url is ignored: %s", CONFIG_SECTION, problem)
+        return None
+    return url.rstrip("/")
+
+
+def sandbox_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be the sandbox's address, or ``None`` when it can.
+
+    The inbox's pages link to each other by absolute paths, so it must be served at the root of its origin;
+    a query or a user name would carry a secret (a ``?token=``) into every Airflow user's links.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+    except ValueError as exc:
+        return f"not a URL ({exc})"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "it must be an http:// or https:// URL with a host, such as http://127.0.0.1:8787"
+    if parts.path.strip("/") or parts.query or parts.fragment or parts.username or parts.password:
+        return "give only scheme, host and port: the inbox is served at the root, and a token is typed in the browser"
+    return None
 
 
 def campaign_url(base: str, campaign_id: str) -> str:

@@ -8,10 +8,14 @@ the README's ``docs/sandbox-inbox.png``).
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
 import shutil
 import struct
-from collections.abc import Iterator
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -220,3 +224,55 @@ def test_with_an_inspection_token_the_browser_logs_in(browser: Any) -> None:
         assert cookies[0]["httpOnly"] is True
         assert cookies[0]["sameSite"] == "Strict"
         context.close()
+
+
+@pytest.fixture
+def framing_page() -> Iterator[Callable[[str], str]]:
+    """A page on another origin (another port of this machine) that frames a given URL."""
+    served: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = served.get(self.path, b"")
+            self.send_response(200 if body else 404)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def frame(url: str) -> str:
+        served["/"] = f'<!doctype html><iframe src="{url}" width="1200" height="800"></iframe>'.encode()
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield frame
+    server.shutdown()
+
+
+def test_framed_by_another_origin_the_controls_are_off(
+    page: Any, emulator: EmulatorServer, framing_page: Callable[[str], str]
+) -> None:
+    """A page that frames the inbox cannot lure a click into switching faults or clearing it (clickjacking);
+    Airflow's UI, which frames it too, shows the inbox and the settings, read-only."""
+    send_three(emulator)
+    page.goto(framing_page(f"{emulator.url}/_emulator/ui"))
+    inbox = page.frame_locator("iframe")
+    inbox.locator("li.message").nth(2).wait_for()
+    for control in ("#throttle-all", "#clear", "[data-fault=throttle]", "[data-setting=qps]"):
+        assert inbox.locator(control).is_disabled(), control
+    assert "its own tab" in inbox.locator("#control-status").inner_text()
+    page.wait_for_function(
+        "() => document.querySelector('iframe').contentDocument === null"  # cross-origin: not readable
+    )
+    playwright.expect(inbox.locator("[data-setting=qps]")).to_have_value("2000")  # shown
+    inbox.locator("#throttle-all").click(force=True)  # a forced click on a disabled box changes nothing
+    settings = json.loads(urllib.request.urlopen(f"{emulator.url}/_emulator/settings", timeout=10).read())
+    assert settings["faults"]["throttle"] == 0
+    page.goto(f"{emulator.url}/_emulator/ui")  # its own tab: the controls work
+    assert page.locator("#throttle-all").is_enabled()
+    assert page.locator("#clear").is_enabled()

@@ -21,6 +21,7 @@ from fastapi import APIRouter, Body, FastAPI, HTTPException, Query
 
 from airflow_provider_globesms.client.errors import InvalidFieldError
 from airflow_provider_globesms.client.phone import parse_number
+from airflow_provider_globesms.client.transport import is_loopback
 from airflow_provider_globesms.emulator.gateway import Gateway
 from airflow_provider_globesms.emulator.inbox import UI, access, inbox_router
 from airflow_provider_globesms.emulator.store import MessageFilter
@@ -30,6 +31,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
+SQLITE_MAX_INTEGER = 2**63 - 1
 _encode_json = msgspec.json.Encoder().encode  # UTF-8 JSON, a few times faster than json.dumps
 
 
@@ -79,7 +81,7 @@ def _messages_router(gateway: Gateway) -> APIRouter:
         to: str | None = Query(None, description="a phone number, with or without '+'"),
         task_id: str | None = Query(None, description="the TaskId (campaign id) sent with the messages"),
         limit: int = Query(1000, ge=1, le=100_000),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=SQLITE_MAX_INTEGER),
     ) -> dict[str, Any]:
         wire = None
         if to:
@@ -168,12 +170,39 @@ async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
 log = logging.getLogger(__name__)
 
 
-class EmulatorApp:
-    """The ASGI app: ``POST /`` to the gateway, everything else to the inspection API (token, if set)."""
+def _host_name(scope: Scope) -> str | None:
+    """The name in the request's ``Host`` header, without its port (``None`` when there is none)."""
+    raw = dict(scope["headers"]).get(b"host")
+    if raw is None:
+        return None
+    host: str = raw.decode("latin-1").strip()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
-    def __init__(self, gateway: Gateway) -> None:
+
+def _names_this_machine(scope: Scope) -> bool:
+    """The request was addressed to this machine by an address or ``localhost``, not by some other name.
+
+    A web page can point a name it owns at 127.0.0.1 (DNS rebinding) and then read same-origin what that name
+    serves; the ``Host`` header still carries its name, so an emulator on loopback answers its inspection
+    API (every number and text sent) only to loopback names.
+    """
+    name = _host_name(scope)
+    return name is None or is_loopback(name) or name.lower().endswith(".localhost")
+
+
+class EmulatorApp:
+    """The ASGI app: ``POST /`` to the gateway, everything else to the inspection API (token, if set).
+
+    ``loopback_only``: the emulator listens on loopback, so its inspection API and inbox answer only requests
+    addressed to a loopback name (see ``_names_this_machine``).
+    """
+
+    def __init__(self, gateway: Gateway, *, loopback_only: bool = True) -> None:
         self.gateway = gateway
         self.inspection = build_inspection_app(gateway)
+        self.loopback_only = loopback_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         token = self.gateway.config.inspection_token
@@ -184,6 +213,8 @@ class EmulatorApp:
                 await _redirect(send, UI)
             else:
                 await self.api(scope, receive, send)
+        elif self.loopback_only and not _names_this_machine(scope):
+            await _answer(send, 421, {"Code": "MisdirectedRequest", "Message": "this emulator answers loopback names"})
         elif token and await access.answer_browser(scope, receive, send, token):
             return
         elif not access.allowed(scope, token):

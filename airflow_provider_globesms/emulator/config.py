@@ -58,8 +58,8 @@ class Faults:
             number = float(value)
             if name != "hang_seconds" and not 0.0 <= number <= 1.0:
                 raise ValueError(f"fault {name!r} must be a share between 0 and 1, got {value!r}")
-            if name == "hang_seconds" and number < 0:
-                raise ValueError("hang_seconds must not be negative")
+            if name == "hang_seconds" and not 0 <= number < math.inf:
+                raise ValueError(f"hang_seconds must be a finite number of seconds, not negative, got {value!r}")
             setattr(self, name, number)
 
     def as_dict(self) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import uvicorn
 
+from airflow_provider_globesms.client.transport import is_loopback
 from airflow_provider_globesms.emulator.app import EmulatorApp
 from airflow_provider_globesms.emulator.config import REQUEST_TIMEOUT, EmulatorConfig
 from airflow_provider_globesms.emulator.gateway import Gateway
@@ -103,7 +104,9 @@ def serve_forever(config: EmulatorConfig, host: str, port: int, on_ready: Callab
     actual = sock.getsockname()[1]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{actual}"
     server = _Server(
-        uvicorn_config(EmulatorApp(gateway), config.request_timeout), on_ready=lambda: on_ready(url), gateway=gateway
+        uvicorn_config(EmulatorApp(gateway, loopback_only=is_loopback(host)), config.request_timeout),
+        on_ready=lambda: on_ready(url),
+        gateway=gateway,
     )
     try:
         server.run(sockets=[sock])
@@ -128,7 +131,7 @@ class EmulatorServer:
         self.url = f"http://{host}:{self.port}"
         self._ready = threading.Event()
         self._server = _Server(
-            uvicorn_config(EmulatorApp(self.gateway), self.config.request_timeout),
+            uvicorn_config(EmulatorApp(self.gateway, loopback_only=is_loopback(host)), self.config.request_timeout),
             on_ready=self._ready.set,
             gateway=self.gateway,
         )

@@ -17,6 +17,7 @@ from typing import Any
 
 from airflow_provider_globesms.client.models import DeliveryStatus
 from airflow_provider_globesms.client.sqlite import WriteBehind, open_sqlite
+from airflow_provider_globesms.emulator.totals import CampaignTotals
 
 _log = logging.getLogger(__name__)
 _STATUS_NAMES: dict[int, str] = {DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.FAILED: "failed"}
@@ -47,9 +48,15 @@ CREATE TABLE IF NOT EXISTS messages (
     error_description TEXT NOT NULL,
     request_id TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS messages_to ON messages (to_number);
-CREATE INDEX IF NOT EXISTS messages_task ON messages (task_id);
 CREATE INDEX IF NOT EXISTS messages_final ON messages (final_at);
+-- The inbox's lists, newest first: all messages, one number's, one campaign's (each a range, never a sort).
+CREATE INDEX IF NOT EXISTS messages_submitted ON messages (submitted_at);
+CREATE INDEX IF NOT EXISTS messages_number ON messages (to_number, submitted_at);
+CREATE INDEX IF NOT EXISTS messages_campaign ON messages (COALESCE(task_id, ''), submitted_at);
+-- A campaign's latest receipts of one verdict (its time to deliver).
+CREATE INDEX IF NOT EXISTS messages_receipts ON messages (COALESCE(task_id, ''), final_status, final_at);
+DROP INDEX IF EXISTS messages_to;
+DROP INDEX IF EXISTS messages_task;
 """
 
 _COLUMNS = (
@@ -75,6 +82,10 @@ _COLUMNS = (
     "error_description",
     "request_id",
 )
+_TASK_ID, _FINAL_STATUS, _SEGMENTS, _SUBMITTED_AT = (
+    _COLUMNS.index(name) for name in ("task_id", "final_status", "segments", "submitted_at")
+)
+RECEIPTS_TIMED = 10_000  # a campaign's time to deliver is taken over its latest receipts, at most this many
 _INSERT = f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
@@ -188,14 +199,6 @@ class MessageFilter:
 ANY_MESSAGE = MessageFilter()
 
 
-# Messages still sending, delivered and failed as of a moment (``_by_status_args(now)`` fills it in).
-_BY_STATUS = "SUM(final_at > ?), SUM(final_at <= ? AND final_status = ?), SUM(final_at <= ? AND final_status = ?)"
-
-
-def _by_status_args(now: float) -> tuple[float | int, ...]:
-    return (now, now, DeliveryStatus.DELIVERED, now, DeliveryStatus.FAILED)
-
-
 class MessageStore:
     """Used from the server's event loop thread only.
 
@@ -210,6 +213,8 @@ class MessageStore:
         self.path = path
         self._db = open_sqlite(path, synchronous="NORMAL", schema=_SCHEMA)
         self._pending = WriteBehind(self._store, size=flush_every, age=self.FLUSH_AFTER)
+        self._totals = CampaignTotals()
+        self._totals.load(self._db)
         self.store_errors = 0
         self.added = 0  # messages ever added, and times cleared: a live view's cue that the list changed
         self.generation = 0
@@ -251,6 +256,8 @@ class MessageStore:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             return False
+        for row in rows:
+            self._totals.add(row[_TASK_ID], row[_FINAL_STATUS], row[_SEGMENTS], row[_SUBMITTED_AT])
         return True
 
     def get(self, message_id: str) -> StoredMessage | None:
@@ -279,6 +286,8 @@ class MessageStore:
     def count(self, match: MessageFilter = ANY_MESSAGE) -> int:
         """How many stored messages ``match`` selects."""
         self.flush()
+        if match == ANY_MESSAGE:
+            return self._totals.messages()
         clause, args = match.where()
         return int(self._db.execute(f"SELECT COUNT(*) FROM messages {clause}", args).fetchone()[0])
 
@@ -290,42 +299,33 @@ class MessageStore:
 
     def campaigns(self, now: float, limit: int = 100, task_id: str | None = None) -> list[dict[str, Any]]:
         """Per TaskId (or only ``task_id``; ``""`` for messages without one), newest first: messages,
-        segments, and how many are sending, delivered, failed."""
+        segments, how many are sending, delivered, failed, and when the first and last were submitted."""
         self.flush()
-        only = "WHERE COALESCE(task_id, '') = ?" if task_id is not None else ""
-        rows = self._db.execute(
-            f"SELECT COALESCE(task_id, ''), COUNT(*), SUM(segments), {_BY_STATUS}, "
-            f"MIN(submitted_at), MAX(submitted_at) FROM messages {only} GROUP BY COALESCE(task_id, '') "
-            "ORDER BY MAX(submitted_at) DESC LIMIT ?",
-            (*_by_status_args(now), *([task_id] if only else []), limit),
-        ).fetchall()
-        names = ("task_id", "messages", "segments", "sending", "delivered", "failed", "first_at", "last_at")
-        return [dict(zip(names, row, strict=True)) for row in rows]
+        return self._totals.campaigns(self._db, now, limit, task_id)
 
-    def delivery_seconds(self, task_id: str, now: float) -> list[float]:
-        """Seconds from submission to a final receipt, for the campaign's messages final by ``now``, sorted."""
+    def delivery_seconds(self, task_id: str, now: float, latest: int = RECEIPTS_TIMED) -> list[float]:
+        """Seconds from submission to a delivered receipt, sorted, for the campaign's ``latest`` messages
+        delivered by ``now`` (a range of an index, however large the campaign)."""
         self.flush()
         rows = self._db.execute(
-            "SELECT final_at - submitted_at FROM messages WHERE COALESCE(task_id, '') = ? AND final_at <= ? ORDER BY 1",
-            (task_id, now),
+            "SELECT final_at - submitted_at FROM messages "
+            "WHERE COALESCE(task_id, '') = ? AND final_status = ? AND final_at <= ? ORDER BY final_at DESC LIMIT ?",
+            (task_id, DeliveryStatus.DELIVERED, now, latest),
         )
-        return [row[0] for row in rows.fetchall()]
+        return sorted(row[0] for row in rows.fetchall())
 
     def status_counts(self, now: float | None = None) -> dict[str, int]:
         """Messages still sending, delivered and failed as of ``now``, and their total segments."""
         self.flush()
-        now = time.time() if now is None else now
-        row = self._db.execute(
-            f"SELECT {_BY_STATUS}, COALESCE(SUM(segments), 0) FROM messages",
-            _by_status_args(now),
-        ).fetchone()
-        return {"sending": row[0] or 0, "delivered": row[1] or 0, "failed": row[2] or 0, "segments": row[3]}
+        return self._totals.status_counts(self._db, time.time() if now is None else now)
 
     def clear(self) -> int:
         """Delete every message; return how many were deleted."""
         self.flush()
         self.generation += 1
-        return int(self._db.execute("DELETE FROM messages").rowcount)
+        deleted = int(self._db.execute("DELETE FROM messages").rowcount)
+        self._totals.by_key.clear()
+        return deleted
 
     def close(self) -> None:
         """Flush, then close the database."""

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import statistics
+import unicodedata
 from collections.abc import AsyncIterator
 from importlib.resources import files
 from typing import Any
@@ -44,11 +46,11 @@ _templates = jinja2.Environment(
 
 
 def wire_number(text: str) -> str:
-    """A number as the emulator stores it (digits, country code first), from any form a person types."""
+    """A number as the emulator stores it (ASCII digits, country code first), from any form a person types."""
     try:
         return parse_number(text, refuse_ambiguous=False).wire
-    except InvalidFieldError:
-        return "".join(ch for ch in text if ch.isdigit())
+    except InvalidFieldError:  # digits of any script (a CJK input method types full-width ones) read as ASCII
+        return "".join(str(unicodedata.decimal(ch)) for ch in text if ch.isdecimal())
 
 
 class LiveFigures:
@@ -90,8 +92,9 @@ def campaign_summary(gateway: Gateway, task_id: str) -> dict[str, Any] | None:
     final = campaign["delivered"] + campaign["failed"]
     seconds = gateway.store.delivery_seconds(task_id, now)
     campaign["delivery_rate"] = campaign["delivered"] / final if final else None
+    campaign["timed"] = len(seconds)  # the latest receipts, when there are more than RECEIPTS_TIMED
     campaign["median_seconds"] = statistics.median(seconds) if seconds else None
-    campaign["p95_seconds"] = seconds[min(len(seconds) - 1, int(len(seconds) * 0.95))] if seconds else None
+    campaign["p95_seconds"] = seconds[math.ceil(len(seconds) * 0.95) - 1] if seconds else None  # nearest rank
     return campaign
 
 
@@ -142,7 +145,8 @@ def _add_pages(router: APIRouter, gateway: Gateway) -> None:
     @router.get("/numbers/{number}")
     async def thread(number: str, part: str | None = None) -> HTMLResponse:
         now = gateway.clock()
-        wire = number if number.isdigit() else wire_number(number[:MAX_FILTER])  # "" (no digit): no messages
+        # "" (no digit): no messages
+        wire = number if number.isascii() and number.isdigit() else wire_number(number[:MAX_FILTER])
         found = gateway.store.find(MessageFilter(to=wire, now=now), limit=PAGE_SIZE, newest_first=True)
         messages = [m.as_json(now) for m in reversed(found)]  # a phone shows the newest at the bottom
         return _render("thread", part, number=wire, messages=messages)

@@ -5,6 +5,7 @@
 const UI = document.body.dataset.ui;
 const samples = [];
 let refreshing = null;
+let refreshAgain = false;
 
 function setText(id, value) {
   const node = document.getElementById(id);
@@ -22,7 +23,10 @@ function localTimes(root) {
 async function refreshLive() {
   const live = document.getElementById("live");
   if (!live) return;
-  if (refreshing) return refreshing;
+  if (refreshing) {
+    refreshAgain = true; // what changed during this fetch may not be in its answer
+    return refreshing;
+  }
   const url = new URL(window.location.href);
   url.searchParams.set("part", "live");
   refreshing = fetch(url, { headers: { accept: "text/html" }, cache: "no-store" })
@@ -32,7 +36,13 @@ async function refreshLive() {
       localTimes(live);
     })
     .catch(() => {})
-    .finally(() => { refreshing = null; });
+    .finally(() => {
+      refreshing = null;
+      if (refreshAgain) {
+        refreshAgain = false;
+        refreshLive();
+      }
+    });
   return refreshing;
 }
 
@@ -115,8 +125,37 @@ async function change(kind, name, value) {
   }
 }
 
+// Framed by a page of another origin (Airflow's UI embeds the inbox), the controls stay off: a page that
+// frames the inbox must not lure a click into switching faults or clearing it (clickjacking).
+function framedByAnotherOrigin() {
+  if (window.top === window.self) return false;
+  try {
+    return window.top.location.origin !== window.location.origin;
+  } catch (error) {
+    return true;
+  }
+}
+
+function controlsOff(panel) {
+  for (const control of panel.querySelectorAll("input, button")) control.disabled = true;
+  const note = document.getElementById("control-status");
+  note.textContent = "Embedded in another page: ";
+  const own = document.createElement("a");
+  own.href = window.location.href;
+  own.target = "_blank";
+  own.rel = "noopener";
+  own.textContent = "open the sandbox in its own tab to change these";
+  note.append(own);
+}
+
 function wireControls() {
-  if (!document.getElementById("controls")) return;
+  const panel = document.getElementById("controls");
+  if (!panel) return;
+  if (framedByAnotherOrigin()) {
+    controlsOff(panel);
+    loadSettings(); // shown, read-only
+    return;
+  }
   for (const input of document.querySelectorAll("[data-fault], [data-setting]")) {
     const kind = input.dataset.fault ? "fault" : "setting";
     input.addEventListener("change", () => change(kind, input.dataset.fault || input.dataset.setting, input.value));
