@@ -91,6 +91,29 @@ def test_hang_fault_makes_the_client_report_unknown_not_resend(emulator: Emulato
     assert len(emulator.messages()) == 1
 
 
+@pytest.mark.parametrize(("fault", "arrived"), [("hang", True), ("reset", False)])
+def test_the_blocking_client_settles_a_request_in_doubt_by_replaying_it(
+    emulator: EmulatorServer, fault: str, arrived: bool
+) -> None:
+    """``replay_send`` on the request an ``OutcomeUnknownError`` kept: arrived, it is refused as seen (never a
+    second message); lost before the gateway processed it, it is sent now, once."""
+    from airflow_provider_globesms.client import OutcomeUnknownError, ReceivedWithoutAnswerError, RetryPolicy, Timeout
+
+    emulator.set_faults(script=[fault], hang_seconds=2)
+    policy = RetryPolicy(confirm_by_replay=False)
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, timeout=Timeout(1, 0.3), retry=policy)
+    with client:
+        with pytest.raises(OutcomeUnknownError) as doubt:
+            client.send_message("+85291234567", "hello")
+        assert doubt.value.request is not None
+        if arrived:
+            with pytest.raises(ReceivedWithoutAnswerError):
+                client.replay_send(doubt.value.request)
+        else:
+            assert client.replay_send(doubt.value.request).message_id
+    assert len(emulator.messages()) == 1
+
+
 def test_fault_ratios_hold_over_many_calls() -> None:
     with EmulatorServer(EmulatorConfig(delivery_delay=0, seed=11, faults=Faults(throttle=0.3))) as emulator:
         answers = [call(emulator, "SendMessageToGlobe", {"To": f"8529123{n:04d}", "Message": "hi"}) for n in range(300)]

@@ -97,3 +97,25 @@ def test_the_client_core_imports_nothing_from_airflow() -> None:
         or (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "airflow")
     ]
     assert found == []
+
+
+def test_no_private_airflow_method_is_overridden() -> None:
+    """Our Airflow classes extend Airflow through its public names only: a private method of an Airflow base
+    class may change or vanish in any release (``_render``, ``_do_render_template_fields`` were overridden)."""
+    overridden = []
+    for path in PACKAGE.rglob("*.py"):
+        if "client" in path.relative_to(PACKAGE).parts or "emulator" in path.relative_to(PACKAGE).parts:
+            continue
+        module = importlib.import_module(
+            "airflow_provider_globesms." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        )
+        for cls in vars(module).values():
+            if not inspect.isclass(cls) or cls.__module__ != module.__name__:
+                continue
+            airflow_bases = [base for base in cls.__mro__[1:] if base.__module__.startswith("airflow.")]
+            for name, value in vars(cls).items():
+                private = name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+                private = private and callable(value)  # a method, not ABC's bookkeeping (_abc_impl)
+                if private and any(name in vars(base) for base in airflow_bases):
+                    overridden.append(f"{cls.__module__}.{cls.__qualname__}.{name}")
+    assert overridden == []

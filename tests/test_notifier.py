@@ -248,3 +248,35 @@ def test_an_alert_whose_template_fails_still_goes_out_with_the_default_text(
     (text,) = texts(emulator)
     assert text.startswith("Airflow: ntf_broken_template")
     assert "Alert message template failed (UndefinedError" in capfd.readouterr().out
+
+
+class SchedulersDag:
+    """What a DAG-level callback may get from the scheduler: a serialized DAG, with no Jinja environment and no
+    ``render_template_as_native_obj``."""
+
+    dag_id = "nightly"
+
+
+@pytest.mark.parametrize(
+    ("dag", "to", "expected_to"),
+    [
+        (SchedulersDag(), "{{ params.on_call }}", ["6591234567"]),
+        (
+            DAG("ntf_native", schedule=None, render_template_as_native_obj=True),
+            "{{ params.pair }}",
+            ["6591234567", "85291234567"],
+        ),
+        (DAG("ntf_text", schedule=None), "{{ params.on_call }}", ["6591234567"]),
+    ],
+)
+def test_the_alert_renders_with_what_the_callbacks_dag_can_give(
+    globesms_conn: Any, dag: Any, to: str, expected_to: list[str]
+) -> None:
+    """The DAG's native-object setting is followed when it has one (a list stays a list); a DAG that has no
+    Jinja environment and no setting gets the defaults, and the alert still goes out."""
+    emulator = globesms_conn()
+    params = {"on_call": "+6591234567", "pair": ["+6591234567", ON_CALL]}
+    context = {"dag": dag, "params": params, "dag_run": {"dag_id": "nightly", "run_id": "r1", "state": "failed"}}
+    GlobeSmsNotifier(to=to, message="{{ dag.dag_id }} failed")(context)  # type: ignore[arg-type]
+    assert sorted(m["to"] for m in emulator.messages()) == expected_to
+    assert set(texts(emulator)) == {f"{dag.dag_id} failed"}

@@ -121,19 +121,26 @@ class GlobeSmsNotifier(BaseNotifier):
 
     def render_template_fields(self, context: Context, jinja_env: jinja2.Environment | None = None) -> None:
         """Render the templated fields, with the default Jinja environment when the DAG has none."""
-        # DAG-level callbacks may get the scheduler's serialized DAG, which has no Jinja environment:
-        # render with the default one rather than fail to alert.
-        super().render_template_fields(context, jinja_env or self.get_template_env(dag=_with_jinja(context.get("dag"))))
+        env = self._follow_dag_rendering(context)
+        super().render_template_fields(context, jinja_env or env)
 
-    def _render(self, template: Any, context: Any, dag: Any = None) -> Any:
-        return super()._render(template, context, _with_jinja(dag or context.get("dag")))
+    def _follow_dag_rendering(self, context: Context | dict[str, Any]) -> jinja2.Environment:
+        """The callback's DAG's Jinja environment, its native-object setting adopted; else the defaults.
+
+        DAG-level callbacks may get the scheduler's serialized DAG, which has neither: the alert is rendered
+        with the defaults rather than lost. Airflow's templater reads ``render_template_as_native_obj`` from
+        the templated object before it asks the DAG, so the DAG is never asked what it cannot answer.
+        """
+        dag = _with_jinja(context.get("dag"))
+        self.render_template_as_native_obj = bool(getattr(dag, "render_template_as_native_obj", False))
+        return self.get_template_env(dag=dag)
 
     def _text(self, context: Context | dict[str, Any]) -> str:
         """The alert's text: the message rendered, else (no message, or its template failed) the default."""
         if not self.message:
             return default_message(context)
         try:
-            env = self.get_template_env(dag=_with_jinja(context.get("dag")))
+            env = self._follow_dag_rendering(context)
             return str(self.render_template(self.message, context, env))  # type: ignore[arg-type]
         except Exception as exc:  # an alert is never lost to its own template
             self.log.error(
