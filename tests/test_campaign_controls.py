@@ -29,6 +29,7 @@ from airflow_provider_globesms.client.bulk.controls import (
 from airflow_provider_globesms.client.errors import ConfigurationError, InvalidFieldError
 from airflow_provider_globesms.client.phone import parse_number
 from airflow_provider_globesms.client.quiet_hours import QuietHours, QuietSchedule
+from airflow_provider_globesms.client.tables import cost_table
 from airflow_provider_globesms.notifications.globesms import GlobeSmsNotifier
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.testing import task_states, xcom_values
@@ -213,7 +214,7 @@ def test_prices_and_the_cost_table() -> None:
     assert cost == pytest.approx(0.04 * 3 + 0.05 * 2)
     assert unpriced == ["AU"]
     assert budget.over() == "6 segments to 4 recipients is over max_segments=5"
-    table = budget.table()
+    table = cost_table(budget)
     assert table.splitlines()[2].split() == ["HK", "2", "3", "0.1200"]
     assert "no price for AU" in table
     with pytest.raises(ConfigurationError, match="HK"):

@@ -223,3 +223,44 @@ def test_a_millionth_segment_is_still_read(tmp_path: Path) -> None:
     mark_pending(ledger, "k", 1, "85291234567", signed(1))
     ledger.close()
     assert [e.key for e in SegmentLedger(remote).pending()] == ["k"]
+
+
+class Lines:
+    """A logger that keeps its lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def info(self, msg: str, /, *args: object) -> None:
+        self.lines.append(msg % args if args else msg)
+
+    warning = error = exception = info
+
+
+def test_progress_is_logged_from_the_send_loop_while_it_runs() -> None:
+    """A line every interval while the sends wait on the API (a task on the send's own loop, no thread), and
+    its counts are the summary's as they stood: never ahead of the messages done."""
+    with (
+        EmulatorServer(EmulatorConfig(delivery_delay=0, latency_ms=150)) as emulator,
+        tempfile.TemporaryDirectory() as workdir,
+    ):
+        client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url)
+        rows = [{"to": f"+8529123{n:04d}"} for n in range(40)]
+        campaign = Campaign(client, lambda r: "Hi", SCOPE)
+        spill = Spill(campaign, workdir)
+        validate(campaign, rows_from_records(rows), on_row=spill.add, workdir=workdir)
+        ledger = SqliteLedger(Path(workdir) / "ledger.sqlite3")
+        logger = Lines()
+        with (Path(workdir) / "results.jsonl").open("wb") as handle:
+            sender = BulkSender(
+                campaign, ledger, ResultsWriter(handle), concurrency=2, progress_interval=0.2, logger=logger
+            )
+            summary = sender.run(spill, total=40)
+    assert summary.accepted == 40
+    progress = [line for line in logger.lines if line.startswith("progress: ")]
+    assert len(progress) >= 3, logger.lines  # 40 sends, 2 at a time, 150 ms each: about 3 s
+    done = [int(line.split()[1].split("/")[0]) for line in progress]
+    assert done == sorted(done)
+    assert 0 < done[-1] <= 40
+    for line, count in zip(progress, done, strict=True):
+        assert int(line.split("accepted ")[1].split(",")[0]) <= count

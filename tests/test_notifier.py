@@ -277,6 +277,6 @@ def test_the_alert_renders_with_what_the_callbacks_dag_can_give(
     emulator = globesms_conn()
     params = {"on_call": "+6591234567", "pair": ["+6591234567", ON_CALL]}
     context = {"dag": dag, "params": params, "dag_run": {"dag_id": "nightly", "run_id": "r1", "state": "failed"}}
-    GlobeSmsNotifier(to=to, message="{{ dag.dag_id }} failed")(context)  # type: ignore[arg-type]
+    GlobeSmsNotifier(to=to, message="{{ dag.dag_id }} failed")(context)
     assert sorted(m["to"] for m in emulator.messages()) == expected_to
     assert set(texts(emulator)) == {f"{dag.dag_id} failed"}

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import msgspec
-from tabulate import tabulate
 
 from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
 from airflow_provider_globesms.client.errors import (
@@ -29,14 +28,11 @@ from airflow_provider_globesms.client.errors import (
 from airflow_provider_globesms.client.models import DeliveryStatus, QueryMessageResult
 from airflow_provider_globesms.client.sqlite import open_sqlite
 
-PENDING, DELIVERED, FAILED, EXPIRED, QUERY_FAILED, UNTRACKED = (
-    "pending",
-    "delivered",
-    "failed",
-    "expired",
-    "query_failed",
-    "untracked",
+# A receipt's state: the API's final statuses by their DeliveryStatus names, and the tracker's own.
+DELIVERED, FAILED, EXPIRED = (
+    s.name.lower() for s in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.EXPIRED)
 )
+PENDING, QUERY_FAILED, UNTRACKED = "pending", "query_failed", "untracked"
 FINAL = (DELIVERED, FAILED, EXPIRED, QUERY_FAILED)
 
 _SCHEMA = """
@@ -280,28 +276,6 @@ class DeliveryTracker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def summary_table(s: Mapping[str, Any]) -> str:
-    """The receipts table of a ``DeliveryTracker.summary()`` (also rebuilt from a trigger's event)."""
-    tracked = s["tracked"] or 1
-
-    def share(n: int) -> str:
-        return f"{100 * n / tracked:.1f}%"
-
-    rows: list[list[Any]] = [["delivered", s["delivered"], share(s["delivered"])]]
-    rows += [[f"failed: {code}", n, share(n)] for code, n in s["failed_by_code"].items()]
-    rows += [["still pending", s["pending"], share(s["pending"])]]
-    if s["untracked"]:
-        rows.append(["not tracked (no MessageId)", s["untracked"], ""])
-    rate = f"{100 * s['delivery_rate']:.1f}%" if s["delivery_rate"] is not None else "-"
-    p50, p95 = s["p50_seconds_to_deliver"], s["p95_seconds_to_deliver"]
-    rows += [
-        ["delivery rate", rate, ""],
-        ["time to deliver p50 / p95", f"{p50}s / {p95}s" if p50 is not None else "-", ""],
-        ["segments", s["segments"], ""],
-    ]
-    return str(tabulate(rows, headers=["receipts", "count", "share"], tablefmt="simple"))
 
 
 def read_jsonl(handle: IO[bytes] | IO[str]) -> Iterator[dict[str, Any]]:

@@ -37,13 +37,21 @@ from airflow_provider_globesms.client.sqlite import WriteBehind, open_sqlite
 
 
 class Status(str, enum.Enum):
-    """A ledger entry's status: where its message stands with the API."""
+    """Where a message stands: one vocabulary for the ledger, the results file and the summary.
+
+    The ledger keeps the first five (where a message stands with the API); the last four are decided before
+    any request and are only reported.
+    """
 
     PENDING = "pending"  # the request may be on its way; its outcome is not known yet
     ACCEPTED = "accepted"  # the API answered OK (MessageId known)
     RECEIVED = "received"  # the API provably received it (nonce replay), but its answer was lost
     UNKNOWN = "unknown"  # it may or may not have been accepted; never resent unless asked
     FAILED = "failed"  # the API refused it or it never left: safe to send again
+    INVALID = "invalid"  # its row was refused by validation: never sent
+    SUPPRESSED = "suppressed"  # on a suppression list: never sent
+    HELD = "held"  # in its recipient's quiet hours: sent in a later round
+    DRY_RUN = "dry_run"  # validated and priced; a dry run sends nothing
 
 
 # States that mean "the API has it (or may have it)": never sent again by default.

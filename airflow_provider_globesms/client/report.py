@@ -3,6 +3,8 @@ recipient (``ResultsWriter``), and a progress line every few seconds (``Progress
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -37,9 +39,9 @@ class ResultsWriter:
         self._encode = msgspec.json.Encoder().encode
         self.lines = 0
 
-    def write(self, row: int, to: str, status: str, **fields: Any) -> None:
+    def write(self, row: int, to: str, status: Status, **fields: Any) -> None:
         """Write one recipient's JSON line (``None`` fields left out)."""
-        record = {"row": row, "to": to, "status": status, "campaign_id": self._campaign_id}
+        record = {"row": row, "to": to, "status": status.value, "campaign_id": self._campaign_id}
         record.update((k, v) for k, v in fields.items() if v is not None)
         line = self._encode(record) + b"\n"
         with self._lock:
@@ -124,7 +126,11 @@ class SendSummary:
 
 
 class Progress:
-    """Logs one line every ``interval`` seconds while a bulk send runs (never one per message)."""
+    """Logs one line every ``interval`` seconds while a bulk send runs (never one per message).
+
+    An async context manager: the logging is a task on the send's own event loop, so it reads the summary
+    between two steps of the sends, never in the middle of one, and needs no lock.
+    """
 
     def __init__(self, summary: SendSummary, total: int, interval: float, logger: LineLogger) -> None:
         self.summary = summary
@@ -133,21 +139,22 @@ class Progress:
         self.logger = logger
         self.done = 0
         self._started = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="globesms-progress", daemon=True)
+        self._task: asyncio.Task[None] | None = None
 
-    def __enter__(self) -> Progress:
+    async def __aenter__(self) -> Progress:
         if self.interval > 0:
-            self._thread.start()
+            self._task = asyncio.create_task(self._log_every_interval(), name="globesms-progress")
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+    async def _log_every_interval(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
             self.logger.info(self.line())
 
     def line(self) -> str:

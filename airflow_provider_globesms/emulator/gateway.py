@@ -1,6 +1,6 @@
 """The emulated gateway's front: authentication, QPS caps (``windows``), injected faults, statistics.
 
-``Gateway.handle`` takes what arrived (method, raw query, headers, body) and returns an ``Outcome``:
+``Gateway.handle`` takes what arrived (method, raw query, headers, body) and returns an ``Reply``:
 the reply, plus how to deliver it (added latency, hold it, or reset the connection instead). It knows
 nothing of HTTP servers, so it is tested directly as well as over HTTP. What a request does once it is
 let through is in ``operations``; what happens to an accepted message, in ``carrier``.
@@ -20,12 +20,12 @@ from airflow_provider_globesms.client.blocking import BATCH_SEND, QUERY, SEND
 from airflow_provider_globesms.client.signing import API_VERSION
 from airflow_provider_globesms.emulator.carrier import FAILURE_CODES, Carrier
 from airflow_provider_globesms.emulator.config import EmulatorConfig
-from airflow_provider_globesms.emulator.operations import Operations, Outcome
+from airflow_provider_globesms.emulator.operations import Operations, Reply
 from airflow_provider_globesms.emulator.store import MessageStore
 from airflow_provider_globesms.emulator.verify import GatewayRefusal, Verifier
 from airflow_provider_globesms.emulator.windows import Window
 
-__all__ = ["ACTIONS", "FAILURE_CODES", "SEND_ACTIONS", "Gateway", "Outcome"]
+__all__ = ["ACTIONS", "FAILURE_CODES", "SEND_ACTIONS", "Gateway", "Reply"]
 
 ACTIONS = (SEND, BATCH_SEND, QUERY)
 SEND_ACTIONS = (SEND, BATCH_SEND)
@@ -60,50 +60,50 @@ class Gateway:
 
     # --- entry point ----------------------------------------------------------------------------
 
-    def handle(self, method: str, query: bytes, headers: Mapping[str, str], body: bytes = b"") -> Outcome:
-        """Answer one API call: the outcome (status, headers, body) and its simulated latency."""
+    def handle(self, method: str, query: bytes, headers: Mapping[str, str], body: bytes = b"") -> Reply:
+        """Answer one API call: the reply (status, headers, body) and its simulated latency."""
         now = self.clock()
         request_id = str(uuid.uuid4()).upper()
         # For counting only (the operation is the *signed* Action, known after verification); anything but
         # the three actions shares one bucket, so arbitrary names cannot grow the stats.
         claimed = headers.get("x-acs-action") or _query_value(query, b"Action") or "Unknown"
         action = claimed if claimed in ACTIONS else "Unknown"
-        outcome = self._handle(Arrival(method, query, headers, body, now, request_id), action)
-        outcome.action = action
-        outcome.body.setdefault("RequestId", request_id)
-        outcome.headers.setdefault("x-acs-request-id", request_id)
+        reply = self._handle(Arrival(method, query, headers, body, now, request_id), action)
+        reply.action = action
+        reply.body.setdefault("RequestId", request_id)
+        reply.headers.setdefault("x-acs-request-id", request_id)
         cfg = self.config
         if cfg.latency_ms or cfg.latency_jitter_ms:
             jitter = self.random.uniform(-cfg.latency_jitter_ms, cfg.latency_jitter_ms)
-            outcome.latency = max(0.0, cfg.latency_ms + jitter) / 1000.0
-        return outcome
+            reply.latency = max(0.0, cfg.latency_ms + jitter) / 1000.0
+        return reply
 
-    def _handle(self, arrival: Arrival, action: str) -> Outcome:
+    def _handle(self, arrival: Arrival, action: str) -> Reply:
         counts = self.counts[action]
         counts["requests"] += 1
         fault = self._draw_fault(action)
         if fault:
             counts[f"fault_{fault}"] += 1
         if fault == "reset":  # front-end faults: the request is dropped before anything processes it
-            return Outcome(0, {}, reset=True)
+            return Reply(0, {}, reset=True)
         try:
             if fault == "unavailable":
                 raise GatewayRefusal(503, "ServiceUnavailable", "The request has failed due to a temporary failure.")
-            outcome = self._call(arrival, throttle=fault == "throttle")
+            reply = self._call(arrival, throttle=fault == "throttle")
         except GatewayRefusal as refusal:
             return self._refusal(refusal, arrival, counts)
-        code = outcome.body.get("ResponseCode")
+        code = reply.body.get("ResponseCode")
         counts["ok" if code == "OK" else "business_error"] += 1
         if code != "OK":
             self.counts["codes"][str(code)] += 1
         elif fault == "hang":
-            outcome.hold = self.config.faults.hang_seconds
+            reply.hold = self.config.faults.hang_seconds
         elif fault == "internal_error":  # accepted and stored, yet the caller sees a 500: the ambiguous case
             unknown = "The request processing has failed due to some unknown error."
             return self._refusal(GatewayRefusal(500, "InternalError", unknown), arrival, counts)
-        return outcome
+        return reply
 
-    def _call(self, arrival: Arrival, *, throttle: bool) -> Outcome:
+    def _call(self, arrival: Arrival, *, throttle: bool) -> Reply:
         """Authenticate, check the version and the cap, then run the operation the signature names."""
         method, now = arrival.method, arrival.now
         if method not in ("POST", "GET"):
@@ -155,7 +155,7 @@ class Gateway:
             {"x-ratelimit-user-api": f"{limit}Remain:0,TimeLeft:{millis}", "x-acs-retry-after": str(millis)},
         )
 
-    def _refusal(self, refusal: GatewayRefusal, arrival: Arrival, counts: Counter[str]) -> Outcome:
+    def _refusal(self, refusal: GatewayRefusal, arrival: Arrival, counts: Counter[str]) -> Reply:
         counts["throttled" if refusal.code.startswith("Throttling") else "refused"] += 1
         self.counts["codes"][refusal.code] += 1
         body = {
@@ -165,7 +165,7 @@ class Gateway:
             "Message": refusal.message,
             "Recommend": "",
         }
-        return Outcome(refusal.status, body, dict(refusal.headers))
+        return Reply(refusal.status, body, dict(refusal.headers))
 
     # --- inspection -----------------------------------------------------------------------------
 

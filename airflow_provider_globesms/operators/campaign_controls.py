@@ -30,6 +30,7 @@ from airflow_provider_globesms.client.errors import ConfigurationError
 from airflow_provider_globesms.client.quiet_hours import QuietHours, QuietSchedule
 from airflow_provider_globesms.client.recipients import MAX_SHOWN
 from airflow_provider_globesms.client.report import LineLogger, SendSummary
+from airflow_provider_globesms.client.tables import cost_table, invalid_rows_table
 from airflow_provider_globesms.operators.rendering import ShownMasked
 from airflow_provider_globesms.storage import storage_path
 
@@ -113,12 +114,12 @@ def check_budget(budget: Budget | None, log: LineLogger, *, dry_run: bool) -> No
     """Log the cost table; over ``max_segments`` the task fails before the first send (a dry run says so)."""
     if budget is None:
         return
-    log.info("Segments and estimated cost by country:\n%s", budget.table())
+    log.info("Segments and estimated cost by country:\n%s", cost_table(budget))
     over = budget.over()
     if over and dry_run:
         log.warning("Over budget: %s; a real run would send nothing", over)
     elif over:
-        raise AirflowFailException(f"{over}; nothing was sent\n{budget.table()}")
+        raise AirflowFailException(f"{over}; nothing was sent\n{cost_table(budget)}")
 
 
 def refuse_invalid(report: ValidationReport, described: str, on_invalid: str, log: LineLogger) -> None:
@@ -127,14 +128,14 @@ def refuse_invalid(report: ValidationReport, described: str, on_invalid: str, lo
         reason, count = report.reasons.most_common(1)[0]
         raise AirflowFailException(
             f"none of the {report.total} recipients is valid; nothing was sent. Most common reason "
-            f"({count} rows): {reason}\n{report.table()}"
+            f"({count} rows): {reason}\n{invalid_rows_table(report)}"
         )
     if not report.total:
         log.warning("No recipients in %s: nothing to send.", described)
     if report.invalid and on_invalid == "fail":
         raise AirflowFailException(
             f"{report.invalid} of {report.total} recipients are invalid; nothing was sent "
-            f"(on_invalid='fail'; use 'skip' to send the valid ones):\n{report.table()}"
+            f"(on_invalid='fail'; use 'skip' to send the valid ones):\n{invalid_rows_table(report)}"
         )
 
 

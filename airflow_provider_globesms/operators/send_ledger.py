@@ -27,7 +27,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_globesms.client.errors import LeaseHeldError
 from airflow_provider_globesms.client.lease import FileLease, Holder, ObjectLease
-from airflow_provider_globesms.client.ledger import Cipher, SqliteLedger
+from airflow_provider_globesms.client.ledger import Cipher, SqliteLedger, Status
 from airflow_provider_globesms.client.segment_ledger import SegmentLedger
 from airflow_provider_globesms.storage import is_local, local_path, storage_path
 
@@ -58,7 +58,7 @@ def earlier_try_evidence(context: Any, results_location: str) -> str | None:
         if results.exists():
             with results.open("r") as handle:  # type: ignore[no-untyped-call]
                 first = handle.readline()
-            if first and json.loads(first).get("status") != "dry_run":
+            if first and json.loads(first).get("status") != Status.DRY_RUN:
                 return f"an earlier try's results file exists ({results_location})"
     try_number = int(getattr(context["ti"], "try_number", 1) or 1)
     if store is None and try_number > 1:

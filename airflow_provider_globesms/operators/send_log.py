@@ -7,11 +7,12 @@ import json
 from typing import Any
 
 from airflow.sdk import conf
-from tabulate import tabulate
 
 from airflow_provider_globesms.client import mask_number
-from airflow_provider_globesms.client.bulk import Budget, Held, Outcome, RowError, Suppressed, ValidationReport
+from airflow_provider_globesms.client.bulk import Budget, Held, PreparedRow, RowError, Suppressed, ValidationReport
+from airflow_provider_globesms.client.ledger import Status
 from airflow_provider_globesms.client.report import LineLogger, ResultsWriter, SendSummary
+from airflow_provider_globesms.client.tables import invalid_rows_table, send_table
 from airflow_provider_globesms.storage import is_local, storage_path
 
 EACH_LOGGED_UP_TO = 10  # campaigns this small log every outcome; larger ones log progress
@@ -31,7 +32,7 @@ def log_validation(log: LineLogger, report: ValidationReport, on_invalid: str) -
     )
     if report.invalid:
         action = "skipped" if on_invalid == "skip" else "refused"
-        log.warning("%d invalid recipients %s:\n%s", report.invalid, action, report.table())
+        log.warning("%d invalid recipients %s:\n%s", report.invalid, action, invalid_rows_table(report))
 
 
 def log_each(log: LineLogger, results: str) -> None:
@@ -39,7 +40,7 @@ def log_each(log: LineLogger, results: str) -> None:
     with storage_path(results).open("r") as handle:  # type: ignore[no-untyped-call]
         for line in handle:
             record = json.loads(line)
-            if record["status"] == "invalid":
+            if record["status"] == Status.INVALID:
                 continue
             log.info(
                 "SMS to %s: %s%s%s",
@@ -52,23 +53,13 @@ def log_each(log: LineLogger, results: str) -> None:
 
 def log_summary(log: LineLogger, s: SendSummary) -> None:
     """Every recipient's final status, whichever try settled it, and what this try did."""
-    rows: list[list[Any]] = [
-        ["accepted", s.accepted],
-        ["received, answer lost (no MessageId)", s.received],
-        ["unknown outcome", s.unknown],
-        ["failed", s.failed],
-        ["invalid, skipped", s.invalid],
-    ]
-    rows += [[f"  failed: {code}", count] for code, count in s.failed_by_code.most_common()]
-    rows += [
-        ["(this try) sent", s.sent],
-        ["(this try) settled by earlier tries", s.skipped_already_sent],
-        ["(this try) in doubt, settled by replay", s.recovered],
-        ["segments billed", s.segments],
-    ]
-    table = tabulate([r for r in rows if r[1]], headers=["every recipient", "count"], tablefmt="simple")
     log.info(
-        "%d recipients; %d messages sent in this try in %.1f s (%.0f/s):\n%s", s.total, s.sent, s.seconds, s.rate, table
+        "%d recipients; %d messages sent in this try in %.1f s (%.0f/s):\n%s",
+        s.total,
+        s.sent,
+        s.seconds,
+        s.rate,
+        send_table(s),
     )
 
 
@@ -115,17 +106,18 @@ def warn_if_ledger_is_not_shared(log: LineLogger, ledger_dir: str) -> None:
         )
 
 
-def dry_run_line(results: ResultsWriter, outcome: Outcome) -> None:
+def dry_run_line(results: ResultsWriter, outcome: PreparedRow) -> None:
     """A dry run's results line: what would be sent, or why a row is invalid or suppressed."""
     if isinstance(outcome, RowError):
-        results.write(outcome.row, "", "invalid", field=outcome.field, error=outcome.reason)
+        results.write(outcome.row, "", Status.INVALID, field=outcome.field, error=outcome.reason)
     elif isinstance(outcome, Suppressed):
-        results.write(outcome.message.row, outcome.message.to, "suppressed", segments=outcome.message.segments)
+        results.write(outcome.message.row, outcome.message.to, Status.SUPPRESSED, segments=outcome.message.segments)
     elif isinstance(outcome, Held):
         until = outcome.opens_at.isoformat() if outcome.opens_at else None
-        results.write(outcome.message.row, outcome.message.to, "held", segments=outcome.message.segments, until=until)
+        message = outcome.message
+        results.write(message.row, message.to, Status.HELD, segments=message.segments, until=until)
     else:
-        results.write(outcome.row, outcome.to, "dry_run", segments=outcome.segments, encoding=outcome.encoding)
+        results.write(outcome.row, outcome.to, Status.DRY_RUN, segments=outcome.segments, encoding=outcome.encoding)
 
 
 def xcom_summary(

@@ -15,7 +15,8 @@ from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
 from airflow_provider_globesms.client import aio
 from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
-from airflow_provider_globesms.client.delivery import DeliveryTracker, Round, summary_table
+from airflow_provider_globesms.client.delivery import DeliveryTracker, Round
+from airflow_provider_globesms.client.tables import receipts_table
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
 from airflow_provider_globesms.storage import local_work_dir, store_file, task_instance_location
 from airflow_provider_globesms.triggers.globesms import GlobeSmsDeliveryTrigger, load_source
@@ -187,7 +188,7 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
     def _verdict(self, context: Context, summary: dict[str, Any], stored: str, timed_out: bool) -> dict[str, Any]:
         out = {**summary, "results_uri": stored, "timed_out": timed_out}
         when = " (timed out with receipts still pending)" if timed_out else ""
-        self.log.info("Receipts of %d messages%s:\n%s", summary["tracked"], when, summary_table(summary))
+        self.log.info("Receipts of %d messages%s:\n%s", summary["tracked"], when, receipts_table(summary))
         failing = timed_out or (
             self.min_delivery_rate is not None
             and (summary["delivery_rate"] is None or summary["delivery_rate"] < self.min_delivery_rate)

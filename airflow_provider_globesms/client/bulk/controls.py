@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import IO
 
 import phonenumbers
-from tabulate import tabulate
 
 from airflow_provider_globesms.client.errors import ConfigurationError, InvalidFieldError
 from airflow_provider_globesms.client.phone import parse_number
@@ -306,18 +305,3 @@ class Budget:
                 f"{self.max_segments:,}"
             )
         return None
-
-    def table(self) -> str:
-        """Country, recipients, segments and estimated cost, largest first, with the totals."""
-        rows: list[list[object]] = []
-        for region, segments in self.segments.most_common():
-            price = self.price(region)
-            cost = "-" if price is None else f"{price * segments:.4f}"
-            rows.append([region, self.recipients[region], segments, cost])
-        total, unpriced = self.cost()
-        rows.append(["total", sum(self.recipients.values()), sum(self.segments.values()), f"{total:.4f}"])
-        headers = ["country", "recipients", "segments", "estimated cost"]
-        text = str(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
-        if unpriced and self.prices:
-            text += f"\n(no price for {', '.join(unpriced)}: not in the estimated total)"
-        return text

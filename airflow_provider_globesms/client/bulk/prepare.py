@@ -10,8 +10,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from tabulate import tabulate
-
 from airflow_provider_globesms.client.blocking import GlobeSmsClient
 from airflow_provider_globesms.client.bulk.controls import Budget
 from airflow_provider_globesms.client.errors import (
@@ -79,10 +77,11 @@ class Held:
     unknown_zone: bool = False
 
 
-Outcome = PreparedMessage | RowError | Suppressed | Held
+# What validation made of one row: a message to send, or why not (refused, suppressed, in quiet hours).
+PreparedRow = PreparedMessage | RowError | Suppressed | Held
 
 
-def message_of(outcome: Outcome) -> PreparedMessage | None:
+def message_of(outcome: PreparedRow) -> PreparedMessage | None:
     """The validated message of an outcome (suppressed and held ones carry one); ``None`` for a row error."""
     if isinstance(outcome, Suppressed | Held):
         return outcome.message
@@ -149,7 +148,7 @@ class ValidationReport:
     errors: list[RowError] = field(default_factory=list)  # the first ones only: memory stays flat
     max_errors: int = 50
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: PreparedRow) -> None:
         """Count one row's outcome."""
         self.total += 1
         if isinstance(outcome, Suppressed):
@@ -173,16 +172,6 @@ class ValidationReport:
             self.valid += 1
             self.segments += outcome.segments
             self.encodings[outcome.encoding] += 1
-
-    def table(self) -> str:
-        """The kept errors as a table, with how many more invalid rows there are by field."""
-        rows = [[e.row, e.to or "-", e.field, e.reason] for e in self.errors]
-        text = str(tabulate(rows, headers=["row", "to", "field", "reason"], tablefmt="simple"))
-        hidden = self.invalid - len(self.errors)
-        if hidden > 0:
-            by_field = ", ".join(f"{name}: {count}" for name, count in self.invalid_by_field.most_common())
-            text += f"\n... and {hidden} more invalid rows (by field: {by_field})"
-        return text
 
 
 class Deduplicator:
@@ -223,7 +212,7 @@ def validate(
     rows: Iterable[Row],
     *,
     max_errors: int = 50,
-    on_row: Callable[[Outcome], None] | None = None,
+    on_row: Callable[[PreparedRow], None] | None = None,
     workdir: str | None = None,
     suppression: Container[str] | None = None,
     budget: Budget | None = None,
@@ -237,7 +226,7 @@ def validate(
     seen = Deduplicator(workdir)
     try:
         for number, data in rows:
-            outcome: Outcome = campaign.prepare(number, data)
+            outcome: PreparedRow = campaign.prepare(number, data)
             if isinstance(outcome, PreparedMessage):
                 outcome = _controlled(outcome, campaign, seen, suppression)
             if isinstance(outcome, PreparedMessage) and quiet is not None:
@@ -259,7 +248,7 @@ def _field(data: object, name: str | None) -> str | None:
     return (str(value).strip() or None) if value is not None else None
 
 
-def _in_quiet_hours(message: PreparedMessage, quiet: QuietSchedule, named_zone: str | None) -> Outcome:
+def _in_quiet_hours(message: PreparedMessage, quiet: QuietSchedule, named_zone: str | None) -> PreparedRow:
     try:
         timing = quiet.timing(message.to, named_zone)
     except ValueError as exc:
@@ -272,7 +261,7 @@ def _in_quiet_hours(message: PreparedMessage, quiet: QuietSchedule, named_zone: 
     return replace(message, closes_at=timing.closes_at.timestamp(), reopens_at=reopens)
 
 
-def _to_be_sent(outcome: Outcome) -> PreparedMessage | None:
+def _to_be_sent(outcome: PreparedRow) -> PreparedMessage | None:
     """The message that will be sent, now or when its window opens (not one suppressed, invalid, or held
     for want of a time zone)."""
     if isinstance(outcome, Held):
@@ -282,7 +271,7 @@ def _to_be_sent(outcome: Outcome) -> PreparedMessage | None:
 
 def _controlled(
     message: PreparedMessage, campaign: Campaign, seen: Deduplicator, suppression: Container[str] | None
-) -> Outcome:
+) -> PreparedRow:
     """A suppressed number is never sent (checked first: a repeated suppressed row is no error); a repeated
     number-and-text pair is an error."""
     if suppression is not None and message.to in suppression:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from airflow_provider_globesms.client import quiet_hours
-from airflow_provider_globesms.client.bulk.prepare import Held, Outcome, PreparedMessage, Suppressed, message_of
+from airflow_provider_globesms.client.bulk.prepare import Held, PreparedMessage, PreparedRow, Suppressed, message_of
 from airflow_provider_globesms.client.errors import GlobeSmsError
 
 
@@ -17,9 +17,9 @@ class WindowClosedError(GlobeSmsError):
     """A message's quiet hours began before its request could leave; it is held, not sent."""
 
 
-def vouchers(items: Iterable[Outcome], keys: set[str]) -> dict[str, Outcome]:
+def vouchers(items: Iterable[PreparedRow], keys: set[str]) -> dict[str, PreparedRow]:
     """This try's outcome for each message in doubt (``keys``) it still has: one pass over ``items``."""
-    found: dict[str, Outcome] = {}
+    found: dict[str, PreparedRow] = {}
     for item in items:
         message = message_of(item)
         if message is not None and message.key in keys:
@@ -27,7 +27,7 @@ def vouchers(items: Iterable[Outcome], keys: set[str]) -> dict[str, Outcome]:
     return found
 
 
-def replay_blocked(voucher: Outcome | None) -> str | None:
+def replay_blocked(voucher: PreparedRow | None) -> str | None:
     """Why an in-doubt request may not be replayed now; ``None`` when it may."""
     if voucher is None:
         return "no row of this try sends it now (the row was removed, or its text changed)"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -16,7 +15,14 @@ from typing import Any
 from airflow_provider_globesms.client import aio
 from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
 from airflow_provider_globesms.client.bulk.commit import GroupCommit, SendGuard
-from airflow_provider_globesms.client.bulk.prepare import Campaign, Held, Outcome, PreparedMessage, RowError, Suppressed
+from airflow_provider_globesms.client.bulk.prepare import (
+    Campaign,
+    Held,
+    PreparedMessage,
+    PreparedRow,
+    RowError,
+    Suppressed,
+)
 from airflow_provider_globesms.client.bulk.send_gate import (
     WindowClosedError,
     held_from_now,
@@ -77,7 +83,6 @@ class BulkSender:
         self.progress_interval = progress_interval
         self.logger = logger
         self.summary = SendSummary()
-        self._lock = threading.Lock()  # the progress thread reads the summary
         self._progress: Progress | None = None
         self._fatal: BaseException | None = None
         self._aclient: AsyncGlobeSmsClient | None = None
@@ -87,7 +92,7 @@ class BulkSender:
         )
         self._commit = GroupCommit(ledger, guard, self._ledger_threads)
 
-    def run(self, items: Iterable[Outcome], total: int) -> SendSummary:
+    def run(self, items: Iterable[PreparedRow], total: int) -> SendSummary:
         """Send every validated message that must be sent (``items`` usually a ``Spill``); blocks until done."""
         try:
             return aio.run(self.run_async(items, total))
@@ -95,7 +100,7 @@ class BulkSender:
             if self._ledger_threads is not None:
                 self._ledger_threads.shutdown()
 
-    async def run_async(self, items: Iterable[Outcome], total: int) -> SendSummary:
+    async def run_async(self, items: Iterable[PreparedRow], total: int) -> SendSummary:
         """Like ``run``, on the running event loop."""
         started = time.monotonic()
         if iter(items) is items:
@@ -114,7 +119,7 @@ class BulkSender:
                 if not task.cancelled() and task.exception() is not None and self._fatal is None:
                     self._fatal = task.exception()  # e.g. the ledger cannot be written: stop sending
 
-            with Progress(self.summary, total, self.progress_interval, self.logger) as progress:
+            async with Progress(self.summary, total, self.progress_interval, self.logger) as progress:
                 self._progress = progress
                 for message in self._plan(items):
                     await slots.acquire()
@@ -151,7 +156,7 @@ class BulkSender:
 
     # --- what a crashed or timed-out attempt left open ------------------------------------------
 
-    async def recover(self, items: Iterable[Outcome] = ()) -> int:
+    async def recover(self, items: Iterable[PreparedRow] = ()) -> int:
         """Settle what earlier tries left in doubt (pending after a kill, or unknown with its signed
         request) by replaying the exact requests, before anything new is sent. A replay may be a send: only
         one this try's ``items`` still vouch for (the same number and text, neither suppressed nor in quiet
@@ -194,13 +199,12 @@ class BulkSender:
     def _orphan_unknown(self, entry: LedgerEntry, why: str) -> None:
         """An earlier try's message in doubt that no row of this try sends: reported here (``_plan`` never
         sees it), as unknown, with its row and masked number as the ledger keeps them."""
-        with self._lock:
-            self.summary.total += 1
-            self.summary.unknown_previous += 1
-            self.summary.tally(Status.UNKNOWN, entry.segments or 1)
-        self.results.write(entry.row, entry.to, "unknown", error=entry.error, note=f"earlier attempt; {why}")
+        self.summary.total += 1
+        self.summary.unknown_previous += 1
+        self.summary.tally(Status.UNKNOWN, entry.segments or 1)
+        self.results.write(entry.row, entry.to, Status.UNKNOWN, error=entry.error, note=f"earlier attempt; {why}")
 
-    async def _settle(self, entry: LedgerEntry, voucher: Outcome | None = None) -> tuple[Status, dict[str, Any]]:
+    async def _settle(self, entry: LedgerEntry, voucher: PreparedRow | None = None) -> tuple[Status, dict[str, Any]]:
         """Replay a signed request whose answer was lost; return what that proves."""
         request = entry.request
         if request is None:
@@ -238,7 +242,7 @@ class BulkSender:
             self._unknown_earlier(message, entry, "not replayed (suppressed or in quiet hours now)")
         elif isinstance(item, Suppressed):
             self.summary.suppressed += 1
-            self.results.write(message.row, message.to, "suppressed", segments=message.segments)
+            self.results.write(message.row, message.to, Status.SUPPRESSED, segments=message.segments)
         else:
             self.summary.held += 1
             self.summary.held_unknown_zone += item.unknown_zone
@@ -247,9 +251,9 @@ class BulkSender:
                 self.summary.next_opening = opens if earliest is None else min(earliest, opens)
             until = item.opens_at.isoformat() if item.opens_at else None
             note = "time zone unknown" if item.unknown_zone else "quiet hours in the recipient's time zone"
-            self.results.write(message.row, message.to, "held", segments=message.segments, until=until, note=note)
+            self.results.write(message.row, message.to, Status.HELD, segments=message.segments, until=until, note=note)
 
-    def _plan(self, items: Iterable[Outcome]) -> Iterator[PreparedMessage]:
+    def _plan(self, items: Iterable[PreparedRow]) -> Iterator[PreparedMessage]:
         """Yield what must be sent; account for invalid rows and what earlier attempts settled."""
         # A first attempt has an empty ledger and (validation saw to it) no repeated keys: no look-ups.
         look_up = bool(self.ledger.counts())
@@ -259,7 +263,7 @@ class BulkSender:
                 prepared = held_from_now(prepared)  # validated in the window; sending ran past its end
             if isinstance(prepared, RowError):
                 self.summary.invalid += 1
-                self.results.write(prepared.row, "", "invalid", field=prepared.field, error=prepared.reason)
+                self.results.write(prepared.row, "", Status.INVALID, field=prepared.field, error=prepared.reason)
                 continue
             if isinstance(prepared, Suppressed | Held):
                 self._not_sent_now(prepared, look_up)
@@ -275,14 +279,13 @@ class BulkSender:
                 self._unknown_earlier(prepared, entry, "not resent")
 
     def _unknown_earlier(self, prepared: PreparedMessage, entry: LedgerEntry, why: str) -> None:
-        with self._lock:
-            self.summary.unknown_previous += 1
-            self.summary.tally(Status.UNKNOWN, prepared.segments)
+        self.summary.unknown_previous += 1
+        self.summary.tally(Status.UNKNOWN, prepared.segments)
         self._count_done()
         self.results.write(
             prepared.row,
             prepared.to,
-            "unknown",
+            Status.UNKNOWN,
             segments=prepared.segments,
             error=entry.error,
             note=f"unknown since an earlier attempt; {why}",
@@ -290,24 +293,22 @@ class BulkSender:
 
     def _settled_earlier(self, prepared: PreparedMessage, entry: LedgerEntry) -> None:
         segments = entry.segments or prepared.segments
-        with self._lock:
-            self.summary.tally(entry.status, segments)
+        self.summary.tally(entry.status, segments)
         self._count_done(skipped=True)
         self.results.write(
             prepared.row,
             prepared.to,
-            entry.status.value,
+            entry.status,
             message_id=entry.message_id,
             segments=segments,
             note="sent by an earlier attempt" + (RECEIVED_NOTE if entry.status is Status.RECEIVED else ""),
         )
 
     def _count_done(self, skipped: bool = False) -> None:
-        with self._lock:
-            if skipped:
-                self.summary.skipped_already_sent += 1
-            if self._progress is not None:
-                self._progress.done += 1
+        if skipped:
+            self.summary.skipped_already_sent += 1
+        if self._progress is not None:
+            self._progress.done += 1
 
     async def _store(self, entry: LedgerEntry) -> None:
         """Record an outcome. A refusal is written durably: left pending, its consumed nonce would make a
@@ -376,18 +377,17 @@ class BulkSender:
         self.results.write(
             message.row,
             message.to,
-            status.value,
+            status,
             message_id=entry.message_id,
             segments=segments,
             error_code=entry.error_code,
             error=entry.error,
             note=RECEIVED_NOTE.removeprefix("; ") if status is Status.RECEIVED else None,
         )
-        with self._lock:
-            self.summary.sent += 1
-            self.summary.tally(status, segments, entry.error_code)
-            if self._progress is not None:
-                self._progress.done += 1
+        self.summary.sent += 1
+        self.summary.tally(status, segments, entry.error_code)
+        if self._progress is not None:
+            self._progress.done += 1
 
 
 def _gate(message: PreparedMessage) -> None:

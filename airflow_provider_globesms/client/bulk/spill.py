@@ -12,8 +12,8 @@ import msgspec
 from airflow_provider_globesms.client.bulk.prepare import (
     Campaign,
     Held,
-    Outcome,
     PreparedMessage,
+    PreparedRow,
     RowError,
     Suppressed,
     message_of,
@@ -32,7 +32,7 @@ class Spill:
         self._options = campaign.check_options()
         self._encode = msgspec.json.Encoder().encode
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: PreparedRow) -> None:
         """Write one validation outcome (a message, a row error, a suppressed message) to the spill file."""
         if isinstance(outcome, RowError):
             record: list[Any] = [outcome.row, None, outcome.to, outcome.field, outcome.reason]
@@ -49,7 +49,7 @@ class Spill:
                 record += ["held", opens, outcome.unknown_zone]
         self._file.write(self._encode(record) + b"\n")
 
-    def __iter__(self) -> Iterator[Outcome]:
+    def __iter__(self) -> Iterator[PreparedRow]:
         self._file.flush()
         self._file.seek(0)
         decode = msgspec.json.Decoder().decode
