@@ -6,7 +6,9 @@ Airflow UI should show; ``plugins.py`` adds the inbox to the navigation. Without
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
@@ -29,9 +31,18 @@ def sandbox_url() -> str | None:
         return None
     problem = sandbox_url_problem(url)
     if problem:
-        log.warning("[%s] sandbox_url is ignored: %s", CONFIG_SECTION, problem)
+        _warn_once(problem)
         return None
-    return url.rstrip("/")
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+@functools.lru_cache(maxsize=8)
+def _warn_once(problem: str) -> None:
+    log.warning("[%s] sandbox_url is ignored: %s", CONFIG_SECTION, problem)
+
+
+_HOST = re.compile(r"[A-Za-z0-9.\-]+|\[[0-9A-Fa-f:.]+\]")
 
 
 def sandbox_url_problem(url: str) -> str | None:
@@ -40,15 +51,18 @@ def sandbox_url_problem(url: str) -> str | None:
     The inbox's pages link to each other by absolute paths, so it must be served at the root of its origin;
     a query or a user name would carry a secret (a ``?token=``) into every Airflow user's links.
     """
+    if any(ch in "?#@\\\"'<>`{}|^" or ord(ch) < 33 or ord(ch) == 127 for ch in url):
+        return "give only scheme, host and port, such as http://127.0.0.1:8787 (no query, fragment or user)"
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        port = parts.port  # ValueError on a port that is not a number from 0 to 65535
     except ValueError as exc:
         return f"not a URL ({exc})"
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    host = parts.netloc.rsplit(":", 1)[0] if parts.port is not None else parts.netloc
+    if parts.scheme not in ("http", "https") or not _HOST.fullmatch(host or "-") or not parts.hostname:
         return "it must be an http:// or https:// URL with a host, such as http://127.0.0.1:8787"
-    if parts.path.strip("/") or parts.query or parts.fragment or parts.username or parts.password:
-        return "give only scheme, host and port: the inbox is served at the root, and a token is typed in the browser"
+    if port == 0 or parts.path.strip("/"):
+        return "give only scheme, host and port: the inbox is served at the root of its origin"
     return None
 
 

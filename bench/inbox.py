@@ -303,7 +303,7 @@ def main() -> int:
     print()
     base = contention["no tab (baseline)"]
     rows = [
-        [name, int(r["sends"]), f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['max_ms']:.1f}"]
+        [name, f"{int(r['sends'])}", f"{r['p50_ms']:.2f}", f"{r['p99_ms']:.2f}", f"{r['max_ms']:.1f}"]
         for name, r in contention.items()
     ]
     print(f"Signed send calls at LARGE ({args.large:,} messages), {args.stall_rounds} x {args.seconds:g} s per phase")

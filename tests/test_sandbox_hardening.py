@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import socket
 import sqlite3
 from pathlib import Path
 from urllib.parse import quote
@@ -17,13 +18,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from airflow_provider_globesms import links
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 from airflow_provider_globesms.client.models import DeliveryStatus
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_globesms.emulator.gateway import Gateway
 from airflow_provider_globesms.emulator.inbox import campaign_summary, wire_number
 from airflow_provider_globesms.emulator.store import MessageFilter, MessageStore
-from airflow_provider_globesms.emulator.totals import CAMPAIGN_FIELDS, IN_FLIGHT
+from airflow_provider_globesms.emulator.totals import CAMPAIGN_FIELDS, CAMPAIGN_IN_FLIGHT, IN_FLIGHT
 from airflow_provider_globesms.links import sandbox_url, sandbox_url_problem
 from tests.test_emulator_deadlines import _message
 from tests.test_sandbox_inbox import fetch
@@ -43,6 +45,12 @@ def faults(emulator: EmulatorServer) -> dict[str, object]:
         ("rebind.attacker.example", 421),
         ("rebind.attacker.example:8787", 421),
         ("127.0.0.1.nip.io", 421),
+        ("[::1]evil.example", 421),
+        ("127.0.0.1:80@evil.example", 421),
+        ("[::1", 421),
+        ("127.0.0.1 evil.example", 421),
+        ("localhost.:8787", 200),
+        ("LOCALHOST", 200),
         ("127.0.0.1", 200),
         ("localhost:1234", 200),
         ("[::1]:8787", 200),
@@ -65,6 +73,15 @@ def test_the_inspection_api_answers_only_requests_addressed_to_this_machine(host
         )
         assert changed.status == status
         assert faults(emulator)["throttle"] == (1 if status == 200 else 0)
+
+
+def test_two_host_headers_are_refused_and_a_proxys_name_can_be_allowed() -> None:
+    with EmulatorServer(EmulatorConfig(allowed_hosts=("sandbox.team",))) as emulator:
+        with socket.create_connection(("127.0.0.1", emulator.port), timeout=10) as conn:
+            conn.sendall(b"GET /_emulator/messages HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n")
+            assert conn.recv(100).startswith(b"HTTP/1.1 421")
+        assert fetch(f"{emulator.url}/_emulator/messages", headers={"Host": "sandbox.team:443"}).status == 200
+        assert fetch(f"{emulator.url}/_emulator/messages", headers={"Host": "other.team"}).status == 421
 
 
 def test_the_api_itself_is_still_reached_by_any_name() -> None:
@@ -208,6 +225,32 @@ def test_running_totals_equal_a_count_of_the_table(
     store.close()
 
 
+def test_totals_stay_true_with_a_second_writer_and_for_a_file_from_before_they_existed(tmp_path: Path) -> None:
+    db_path = tmp_path / "messages.db"
+    first = MessageStore(str(db_path), flush_every=1)
+    for n in range(5):
+        first.add(_message(n, task_id="a", final_at=2.0))
+    second = MessageStore(str(db_path), flush_every=1)  # another emulator on the same --db file
+    for n in range(5, 12):
+        second.add(_message(n, task_id="b", final_at=90.0))
+    for store in (first, second):
+        assert {**store.status_counts(50.0), "total": store.count()} == counted(db_path, 50.0)[0]
+        by_campaign = {c["task_id"]: (c["messages"], c["sending"], c["delivered"]) for c in store.campaigns(50.0)}
+        assert by_campaign == {"a": (5, 0, 5), "b": (7, 7, 0)}
+    first.close()
+    second.close()
+    raw = sqlite3.connect(db_path)  # as a file written before the totals existed
+    raw.executescript("DROP TRIGGER messages_counted; DROP TABLE status_totals; DROP TABLE campaign_totals;")
+    raw.close()
+    reopened = MessageStore(str(db_path))
+    expected, campaigns = counted(db_path, 50.0)
+    assert {**reopened.status_counts(50.0), "total": reopened.count()} == expected
+    assert len(reopened.campaigns(50.0)) == len(campaigns) == 2
+    reopened.add(_message(99, task_id="a", final_at=1.0))
+    assert reopened.count() == 13
+    reopened.close()
+
+
 # --- the inbox's reads are ranges of an index, never a scan or a sort of every message --------------------
 
 
@@ -234,6 +277,7 @@ def test_the_figures_and_a_campaigns_receipts_read_ranges() -> None:
     store = MessageStore()
     for query, args in [
         (IN_FLIGHT, (1,)),
+        (CAMPAIGN_IN_FLIGHT, ("c", 1, 5.0)),
         (
             "SELECT final_at - submitted_at FROM messages WHERE COALESCE(task_id, '') = ? AND final_status = ? "
             "AND final_at <= ? ORDER BY final_at DESC LIMIT ?",
@@ -259,15 +303,24 @@ def test_the_figures_and_a_campaigns_receipts_read_ranges() -> None:
         "http://127.0.0.1:8787/sandbox/",
         "http://user:secret@127.0.0.1:8787",
         "http://127.0.0.1:port",
+        "http://127.0.0.1:8787?",
+        "http://127.0.0.1:8787#",
+        "http://127.0.0.1:87\n87",
+        'http://127.0.0.1"onmouseover=x:8787',
+        "http://127.0.0.1:0",
+        "http://@127.0.0.1:8787",
+        "http://127.0.0.1:99999",
     ],
 )
 def test_a_sandbox_url_that_would_give_broken_or_unsafe_links_is_ignored(
     url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert sandbox_url_problem(url)
+    links._warn_once.cache_clear()
     monkeypatch.setenv("AIRFLOW__GLOBESMS__SANDBOX_URL", url)
     assert sandbox_url() is None
-    assert "sandbox_url is ignored" in caplog.text
+    assert sandbox_url() is None
+    assert caplog.text.count("sandbox_url is ignored") == 1  # said once, not at every link
     assert "secret" not in caplog.text
 
 

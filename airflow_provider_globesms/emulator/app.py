@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import struct
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -170,26 +171,31 @@ async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
 log = logging.getLogger(__name__)
 
 
+# One Host header: a name (letters, digits, dots, dashes) or a bracketed IPv6 address, then maybe a port.
+_HOST = re.compile(r"(?:\[(?P<ip6>[0-9A-Fa-f:.]+)\]|(?P<name>[A-Za-z0-9.\-]+))(?::[0-9]{1,5})?")
+
+
 def _host_name(scope: Scope) -> str | None:
-    """The name in the request's ``Host`` header, without its port (``None`` when there is none)."""
-    raw = dict(scope["headers"]).get(b"host")
-    if raw is None:
+    """The name the request was addressed to, lower case, without its port or a final dot; ``None`` when it
+    carries no ``Host``, ``""`` when it carries several or one that is not a plain host name or address."""
+    hosts = [value for name, value in scope["headers"] if name == b"host"]
+    if not hosts:
         return None
-    host: str = raw.decode("latin-1").strip()
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rpartition(":")[0] if host.count(":") == 1 else host
+    found = _HOST.fullmatch(hosts[0].decode("latin-1")) if len(hosts) == 1 else None
+    if found is None:
+        return ""
+    return str(found["ip6"] or found["name"]).rstrip(".").lower()
 
 
-def _names_this_machine(scope: Scope) -> bool:
-    """The request was addressed to this machine by an address or ``localhost``, not by some other name.
+def _names_this_machine(scope: Scope, also: tuple[str, ...] = ()) -> bool:
+    """The request was addressed to this machine by an address or ``localhost``, or by a name in ``also``.
 
     A web page can point a name it owns at 127.0.0.1 (DNS rebinding) and then read same-origin what that name
     serves; the ``Host`` header still carries its name, so an emulator on loopback answers its inspection
-    API (every number and text sent) only to loopback names.
+    API (every number and text sent) only to loopback names, and to those a reverse proxy in front uses.
     """
     name = _host_name(scope)
-    return name is None or is_loopback(name) or name.lower().endswith(".localhost")
+    return name is None or is_loopback(name) or name.endswith(".localhost") or (bool(name) and name in also)
 
 
 class EmulatorApp:
@@ -213,7 +219,7 @@ class EmulatorApp:
                 await _redirect(send, UI)
             else:
                 await self.api(scope, receive, send)
-        elif self.loopback_only and not _names_this_machine(scope):
+        elif self.loopback_only and not _names_this_machine(scope, self.gateway.config.allowed_hosts):
             await _answer(send, 421, {"Code": "MisdirectedRequest", "Message": "this emulator answers loopback names"})
         elif token and await access.answer_browser(scope, receive, send, token):
             return
@@ -226,7 +232,7 @@ class EmulatorApp:
             await self.inspection(scope, receive, send)
 
     async def api(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve one API call: read the body (up to ``MAX_BODY_BYTES``) and answer the gateway's outcome."""
+        """Serve one API call: read the body (up to ``MAX_BODY_BYTES``) and answer the gateway's reply."""
         parts: list[bytes] = []  # joined once: appending to bytes made a 100 MiB body take 17 s
         size = 0
         while True:
@@ -248,22 +254,22 @@ class EmulatorApp:
             value = raw_value.decode("latin-1")
             headers[name] = f"{headers[name]},{value}" if name in headers else value
         try:
-            outcome = self.gateway.handle(scope["method"], scope["query_string"], headers, body)
+            reply = self.gateway.handle(scope["method"], scope["query_string"], headers, body)
         except Exception as exc:  # a bug of ours: still the API's JSON shape, never a plain-text 500
             log.exception("emulator: error while handling a request")
             await _answer(send, 500, {"Code": "InternalError", "Message": f"emulator error ({type(exc).__name__})"})
             return
-        if outcome.reset and reset_connection(send):
+        if reply.reset and reset_connection(send):
             return
-        if outcome.latency:
-            await asyncio.sleep(outcome.latency)
-        if outcome.hold:
-            await asyncio.sleep(outcome.hold)
-        payload = _encode_json(outcome.body)
+        if reply.latency:
+            await asyncio.sleep(reply.latency)
+        if reply.hold:
+            await asyncio.sleep(reply.hold)
+        payload = _encode_json(reply.body)
         response_headers = [
             (b"content-type", b"application/json;charset=utf-8"),
             (b"content-length", str(len(payload)).encode()),
-            *((name.encode(), value.encode()) for name, value in outcome.headers.items()),
+            *((name.encode(), value.encode()) for name, value in reply.headers.items()),
         ]
-        await send({"type": "http.response.start", "status": outcome.status or 503, "headers": response_headers})
+        await send({"type": "http.response.start", "status": reply.status or 503, "headers": response_headers})
         await send({"type": "http.response.body", "body": payload})

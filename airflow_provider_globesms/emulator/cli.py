@@ -48,6 +48,13 @@ def parser() -> argparse.ArgumentParser:
         help="require 'Authorization: Bearer TOKEN' on /_emulator/* (it shows numbers and texts); "
         "default: $GLOBESMS_EMULATOR_INSPECTION_TOKEN, else open",
     )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        help="a Host name /_emulator/* also answers (a reverse proxy's); on loopback only loopback names are "
+        "answered otherwise, against DNS rebinding; repeatable",
+    )
     keys = p.add_argument_group("keys (default: AKID / SECRET)")
     keys.add_argument("--access-key-id", action="append", default=[], help="an AccessKeyId; repeatable")
     keys.add_argument("--access-key-secret", action="append", default=[], help="its secret, in the same order")
@@ -137,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         db=args.db,
         seed=args.seed,
         inspection_token=args.inspection_token,
+        allowed_hosts=tuple(host.rstrip(".").lower() for host in args.allowed_host),
         request_timeout=args.request_timeout,
         faults=Faults(
             throttle=args.throttle_ratio,

@@ -88,6 +88,8 @@ class EmulatorConfig:
     faults: Faults = field(default_factory=Faults)
     # Required (as "Authorization: Bearer <token>") by /_emulator/*, which shows numbers and texts.
     inspection_token: str | None = field(default=None, repr=False)
+    # Host names (lower case) that /_emulator/* also answers on loopback, besides loopback names: a proxy's.
+    allowed_hosts: tuple[str, ...] = ()
     # Seconds for a request to arrive whole (from the connection opening or its first byte): then 408.
     request_timeout: float = REQUEST_TIMEOUT
 

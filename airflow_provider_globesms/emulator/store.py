@@ -17,10 +17,10 @@ from typing import Any
 
 from airflow_provider_globesms.client.models import DeliveryStatus
 from airflow_provider_globesms.client.sqlite import WriteBehind, open_sqlite
-from airflow_provider_globesms.emulator.totals import CampaignTotals
+from airflow_provider_globesms.emulator import totals
 
 _log = logging.getLogger(__name__)
-_STATUS_NAMES: dict[int, str] = {DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.FAILED: "failed"}
+_STATUS_NAMES: dict[int, str] = {s: s.name.lower() for s in DeliveryStatus}  # the inspection API's names
 
 GATEWAY_TZ = timezone(timedelta(hours=8))  # receipt dates come in +0800, as the real ones do
 
@@ -48,13 +48,15 @@ CREATE TABLE IF NOT EXISTS messages (
     error_description TEXT NOT NULL,
     request_id TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS messages_final ON messages (final_at);
+-- Receipts becoming final, and the messages still in flight by verdict (a covering range).
+CREATE INDEX IF NOT EXISTS messages_in_flight ON messages (final_at, final_status);
 -- The inbox's lists, newest first: all messages, one number's, one campaign's (each a range, never a sort).
 CREATE INDEX IF NOT EXISTS messages_submitted ON messages (submitted_at);
 CREATE INDEX IF NOT EXISTS messages_number ON messages (to_number, submitted_at);
 CREATE INDEX IF NOT EXISTS messages_campaign ON messages (COALESCE(task_id, ''), submitted_at);
 -- A campaign's latest receipts of one verdict (its time to deliver).
 CREATE INDEX IF NOT EXISTS messages_receipts ON messages (COALESCE(task_id, ''), final_status, final_at);
+DROP INDEX IF EXISTS messages_final;
 DROP INDEX IF EXISTS messages_to;
 DROP INDEX IF EXISTS messages_task;
 """
@@ -81,9 +83,6 @@ _COLUMNS = (
     "error_code",
     "error_description",
     "request_id",
-)
-_TASK_ID, _FINAL_STATUS, _SEGMENTS, _SUBMITTED_AT = (
-    _COLUMNS.index(name) for name in ("task_id", "final_status", "segments", "submitted_at")
 )
 RECEIPTS_TIMED = 10_000  # a campaign's time to deliver is taken over its latest receipts, at most this many
 _INSERT = f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
@@ -143,7 +142,7 @@ class StoredMessage:
             "validity_period": self.validity_period,
             "action": self.action,
             "access_key_id": self.access_key_id,
-            "status": _STATUS_NAMES.get(status, "sending"),
+            "status": _STATUS_NAMES.get(status, _STATUS_NAMES[DeliveryStatus.SENDING]),
             "status_code": status,
             "error_code": self.error_code if final else None,
             "submitted_at": self.submitted_at,
@@ -155,7 +154,7 @@ class StoredMessage:
         }
 
 
-STATUSES = ("sending", "delivered", "failed")
+STATUSES = tuple(s.name.lower() for s in (DeliveryStatus.SENDING, DeliveryStatus.DELIVERED, DeliveryStatus.FAILED))
 
 
 @dataclass(frozen=True)
@@ -182,13 +181,13 @@ class MessageFilter:
             if self.status not in STATUSES:
                 raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {self.status!r}")
             now = time.time() if self.now is None else self.now
-            if self.status == "sending":
+            wanted = DeliveryStatus[self.status.upper()]
+            if wanted is DeliveryStatus.SENDING:
                 conditions.append("final_at > ?")
                 args.append(now)
             else:
                 conditions.append("final_at <= ? AND final_status = ?")
-                final = DeliveryStatus.DELIVERED if self.status == "delivered" else DeliveryStatus.FAILED
-                args += [now, final]
+                args += [now, wanted]
         if self.text:
             conditions.append("message LIKE ? ESCAPE '\\'")
             escaped = self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -213,8 +212,7 @@ class MessageStore:
         self.path = path
         self._db = open_sqlite(path, synchronous="NORMAL", schema=_SCHEMA)
         self._pending = WriteBehind(self._store, size=flush_every, age=self.FLUSH_AFTER)
-        self._totals = CampaignTotals()
-        self._totals.load(self._db)
+        totals.create(self._db)
         self.store_errors = 0
         self.added = 0  # messages ever added, and times cleared: a live view's cue that the list changed
         self.generation = 0
@@ -256,8 +254,6 @@ class MessageStore:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             return False
-        for row in rows:
-            self._totals.add(row[_TASK_ID], row[_FINAL_STATUS], row[_SEGMENTS], row[_SUBMITTED_AT])
         return True
 
     def get(self, message_id: str) -> StoredMessage | None:
@@ -287,7 +283,7 @@ class MessageStore:
         """How many stored messages ``match`` selects."""
         self.flush()
         if match == ANY_MESSAGE:
-            return self._totals.messages()
+            return totals.messages(self._db)
         clause, args = match.where()
         return int(self._db.execute(f"SELECT COUNT(*) FROM messages {clause}", args).fetchone()[0])
 
@@ -301,7 +297,7 @@ class MessageStore:
         """Per TaskId (or only ``task_id``; ``""`` for messages without one), newest first: messages,
         segments, how many are sending, delivered, failed, and when the first and last were submitted."""
         self.flush()
-        return self._totals.campaigns(self._db, now, limit, task_id)
+        return totals.campaigns(self._db, now, limit, task_id)
 
     def delivery_seconds(self, task_id: str, now: float, latest: int = RECEIPTS_TIMED) -> list[float]:
         """Seconds from submission to a delivered receipt, sorted, for the campaign's ``latest`` messages
@@ -317,14 +313,16 @@ class MessageStore:
     def status_counts(self, now: float | None = None) -> dict[str, int]:
         """Messages still sending, delivered and failed as of ``now``, and their total segments."""
         self.flush()
-        return self._totals.status_counts(self._db, time.time() if now is None else now)
+        return totals.status_counts(self._db, time.time() if now is None else now)
 
     def clear(self) -> int:
         """Delete every message; return how many were deleted."""
         self.flush()
         self.generation += 1
+        self._db.execute("BEGIN")
         deleted = int(self._db.execute("DELETE FROM messages").rowcount)
-        self._totals.by_key.clear()
+        totals.clear(self._db)
+        self._db.execute("COMMIT")
         return deleted
 
     def close(self) -> None:

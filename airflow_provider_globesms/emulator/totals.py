@@ -1,113 +1,129 @@
-"""Running totals per campaign (TaskId) and final verdict, kept as the emulator's store writes its messages.
+"""Running totals per campaign (TaskId) and final verdict, kept by SQLite as the emulator's store writes.
 
 The inbox reads its figures and campaign pages every second while a page is open, often while a DAG sends
 many thousands of messages. Counting the whole table each time stalls the emulator's one event loop, and
-with it the timing of every API call (a 26 ms scan at 100,000 messages, twice a second). What was written
-only changes when rows are written, so it is added up then; at read time only the messages whose receipt
-is not final yet are counted, a short range of the ``final_at`` index.
+with it the timing of every API call (a 26 ms scan at 100,000 messages, twice a second). So a trigger adds
+each row to two small tables as it is inserted, in the same transaction: a refused batch rolls its totals
+back with it, and another process writing the same ``--db`` file keeps them true too. At read time only the
+messages whose receipt is not final yet are counted, a range of an index.
 """
 
 from __future__ import annotations
 
-import math
 import sqlite3
-from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_globesms.client.models import DeliveryStatus
 
-CAMPAIGN_FIELDS = ("task_id", "messages", "segments", "sending", "delivered", "failed", "first_at", "last_at")
-# INDEXED BY: without it SQLite walks a whole index in GROUP BY order rather than the short range in flight.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS status_totals (
+    final_status INTEGER PRIMARY KEY,
+    messages INTEGER NOT NULL,
+    segments INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS campaign_totals (
+    task_key TEXT NOT NULL,  -- COALESCE(task_id, ''): '' for messages sent without a TaskId
+    final_status INTEGER NOT NULL,
+    messages INTEGER NOT NULL,
+    segments INTEGER NOT NULL,
+    first_at REAL NOT NULL,
+    last_at REAL NOT NULL,
+    PRIMARY KEY (task_key, final_status)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS campaign_totals_last ON campaign_totals (last_at);
+CREATE TRIGGER IF NOT EXISTS messages_counted AFTER INSERT ON messages BEGIN
+    INSERT INTO status_totals VALUES (NEW.final_status, 1, NEW.segments)
+    ON CONFLICT (final_status) DO UPDATE SET messages = messages + 1, segments = segments + excluded.segments;
+    INSERT INTO campaign_totals
+    VALUES (COALESCE(NEW.task_id, ''), NEW.final_status, 1, NEW.segments, NEW.submitted_at, NEW.submitted_at)
+    ON CONFLICT (task_key, final_status) DO UPDATE SET
+        messages = messages + 1,
+        segments = segments + excluded.segments,
+        first_at = MIN(first_at, excluded.first_at),
+        last_at = MAX(last_at, excluded.last_at);
+END;
+"""
+
+# A file written before the totals existed: added up once, when the trigger is created.
+BACKFILL = """
+INSERT INTO status_totals
+SELECT final_status, COUNT(*), SUM(segments) FROM messages GROUP BY 1;
+INSERT INTO campaign_totals
+SELECT COALESCE(task_id, ''), final_status, COUNT(*), SUM(segments), MIN(submitted_at), MAX(submitted_at)
+FROM messages GROUP BY 1, 2;
+"""
+
+# INDEXED BY: without it SQLite may walk a whole index in GROUP BY order rather than the range in flight.
 IN_FLIGHT = (
-    "SELECT COALESCE(task_id, ''), final_status, COUNT(*) FROM messages INDEXED BY messages_final "
-    "WHERE final_at > ? GROUP BY 1, 2"
+    "SELECT final_status, COUNT(*) FROM messages INDEXED BY messages_in_flight WHERE final_at > ? GROUP BY final_status"
 )
+CAMPAIGN_IN_FLIGHT = (
+    "SELECT COUNT(*) FROM messages INDEXED BY messages_receipts "
+    "WHERE COALESCE(task_id, '') = ? AND final_status = ? AND final_at > ?"
+)
+CAMPAIGN_FIELDS = ("task_id", "messages", "segments", "sending", "delivered", "failed", "first_at", "last_at")
+_FINAL_NAMES = {DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.FAILED: "failed"}
 
 
-@dataclass(slots=True)
-class Total:
-    """Messages of one campaign with one final verdict: how many, their segments, first and last submitted."""
-
-    messages: int = 0
-    segments: int = 0
-    first_at: float = math.inf
-    last_at: float = -math.inf
-
-    def add(self, messages: int, segments: int, first_at: float, last_at: float) -> None:
-        """Count ``messages`` more, submitted between ``first_at`` and ``last_at``."""
-        self.messages += messages
-        self.segments += segments
-        self.first_at = min(self.first_at, first_at)
-        self.last_at = max(self.last_at, last_at)
+def create(db: sqlite3.Connection) -> None:
+    """Create the totals and their trigger; a file that had messages but no totals gets them added up once."""
+    fresh = db.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages_counted'").fetchone() is None
+    db.executescript(f"BEGIN IMMEDIATE; {SCHEMA} {BACKFILL if fresh else ''} COMMIT;")
 
 
-class CampaignTotals:
-    """Totals by (campaign, final verdict) of the rows in the ``messages`` table; ``""`` is no TaskId."""
+def status_counts(db: sqlite3.Connection, now: float) -> dict[str, int]:
+    """Messages still sending, delivered and failed as of ``now``, and their total segments."""
+    totals = {status: (messages, segments) for status, messages, segments in db.execute("SELECT * FROM status_totals")}
+    in_flight = dict(db.execute(IN_FLIGHT, (now,)).fetchall())
+    counts = {"sending": sum(in_flight.values()), "delivered": 0, "failed": 0}
+    for status, name in _FINAL_NAMES.items():
+        counts[name] = totals.get(status, (0, 0))[0] - in_flight.get(status, 0)
+    counts["segments"] = sum(segments for _, segments in totals.values())
+    return counts
 
-    def __init__(self) -> None:
-        self.by_key: dict[tuple[str, int], Total] = {}
 
-    def load(self, db: sqlite3.Connection) -> None:
-        """Add up the rows already in ``db`` (a ``--db`` file from an earlier run)."""
-        self.by_key.clear()
-        rows = db.execute(
-            "SELECT COALESCE(task_id, ''), final_status, COUNT(*), SUM(segments), MIN(submitted_at), "
-            "MAX(submitted_at) FROM messages GROUP BY 1, 2"
-        )
-        for task_key, status, messages, segments, first_at, last_at in rows:
-            self.by_key[(task_key, status)] = Total(messages, segments, first_at, last_at)
+def messages(db: sqlite3.Connection) -> int:
+    """How many messages there are."""
+    return int(db.execute("SELECT COALESCE(SUM(messages), 0) FROM status_totals").fetchone()[0])
 
-    def add(self, task_id: str | None, final_status: int, segments: int, submitted_at: float) -> None:
-        """Count one row just written."""
-        key = (task_id or "", final_status)
-        total = self.by_key.get(key)
-        if total is None:
-            total = self.by_key[key] = Total()
-        total.add(1, segments, submitted_at, submitted_at)
 
-    def messages(self) -> int:
-        """How many rows there are."""
-        return sum(total.messages for total in self.by_key.values())
+def campaigns(db: sqlite3.Connection, now: float, limit: int, task_id: str | None = None) -> list[dict[str, Any]]:
+    """The newest ``limit`` campaigns (by their last message), or only ``task_id``: the ``CAMPAIGN_FIELDS``.
 
-    def status_counts(self, db: sqlite3.Connection, now: float) -> dict[str, int]:
-        """Messages still sending, delivered and failed as of ``now``, and their total segments."""
-        counts = self._as_of(db, now, None)
-        sending = delivered = failed = segments = 0
-        for campaign in counts.values():
-            sending += campaign["sending"]
-            delivered += campaign["delivered"]
-            failed += campaign["failed"]
-            segments += campaign["segments"]
-        return {"sending": sending, "delivered": delivered, "failed": failed, "segments": segments}
+    Reads the totals index from its newest end until it has seen ``limit`` campaigns, however many exist.
+    """
+    if task_id is not None:
+        keys = [task_id]
+    else:
+        keys = []
+        for (key,) in db.execute("SELECT task_key FROM campaign_totals ORDER BY last_at DESC"):
+            if key not in keys:
+                keys.append(key)
+                if len(keys) == limit:
+                    break
+    found = [_campaign(db, key, now) for key in keys]
+    return [campaign for campaign in found if campaign is not None]
 
-    def campaigns(
-        self, db: sqlite3.Connection, now: float, limit: int, task_id: str | None = None
-    ) -> list[dict[str, Any]]:
-        """Per campaign (or only ``task_id``), the last submitted first: the ``CAMPAIGN_FIELDS``."""
-        found = sorted(self._as_of(db, now, task_id).values(), key=lambda c: c["last_at"], reverse=True)
-        return found[:limit]
 
-    def _as_of(self, db: sqlite3.Connection, now: float, task_id: str | None) -> dict[str, dict[str, Any]]:
-        in_flight: Counter[tuple[str, int]] = Counter()
-        for task_key, status, count in db.execute(IN_FLIGHT, (now,)):
-            in_flight[(task_key, status)] += count
-        out: dict[str, dict[str, Any]] = {}
-        for (task_key, status), total in self.by_key.items():
-            if task_id is not None and task_key != task_id:
-                continue
-            campaign = out.get(task_key)
-            if campaign is None:
-                campaign = out[task_key] = dict.fromkeys(CAMPAIGN_FIELDS, 0)
-                campaign.update(task_id=task_key, first_at=total.first_at, last_at=total.last_at)
-            final = total.messages - in_flight[(task_key, status)]
-            campaign["messages"] += total.messages
-            campaign["segments"] += total.segments
-            campaign["sending"] += in_flight[(task_key, status)]
-            if status == DeliveryStatus.DELIVERED:
-                campaign["delivered"] += final
-            elif status == DeliveryStatus.FAILED:
-                campaign["failed"] += final
-            campaign["first_at"] = min(campaign["first_at"], total.first_at)
-            campaign["last_at"] = max(campaign["last_at"], total.last_at)
-        return out
+def _campaign(db: sqlite3.Connection, key: str, now: float) -> dict[str, Any] | None:
+    rows = db.execute(
+        "SELECT final_status, messages, segments, first_at, last_at FROM campaign_totals WHERE task_key = ?", (key,)
+    ).fetchall()
+    if not rows:
+        return None
+    campaign: dict[str, Any] = dict.fromkeys(CAMPAIGN_FIELDS, 0)
+    campaign.update(task_id=key, first_at=min(r[3] for r in rows), last_at=max(r[4] for r in rows))
+    for status, count, segments, _, _ in rows:
+        in_flight = int(db.execute(CAMPAIGN_IN_FLIGHT, (key, status, now)).fetchone()[0])
+        campaign["messages"] += count
+        campaign["segments"] += segments
+        campaign["sending"] += in_flight
+        if status in _FINAL_NAMES:
+            campaign[_FINAL_NAMES[status]] += count - in_flight
+    return campaign
+
+
+def clear(db: sqlite3.Connection) -> None:
+    """Forget every total (with the messages, in the caller's transaction)."""
+    db.execute("DELETE FROM status_totals")
+    db.execute("DELETE FROM campaign_totals")

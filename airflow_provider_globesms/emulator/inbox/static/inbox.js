@@ -113,7 +113,20 @@ async function loadSettings() {
   }
 }
 
+// A page that opens the inbox in a window and gets a click on it a moment later (double-clickjacking) never
+// frames it: a change in the first half second after the page is shown or focused is not applied.
+let shownAt = performance.now();
+const justShown = () => { shownAt = performance.now(); };
+window.addEventListener("focus", justShown);
+document.addEventListener("visibilitychange", justShown);
+const SETTLE_MS = 500;
+
 async function change(kind, name, value) {
+  if (performance.now() - shownAt < SETTLE_MS) {
+    say(`${name}: not changed (the page had only just been shown); try again`, true);
+    loadSettings();
+    return;
+  }
   const path = kind === "fault" ? "/_emulator/faults" : "/_emulator/settings";
   try {
     await call("PATCH", path, { [name]: Number(value) });
