@@ -31,8 +31,8 @@ from airflow_provider_globesms.client.quiet_hours import QuietHours, QuietSchedu
 from airflow_provider_globesms.client.recipients import MAX_SHOWN
 from airflow_provider_globesms.client.report import LineLogger, SendSummary
 from airflow_provider_globesms.client.tables import cost_table, invalid_rows_table
+from airflow_provider_globesms.operators.recipient_source import open_text
 from airflow_provider_globesms.operators.rendering import ShownMasked
-from airflow_provider_globesms.storage import storage_path
 
 
 def _is_location(source: Any) -> bool:
@@ -70,9 +70,8 @@ def open_suppression(
 
 
 def _load_file(suppression: SuppressionList, location: str) -> None:
-    compression = "gzip" if location.lower().endswith(".gz") else None
     try:
-        with storage_path(location).open("rt", encoding="utf-8-sig", newline="", compression=compression) as handle:  # type: ignore[no-untyped-call]
+        with open_text(location) as handle:
             suppression.load(suppression_entries(handle, location))
     except (OSError, EOFError, UnicodeError, ValueError, ImportError, zlib.error, csv.Error, ConfigurationError) as exc:
         reason = f"{type(exc).__name__}: {str(exc)[:MAX_SHOWN]}"
@@ -84,9 +83,9 @@ def read_prices(source: Mapping[str, Any] | str | os.PathLike[str] | None) -> di
     try:
         if source is None or isinstance(source, Mapping):
             return prices_from(source)
-        with storage_path(str(source)).open("rt", encoding="utf-8-sig", newline="") as handle:  # type: ignore[no-untyped-call]
+        with open_text(str(source)) as handle:
             return prices_from(handle)
-    except (ConfigurationError, OSError, UnicodeError, ValueError) as exc:
+    except (ConfigurationError, OSError, EOFError, UnicodeError, ValueError, ImportError, zlib.error) as exc:
         raise AirflowFailException(f"prices: {exc}") from None
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import IO, Any, cast
 
 from airflow.sdk import ObjectStoragePath, XComArg
 
@@ -42,16 +42,22 @@ def open_rows(to: Any, recipients: Any, to_field: str) -> tuple[Iterator[Row], s
     raise ValueError(f"recipients must be a list of rows, an XComArg or a CSV/JSONL path, got {type(source).__name__}")
 
 
+def open_text(location: str) -> IO[str]:
+    """A text file at a path or any ``ObjectStoragePath`` URI, as people export them: UTF-8 with or without
+    Excel's byte-order mark (which would stick to the first column), gzip-compressed when it ends in ``.gz``.
+    Recipient files, suppression lists and price lists are all opened here."""
+    compression = "gzip" if location.lower().endswith(".gz") else None
+    handle = storage_path(location).open("rt", encoding="utf-8-sig", newline="", compression=compression)  # type: ignore[no-untyped-call]
+    return cast(IO[str], handle)
+
+
 def file_rows(location: str, to_field: str) -> Iterator[Row]:
     """Rows of a CSV, JSON Lines or JSON-array file; any failure to read it is one ``SourceError`` that
     names the file, how far it got and why (a bad encoding, a truncated archive, a missing file...)."""
     kind = file_format(location)
-    compression = "gzip" if location.lower().endswith(".gz") else None
     shown, read = location[:MAX_SHOWN], 0
     try:
-        path = storage_path(location)
-        # utf-8-sig: Excel's "CSV UTF-8" starts with a byte-order mark that would stick to the first column.
-        with path.open("rt", encoding="utf-8-sig", newline="", compression=compression) as handle:  # type: ignore[no-untyped-call]
+        with open_text(location) as handle:
             reader = {
                 "csv": lambda: rows_from_csv(handle, to_field),
                 "json": lambda: rows_from_json_array(handle),

@@ -74,6 +74,7 @@ def _damaged_local_ledger(location: str, resend: bool) -> str | None:
         problem = "is an empty file (0 bytes)"
     elif path.exists():
         try:
+            # Not open_sqlite: a probe must not create the file or switch its journal, so read-only and bare.
             with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
                 db.execute("SELECT COUNT(*) FROM ledger").fetchone()
         except sqlite3.DatabaseError as exc:
