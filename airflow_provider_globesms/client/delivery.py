@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import msgspec
 
@@ -194,7 +194,7 @@ class DeliveryTracker:
                 self._db.execute("UPDATE receipts SET checks = checks + 1 WHERE id = ?", (row_id,))
                 continue
             update = _receipt_update(answer)
-            if update[0] != PENDING:
+            if update.status != PENDING:
                 became_final += 1
             self._db.execute(
                 "UPDATE receipts SET status = ?, error_code = ?, error_description = ?, send_date = ?,"
@@ -288,16 +288,26 @@ def read_jsonl(handle: IO[bytes] | IO[str]) -> Iterator[dict[str, Any]]:
                 yield record
 
 
-def _receipt_update(
-    answer: QueryMessageResult | BusinessError,
-) -> tuple[str, str | None, str | None, str | None, str | None, float | None, str | None]:
-    """A receipts row's new (status, error code, error text, send date, receive date, seconds, number)."""
+class ReceiptUpdate(NamedTuple):
+    """A receipts row's new values, in the order of the tracker's UPDATE statement."""
+
+    status: str
+    error_code: str | None
+    error_description: str | None
+    send_date: str | None
+    receive_date: str | None
+    seconds: float | None
+    to_number: str | None
+
+
+def _receipt_update(answer: QueryMessageResult | BusinessError) -> ReceiptUpdate:
+    """What one QueryMessage answer (or its refusal) changes in the message's receipts row."""
     if isinstance(answer, BusinessError):  # e.g. a MessageId the API does not know
-        return (QUERY_FAILED, answer.code, answer.message, None, None, None, None)
+        return ReceiptUpdate(QUERY_FAILED, answer.code, answer.message, None, None, None, None)
     status = receipt_status(answer)
     sent, received = answer.sent_at, answer.received_at
     seconds = (received - sent).total_seconds() if status == DELIVERED and sent and received else None
-    return (
+    return ReceiptUpdate(
         status,
         answer.error_code or None,
         answer.error_description or None,

@@ -10,8 +10,11 @@ replies are skipped.
 llhttp replaced a hand-written parser (issue 12). CPU to frame the emulator's own reply (474 bytes), in one
 process, medians of 7 rounds of 20,000: hand-written 8.3 us, ``ReplyParser`` on llhttp 7.6 (0.91x), bare
 httptools without our limits and dict 3.7; chunked: 13.4, 6.7 (0.50x), 3.4 (``bench/reply_parser.py``
-measures the last two). On a whole send (``bench/client_cpu.py``, two alternating runs each) the change is
-within noise: 357 and 413 us per V3 send before, 434 and 443 after, the official SDK 1,074-1,153 meanwhile.
+measures the last two). On a whole send (``bench/client_cpu.py``, the commits before and after the change run
+alternately, four runs of 9 rounds each): V3, the default, 237 us median before and 243 after, 0.28-0.33x and
+0.28-0.34x of the official SDK in the same runs; V1 241 and 298 us, 0.28-0.30x and 0.31-0.38x, its runs after
+the change spreading widely. The default send path is as fast; V1 may have lost a few percent to noise or to
+the parser, which this host cannot tell apart.
 
 ``ReplyParser`` holds no I/O: the blocking transport feeds it from ``socket.recv`` and the asyncio
 transport from ``StreamReader.read``, so both frame replies identically.
