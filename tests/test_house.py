@@ -115,7 +115,23 @@ def test_no_private_airflow_method_is_overridden() -> None:
             airflow_bases = [base for base in cls.__mro__[1:] if base.__module__.startswith("airflow.")]
             for name, value in vars(cls).items():
                 private = name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
-                private = private and callable(value)  # a method, not ABC's bookkeeping (_abc_impl)
+                method = callable(value) or isinstance(value, classmethod | staticmethod | property)
+                private = private and method  # not ABC's bookkeeping (_abc_impl)
                 if private and any(name in vars(base) for base in airflow_bases):
                     overridden.append(f"{cls.__module__}.{cls.__qualname__}.{name}")
     assert overridden == []
+
+
+def test_the_old_client_names_still_work_and_say_they_go() -> None:
+    """``DysmsClient`` and ``AsyncDysmsClient`` (before 0.2) import with a DeprecationWarning, until 0.3."""
+    import warnings
+
+    from airflow_provider_globesms import client
+    from airflow_provider_globesms.client import aio
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert client.DysmsClient is client.GlobeSmsClient
+        assert aio.AsyncDysmsClient is aio.AsyncGlobeSmsClient
+    assert [w.category for w in caught] == [DeprecationWarning, DeprecationWarning]
+    assert "0.3" in str(caught[0].message)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 from airflow_provider_globesms.client.blocking import (
     BATCH_SEND,
     DEFAULT_MAX_QPS,
@@ -39,7 +42,14 @@ from airflow_provider_globesms.client.segments import SegmentCount, count_segmen
 from airflow_provider_globesms.client.signing import Credentials
 from airflow_provider_globesms.client.transport import Endpoint, Timeout
 
-DysmsClient = GlobeSmsClient  # its name before 0.2, kept for existing code
+
+def __getattr__(name: str) -> Any:
+    """``DysmsClient``, the client's name before 0.2: still importable, with a warning, until 0.3."""
+    if name == "DysmsClient":
+        warnings.warn("DysmsClient is now GlobeSmsClient; the old name goes in 0.3", DeprecationWarning, stacklevel=2)
+        return GlobeSmsClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "BATCH_SEND",
@@ -52,7 +62,6 @@ __all__ = [
     "BusinessError",
     "ConfigurationError",
     "Credentials",
-    "DysmsClient",
     "Endpoint",
     "GatewayError",
     "GlobeSmsClient",

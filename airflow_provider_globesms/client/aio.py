@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import sys
+import warnings
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
@@ -227,4 +228,10 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
-AsyncDysmsClient = AsyncGlobeSmsClient  # its name before 0.2, kept for existing code
+def __getattr__(name: str) -> Any:
+    """``AsyncDysmsClient``, the client's name before 0.2: still importable, with a warning, until 0.3."""
+    if name == "AsyncDysmsClient":
+        message = "AsyncDysmsClient is now AsyncGlobeSmsClient; the old name goes in 0.3"
+        warnings.warn(message, DeprecationWarning, stacklevel=2)
+        return AsyncGlobeSmsClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

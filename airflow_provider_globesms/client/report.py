@@ -35,7 +35,7 @@ class ResultsWriter:
     def __init__(self, handle: IO[bytes], campaign_id: str | None = None) -> None:
         self._handle = handle
         self._campaign_id = campaign_id
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # ours write from one thread; a caller's threads may share a writer
         self._encode = msgspec.json.Encoder().encode
         self.lines = 0
 

@@ -1,6 +1,6 @@
 """The emulated gateway's front: authentication, QPS caps (``windows``), injected faults, statistics.
 
-``Gateway.handle`` takes what arrived (method, raw query, headers, body) and returns an ``Reply``:
+``Gateway.handle`` takes what arrived (method, raw query, headers, body) and returns an ``GatewayReply``:
 the reply, plus how to deliver it (added latency, hold it, or reset the connection instead). It knows
 nothing of HTTP servers, so it is tested directly as well as over HTTP. What a request does once it is
 let through is in ``operations``; what happens to an accepted message, in ``carrier``.
@@ -20,12 +20,12 @@ from airflow_provider_globesms.client.blocking import BATCH_SEND, QUERY, SEND
 from airflow_provider_globesms.client.signing import API_VERSION
 from airflow_provider_globesms.emulator.carrier import FAILURE_CODES, Carrier
 from airflow_provider_globesms.emulator.config import EmulatorConfig
-from airflow_provider_globesms.emulator.operations import Operations, Reply
+from airflow_provider_globesms.emulator.operations import GatewayReply, Operations
 from airflow_provider_globesms.emulator.store import MessageStore
 from airflow_provider_globesms.emulator.verify import GatewayRefusal, Verifier
 from airflow_provider_globesms.emulator.windows import Window
 
-__all__ = ["ACTIONS", "FAILURE_CODES", "SEND_ACTIONS", "Gateway", "Reply"]
+__all__ = ["ACTIONS", "FAILURE_CODES", "SEND_ACTIONS", "Gateway", "GatewayReply"]
 
 ACTIONS = (SEND, BATCH_SEND, QUERY)
 SEND_ACTIONS = (SEND, BATCH_SEND)
@@ -60,7 +60,7 @@ class Gateway:
 
     # --- entry point ----------------------------------------------------------------------------
 
-    def handle(self, method: str, query: bytes, headers: Mapping[str, str], body: bytes = b"") -> Reply:
+    def handle(self, method: str, query: bytes, headers: Mapping[str, str], body: bytes = b"") -> GatewayReply:
         """Answer one API call: the reply (status, headers, body) and its simulated latency."""
         now = self.clock()
         request_id = str(uuid.uuid4()).upper()
@@ -78,14 +78,14 @@ class Gateway:
             reply.latency = max(0.0, cfg.latency_ms + jitter) / 1000.0
         return reply
 
-    def _handle(self, arrival: Arrival, action: str) -> Reply:
+    def _handle(self, arrival: Arrival, action: str) -> GatewayReply:
         counts = self.counts[action]
         counts["requests"] += 1
         fault = self._draw_fault(action)
         if fault:
             counts[f"fault_{fault}"] += 1
         if fault == "reset":  # front-end faults: the request is dropped before anything processes it
-            return Reply(0, {}, reset=True)
+            return GatewayReply(0, {}, reset=True)
         try:
             if fault == "unavailable":
                 raise GatewayRefusal(503, "ServiceUnavailable", "The request has failed due to a temporary failure.")
@@ -103,7 +103,7 @@ class Gateway:
             return self._refusal(GatewayRefusal(500, "InternalError", unknown), arrival, counts)
         return reply
 
-    def _call(self, arrival: Arrival, *, throttle: bool) -> Reply:
+    def _call(self, arrival: Arrival, *, throttle: bool) -> GatewayReply:
         """Authenticate, check the version and the cap, then run the operation the signature names."""
         method, now = arrival.method, arrival.now
         if method not in ("POST", "GET"):
@@ -155,7 +155,7 @@ class Gateway:
             {"x-ratelimit-user-api": f"{limit}Remain:0,TimeLeft:{millis}", "x-acs-retry-after": str(millis)},
         )
 
-    def _refusal(self, refusal: GatewayRefusal, arrival: Arrival, counts: Counter[str]) -> Reply:
+    def _refusal(self, refusal: GatewayRefusal, arrival: Arrival, counts: Counter[str]) -> GatewayReply:
         counts["throttled" if refusal.code.startswith("Throttling") else "refused"] += 1
         self.counts["codes"][refusal.code] += 1
         body = {
@@ -165,7 +165,7 @@ class Gateway:
             "Message": refusal.message,
             "Recommend": "",
         }
-        return Reply(refusal.status, body, dict(refusal.headers))
+        return GatewayReply(refusal.status, body, dict(refusal.headers))
 
     # --- inspection -----------------------------------------------------------------------------
 

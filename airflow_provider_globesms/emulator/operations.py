@@ -27,7 +27,7 @@ from airflow_provider_globesms.emulator.verify import GatewayRefusal
 
 
 @dataclass
-class Reply:
+class GatewayReply:
     """A reply, and how to deliver it: after added latency, held, or a reset connection instead."""
 
     status: int
@@ -48,10 +48,10 @@ class Operations:
         self.carrier = carrier
 
     @staticmethod
-    def _business(code: str, description: str) -> Reply:
-        return Reply(200, {"ResponseCode": code, "ResponseDescription": description})
+    def _business(code: str, description: str) -> GatewayReply:
+        return GatewayReply(200, {"ResponseCode": code, "ResponseDescription": description})
 
-    def _options(self, params: Mapping[str, str]) -> dict[str, Any] | Reply:
+    def _options(self, params: Mapping[str, str]) -> dict[str, Any] | GatewayReply:
         """Optional fields, checked with the client's own rules; a refusal is a business answer."""
         options: dict[str, Any] = {}
         checks: tuple[tuple[str, str, Callable[[Any], Any], str], ...] = (
@@ -69,7 +69,7 @@ class Operations:
                     return self._business(code, f"{wire}: {exc.reason}")
         return options
 
-    def _text(self, text: str, field: str = "Message") -> Reply | None:
+    def _text(self, text: str, field: str = "Message") -> GatewayReply | None:
         if len(text) > self.config.max_message_length:
             return self._business(
                 "INVALID_PARAMETERS",
@@ -77,7 +77,7 @@ class Operations:
             )
         return None
 
-    def send(self, key_id: str, params: Mapping[str, str], now: float, request_id: str) -> Reply:
+    def send(self, key_id: str, params: Mapping[str, str], now: float, request_id: str) -> GatewayReply:
         """SendMessageToGlobe: one number, one text."""
         _require(params, "To", "Message")
         try:
@@ -85,7 +85,7 @@ class Operations:
         except InvalidFieldError as exc:
             return self._business("MOBILE_NUMBER_ILLEGAL", f"To {exc.value}: {exc.reason}")
         options = self._options(params)
-        if isinstance(options, Reply):
+        if isinstance(options, GatewayReply):
             return options
         text = params["Message"]
         too_long = self._text(text)
@@ -93,7 +93,7 @@ class Operations:
             return too_long
         message, detail = self.carrier.accept(key_id, SEND, number, text, options, now, request_id)
         self.store.add(message)
-        return Reply(
+        return GatewayReply(
             200,
             {
                 "ResponseCode": "OK",
@@ -106,7 +106,7 @@ class Operations:
             },
         )
 
-    def _batch_texts(self, raw_message: str, count: int) -> list[str] | Reply:
+    def _batch_texts(self, raw_message: str, count: int) -> list[str] | GatewayReply:
         """One text for every number, or one per number (a JSON array), each within the length limit."""
         try:
             decoded = json.loads(raw_message) if raw_message.lstrip().startswith("[") else raw_message
@@ -121,7 +121,7 @@ class Operations:
                 return too_long
         return texts
 
-    def batch_send(self, key_id: str, params: Mapping[str, str], now: float, request_id: str) -> Reply:
+    def batch_send(self, key_id: str, params: Mapping[str, str], now: float, request_id: str) -> GatewayReply:
         """BatchSendMessageToGlobe: up to 1,000 numbers, one text or one per number."""
         _require(params, "To", "Message")
         try:
@@ -133,10 +133,10 @@ class Operations:
         if len(numbers) > MAX_BATCH_NUMBERS:
             return self._business("MOBILE_COUNT_OVER_LIMIT", f"{len(numbers)} numbers; at most {MAX_BATCH_NUMBERS}.")
         texts = self._batch_texts(params["Message"], len(numbers))
-        if isinstance(texts, Reply):
+        if isinstance(texts, GatewayReply):
             return texts
         options = self._options(params)
-        if isinstance(options, Reply):
+        if isinstance(options, GatewayReply):
             return options
         accepted: list[StoredMessage] = []
         failed: list[str] = []
@@ -150,7 +150,7 @@ class Operations:
             accepted.append(self.carrier.accept(key_id, BATCH_SEND, number, text, options, now, request_id)[0])
         if accepted:
             self.store.add_many(accepted)
-        return Reply(
+        return GatewayReply(
             200,
             {
                 "ResponseCode": "OK",
@@ -162,7 +162,7 @@ class Operations:
             },
         )
 
-    def query(self, key_id: str, params: Mapping[str, str], now: float, request_id: str) -> Reply:
+    def query(self, key_id: str, params: Mapping[str, str], now: float, request_id: str) -> GatewayReply:
         """QueryMessage: a message's status as the carrier has it now (3 sending, 1 delivered, 2 failed)."""
         message_id = params.get("MessageId", "")
         if not message_id:
@@ -172,7 +172,7 @@ class Operations:
             return self._business("INVALID_PARAMETERS", f"MessageId {message_id} is not found.")
         status = message.status(now)
         final = status != DeliveryStatus.SENDING
-        return Reply(
+        return GatewayReply(
             200,
             {
                 "ResponseCode": "OK",

@@ -62,7 +62,8 @@ CAMPAIGN_IN_FLIGHT = (
     "WHERE COALESCE(task_id, '') = ? AND final_status = ? AND final_at > ?"
 )
 CAMPAIGN_FIELDS = ("task_id", "messages", "segments", "sending", "delivered", "failed", "first_at", "last_at")
-_FINAL_NAMES = {DeliveryStatus.DELIVERED: "delivered", DeliveryStatus.FAILED: "failed"}
+_FINAL_NAMES = {status: status.name.lower() for status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED)}
+_SENDING = DeliveryStatus.SENDING.name.lower()
 
 
 def create(db: sqlite3.Connection) -> None:
@@ -75,7 +76,7 @@ def status_counts(db: sqlite3.Connection, now: float) -> dict[str, int]:
     """Messages still sending, delivered and failed as of ``now``, and their total segments."""
     totals = {status: (messages, segments) for status, messages, segments in db.execute("SELECT * FROM status_totals")}
     in_flight = dict(db.execute(IN_FLIGHT, (now,)).fetchall())
-    counts = {"sending": sum(in_flight.values()), "delivered": 0, "failed": 0}
+    counts = {_SENDING: sum(in_flight.values()), **dict.fromkeys(_FINAL_NAMES.values(), 0)}
     for status, name in _FINAL_NAMES.items():
         counts[name] = totals.get(status, (0, 0))[0] - in_flight.get(status, 0)
     counts["segments"] = sum(segments for _, segments in totals.values())
@@ -117,7 +118,7 @@ def _campaign(db: sqlite3.Connection, key: str, now: float) -> dict[str, Any] | 
         in_flight = int(db.execute(CAMPAIGN_IN_FLIGHT, (key, status, now)).fetchone()[0])
         campaign["messages"] += count
         campaign["segments"] += segments
-        campaign["sending"] += in_flight
+        campaign[_SENDING] += in_flight
         if status in _FINAL_NAMES:
             campaign[_FINAL_NAMES[status]] += count - in_flight
     return campaign

@@ -18,6 +18,7 @@ from airflow_provider_globesms.client.bulk.prepare import (
     Suppressed,
     message_of,
 )
+from airflow_provider_globesms.client.ledger import Status
 
 
 class Spill:
@@ -41,12 +42,12 @@ class Spill:
             assert m is not None
             record = [m.row, m.to, m.text, m.segments, m.encoding, m.key]
             if isinstance(outcome, Suppressed):
-                record.append("suppressed")
+                record.append(Status.SUPPRESSED.value)
             elif isinstance(outcome, PreparedMessage) and outcome.closes_at is not None:
                 record += ["open", outcome.closes_at, outcome.reopens_at]
             elif isinstance(outcome, Held):
                 opens = outcome.opens_at.timestamp() if outcome.opens_at else None
-                record += ["held", opens, outcome.unknown_zone]
+                record += [Status.HELD.value, opens, outcome.unknown_zone]
         self._file.write(self._encode(record) + b"\n")
 
     def __iter__(self) -> Iterator[PreparedRow]:
@@ -64,7 +65,7 @@ class Spill:
                 message = PreparedMessage(row, to, params, key, segments, encoding, *window)
                 if len(record) == 6 or window:
                     yield message
-                elif record[6] == "suppressed":
+                elif record[6] == Status.SUPPRESSED:
                     yield Suppressed(message)
                 else:
                     opens = datetime.fromtimestamp(record[7], timezone.utc) if record[7] is not None else None
