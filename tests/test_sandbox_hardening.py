@@ -239,8 +239,10 @@ def test_totals_stay_true_with_a_second_writer_and_for_a_file_from_before_they_e
         assert by_campaign == {"a": (5, 0, 5), "b": (7, 7, 0)}
     first.close()
     second.close()
-    raw = sqlite3.connect(db_path)  # as a file written before the totals existed
-    raw.executescript("DROP TRIGGER messages_counted; DROP TABLE status_totals; DROP TABLE campaign_totals;")
+    raw = sqlite3.connect(db_path)  # totals that stopped being kept: added up anew when the trigger is made
+    raw.executescript("DROP TRIGGER messages_counted; INSERT INTO messages SELECT * FROM messages LIMIT 0;")
+    raw.execute("UPDATE status_totals SET messages = messages + 100")
+    raw.commit()
     raw.close()
     reopened = MessageStore(str(db_path))
     expected, campaigns = counted(db_path, 50.0)
@@ -249,6 +251,13 @@ def test_totals_stay_true_with_a_second_writer_and_for_a_file_from_before_they_e
     reopened.add(_message(99, task_id="a", final_at=1.0))
     assert reopened.count() == 13
     reopened.close()
+    raw = sqlite3.connect(db_path)  # a file from before the totals existed
+    raw.executescript("DROP TRIGGER messages_counted; DROP TABLE status_totals; DROP TABLE campaign_totals;")
+    raw.close()
+    older = MessageStore(str(db_path))
+    assert {**older.status_counts(50.0), "total": older.count()} == counted(db_path, 50.0)[0]
+    assert older.count() == 13
+    older.close()
 
 
 # --- the inbox's reads are ranges of an index, never a scan or a sort of every message --------------------

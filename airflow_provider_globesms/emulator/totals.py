@@ -44,8 +44,10 @@ CREATE TRIGGER IF NOT EXISTS messages_counted AFTER INSERT ON messages BEGIN
 END;
 """
 
-# A file written before the totals existed: added up once, when the trigger is created.
+# A file written before the totals existed (or whose trigger was dropped): added up anew, with the trigger.
 BACKFILL = """
+DELETE FROM status_totals;
+DELETE FROM campaign_totals;
 INSERT INTO status_totals
 SELECT final_status, COUNT(*), SUM(segments) FROM messages GROUP BY 1;
 INSERT INTO campaign_totals
