@@ -29,9 +29,7 @@ from airflow_provider_globesms.client.models import DeliveryStatus, QueryMessage
 from airflow_provider_globesms.client.sqlite import open_sqlite
 
 # A receipt's state: the API's final statuses by their DeliveryStatus names, and the tracker's own.
-DELIVERED, FAILED, EXPIRED = (
-    s.name.lower() for s in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED, DeliveryStatus.EXPIRED)
-)
+DELIVERED, FAILED, EXPIRED = DeliveryStatus.DELIVERED.label, DeliveryStatus.FAILED.label, DeliveryStatus.EXPIRED.label
 PENDING, QUERY_FAILED, UNTRACKED = "pending", "query_failed", "untracked"
 FINAL = (DELIVERED, FAILED, EXPIRED, QUERY_FAILED)
 

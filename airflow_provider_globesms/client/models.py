@@ -252,6 +252,11 @@ class DeliveryStatus(IntEnum):
     SENDING = 3
     EXPIRED = 6  # pushed receipts only
 
+    @property
+    def label(self) -> str:
+        """The status as the receipts tracker and the emulator name it: ``delivered``, ``sending``..."""
+        return self.name.lower()
+
 
 def parse_receipt_date(value: str | None) -> datetime | None:
     """``Mon, 24 Dec 2018 16:58:22 +0800`` (RFC 2822), tolerating an empty value."""

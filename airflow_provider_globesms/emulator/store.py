@@ -20,7 +20,7 @@ from airflow_provider_globesms.client.sqlite import WriteBehind, open_sqlite
 from airflow_provider_globesms.emulator import totals
 
 _log = logging.getLogger(__name__)
-_STATUS_NAMES: dict[int, str] = {s: s.name.lower() for s in DeliveryStatus}  # the inspection API's names
+_STATUS_NAMES: dict[int, str] = {s: s.label for s in DeliveryStatus}  # the inspection API's names
 
 GATEWAY_TZ = timezone(timedelta(hours=8))  # receipt dates come in +0800, as the real ones do
 
@@ -142,7 +142,7 @@ class StoredMessage:
             "validity_period": self.validity_period,
             "action": self.action,
             "access_key_id": self.access_key_id,
-            "status": _STATUS_NAMES.get(status, _STATUS_NAMES[DeliveryStatus.SENDING]),
+            "status": _STATUS_NAMES.get(status, DeliveryStatus.SENDING.label),
             "status_code": status,
             "error_code": self.error_code if final else None,
             "submitted_at": self.submitted_at,
@@ -154,7 +154,7 @@ class StoredMessage:
         }
 
 
-STATUSES = tuple(s.name.lower() for s in (DeliveryStatus.SENDING, DeliveryStatus.DELIVERED, DeliveryStatus.FAILED))
+STATUSES = tuple(s.label for s in (DeliveryStatus.SENDING, DeliveryStatus.DELIVERED, DeliveryStatus.FAILED))
 
 
 @dataclass(frozen=True)

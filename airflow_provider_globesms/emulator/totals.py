@@ -64,8 +64,8 @@ CAMPAIGN_IN_FLIGHT = (
     "WHERE COALESCE(task_id, '') = ? AND final_status = ? AND final_at > ?"
 )
 CAMPAIGN_FIELDS = ("task_id", "messages", "segments", "sending", "delivered", "failed", "first_at", "last_at")
-_FINAL_NAMES = {status: status.name.lower() for status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED)}
-_SENDING = DeliveryStatus.SENDING.name.lower()
+_FINAL_NAMES = {status: status.label for status in (DeliveryStatus.DELIVERED, DeliveryStatus.FAILED)}
+_SENDING = DeliveryStatus.SENDING.label
 
 
 def create(db: sqlite3.Connection) -> None:

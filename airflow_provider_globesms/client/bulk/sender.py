@@ -386,8 +386,7 @@ class BulkSender:
         )
         self.summary.sent += 1
         self.summary.tally(status, segments, entry.error_code)
-        if self._progress is not None:
-            self._progress.done += 1
+        self._count_done()
 
 
 def _gate(message: PreparedMessage) -> None:

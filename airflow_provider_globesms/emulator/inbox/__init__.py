@@ -15,7 +15,6 @@ import asyncio
 import json
 import math
 import statistics
-import unicodedata
 from collections.abc import AsyncIterator
 from importlib.resources import files
 from typing import Any
@@ -25,7 +24,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from airflow_provider_globesms.client.errors import InvalidFieldError
-from airflow_provider_globesms.client.phone import parse_number
+from airflow_provider_globesms.client.phone import ascii_digits, parse_number
 from airflow_provider_globesms.emulator.gateway import Gateway
 from airflow_provider_globesms.emulator.store import STATUSES, MessageFilter
 
@@ -50,7 +49,7 @@ def wire_number(text: str) -> str:
     try:
         return parse_number(text, refuse_ambiguous=False).wire
     except InvalidFieldError:  # digits of any script (a CJK input method types full-width ones) read as ASCII
-        return "".join(str(unicodedata.decimal(ch)) for ch in text if ch.isdecimal())
+        return "".join(ch for ch in ascii_digits(text) if ch.isascii() and ch.isdigit())
 
 
 class LiveFigures:
