@@ -36,7 +36,11 @@ KEY_ID, SECRET = "CLUSTERKEY", "cluster-Secret-5a4b3c2d1e"
 
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[EmulatorServer]:
-    with EmulatorServer(EmulatorConfig(keys={KEY_ID: SECRET}, delivery_delay=0.5)) as server:
+    # 400 ms per reply holds each shard's 64 connections to about 160 sends/s instead of its 450/s cap: the
+    # middle of a shard then lasts seconds, long enough to be seen by a poll that shares a loaded 2-core CI
+    # machine (and this process's GIL, with the emulator thread) with two workers, a scheduler and Postgres.
+    config = EmulatorConfig(keys={KEY_ID: SECRET}, delivery_delay=0.5, latency_ms=400)
+    with EmulatorServer(config) as server:
         yield server
 
 
@@ -85,15 +89,22 @@ def shard_counts(emulator: EmulatorServer, run_id: str, shards: int) -> list[int
     return [len(emulator.messages(task_id=default_campaign_id(DAG_ID, run_id, "send_shard", n))) for n in range(shards)]
 
 
-def kill_the_worker_of_a_sending_shard(airflow: LiveAirflow, emulator: EmulatorServer, run_id: str, shards: int) -> str:
+def kill_the_worker_of_a_sending_shard(
+    airflow: LiveAirflow, emulator: EmulatorServer, run_id: str, shards: int, per_shard: int
+) -> str:
     """Wait until a shard has sent part of its messages, then SIGKILL the worker running it (process group)."""
+    seen: list[list[int]] = []
 
     def sending() -> dict[str, Any] | None:
         counts = shard_counts(emulator, run_id, shards)
-        for ti in airflow.task_instances(DAG_ID, run_id):
-            running = ti["task_id"] == "send_shard" and ti["state"] == "running" and ti.get("pid")
-            if running and 200 <= counts[ti["map_index"]] < 1200:
+        seen.append(counts)
+        tis = [ti for ti in airflow.task_instances(DAG_ID, run_id) if ti["task_id"] == "send_shard"]
+        for ti in tis:
+            running = ti["state"] == "running" and ti.get("pid")
+            if running and 200 <= counts[ti["map_index"]] <= per_shard - 400:
                 return ti
+        if len(tis) == shards and all(ti["state"] == "success" for ti in tis):
+            raise AssertionError(f"every shard finished before one was seen mid-send; counts polled: {seen[-20:]}")
         return None
 
     ti = airflow.wait_for("a shard in the middle of sending", sending, timeout=240, every=0.2)
@@ -103,6 +114,7 @@ def kill_the_worker_of_a_sending_shard(airflow: LiveAirflow, emulator: EmulatorS
         pid = parent_pid(pid)
     victim = workers[pid]
     airflow.kill(victim)  # the whole machine's share: worker, pool, supervisor, task
+    print(f"killed {victim} with its shard {ti['map_index']} at {seen[-1]} of {per_shard} each, poll {len(seen)}")
     return victim
 
 
@@ -113,7 +125,7 @@ def test_a_killed_worker_costs_no_message_and_sends_none_twice(
     rows = 2400 * shards
     started = time.monotonic()
     run_id = cluster.trigger(DAG_ID, {"sample_rows": rows, "shards": shards})
-    victim = kill_the_worker_of_a_sending_shard(cluster, emulator, run_id, shards)
+    victim = kill_the_worker_of_a_sending_shard(cluster, emulator, run_id, shards, rows // shards)
     run = cluster.wait_for_run(DAG_ID, run_id, timeout=600)
     tis = {(t["task_id"], t["map_index"]): t for t in cluster.task_instances(DAG_ID, run_id)}
     assert run["state"] == "success", (tis, cluster.report())
