@@ -194,6 +194,16 @@ class FaultProxy:
         self._wake_r.close()
         self._wake_w.close()
 
+    def wait_until_listening(self, timeout: float = 10.0) -> None:
+        """Return once no refusal window is open and the port listens again (a fixed sleep is a race)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._listener is not None and self._refuse_until <= time.monotonic():
+                    return
+            time.sleep(0.01)
+        raise TimeoutError(f"the proxy on port {self.port} did not listen again within {timeout} s")
+
     def set_schedule(self, actions: Iterable[str], default: str = "pass") -> None:
         """Replace the schedule: one action per request, in arrival order; then ``default`` for the rest.
 

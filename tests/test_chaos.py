@@ -22,7 +22,6 @@ import itertools
 import json
 import os
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -134,7 +133,7 @@ def test_generated_faults_and_kills_never_send_twice_and_never_lose_silently(
         try:
             for stage in [*troubled, *[CALM] * calm_tries]:
                 if stage is CALM:
-                    time.sleep(0.06)  # a "refuse" window of the last troubled try closes first
+                    proxy.wait_until_listening()  # a "refuse" window of the last troubled try closes first
                 emulator.set_faults(throttle=stage.throttle)
                 final = one_try(campaign, ledger_path, prepared, stage, proxy) or final
         finally:

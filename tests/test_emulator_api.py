@@ -48,8 +48,10 @@ TEXTS = {
 @pytest.mark.parametrize("algorithm", [None, "v2"], ids=["sdk-v3", "sdk-v1"])
 def test_official_sdk_sends_and_queries_through_the_emulator(emulator: EmulatorServer, algorithm: str | None) -> None:
     client = sdk(emulator, algorithm)
-    # Receipts after 2 s: time enough to see "sending" first even on a loaded machine (0.3 s was not, in CI).
+    # Receipts after 2 s of the gateway's clock, which stands still until moved: "sending" first, however slow.
     emulator.set_settings(delivery_delay=2.0)
+    now = [time.time()]
+    emulator.gateway.clock = lambda: now[0]
     for name, text in TEXTS.items():
         request = sms_models.SendMessageToGlobeRequest(
             to="85291234567", message=text, from_="Alicloud321", task_id=name, type="NOTIFY"
@@ -64,7 +66,7 @@ def test_official_sdk_sends_and_queries_through_the_emulator(emulator: EmulatorS
         assert (body.number_detail.country, body.number_detail.region) == ("China", "HongKong")
         query = client.query_message(sms_models.QueryMessageRequest(message_id=body.message_id)).body
         assert (query.status, query.error_code) == ("3", "")  # the carrier has not answered yet
-    time.sleep(2.2)
+    now[0] += 3  # past every receipt (2 s, give or take a fifth)
     for stored in emulator.messages():
         query = client.query_message(sms_models.QueryMessageRequest(message_id=stored["message_id"])).body
         assert (query.status, query.error_code) == ("1", "DELIVERED")
@@ -222,12 +224,14 @@ def test_batch_with_bad_json(emulator: EmulatorServer) -> None:
 
 def test_a_burst_over_the_cap_is_throttled() -> None:
     with EmulatorServer(EmulatorConfig(qps=20, delivery_delay=0)) as emulator:
+        moment = time.time()
+        emulator.gateway.clock = lambda: moment  # all 60 in one second, however slow the machine
         requests = [sign(emulator, "SendMessageToGlobe", {"To": f"8529123{n:04d}", "Message": "hi"}) for n in range(60)]
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda r: send(emulator, r), requests))
         throttled = [a for a in answers if a.status == 400]
         assert {a.code for a in throttled} == {"Throttling.User"}
-        assert len(throttled) >= 35  # 60 in well under a second against a cap of 20
+        assert len(throttled) == 40  # 60 in one second against a cap of 20
         assert all("TimeLeft:" in a.headers["x-ratelimit-user-api"] for a in throttled)
         assert all(int(a.headers["x-acs-retry-after"]) > 0 for a in throttled)
         assert len(emulator.messages()) == 60 - len(throttled)

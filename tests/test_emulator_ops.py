@@ -82,8 +82,8 @@ def test_hang_fault_accepts_then_holds_the_reply(emulator: EmulatorServer) -> No
 def test_hang_fault_makes_the_client_report_unknown_not_resend(emulator: EmulatorServer) -> None:
     from airflow_provider_globesms.client import OutcomeUnknownError, Timeout
 
-    emulator.set_faults(hang=1.0, hang_seconds=2)
-    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, timeout=Timeout(1, 0.3))
+    emulator.set_faults(hang=1.0, hang_seconds=5)  # read timeout 1.5 s: the replay's quick refusal fits in it
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, timeout=Timeout(1, 1.5))
     with client, pytest.raises(OutcomeUnknownError):
         client.send_message("+85291234567", "hello")
     # The original hung; its byte-identical replay met SignatureNonceUsed: one message, never two.
@@ -99,9 +99,9 @@ def test_the_blocking_client_settles_a_request_in_doubt_by_replaying_it(
     second message); lost before the gateway processed it, it is sent now, once."""
     from airflow_provider_globesms.client import OutcomeUnknownError, ReceivedWithoutAnswerError, RetryPolicy, Timeout
 
-    emulator.set_faults(script=[fault], hang_seconds=2)
+    emulator.set_faults(script=[fault], hang_seconds=5)
     policy = RetryPolicy(confirm_by_replay=False)
-    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, timeout=Timeout(1, 0.3), retry=policy)
+    client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url, timeout=Timeout(1, 1.5), retry=policy)
     with client:
         with pytest.raises(OutcomeUnknownError) as doubt:
             client.send_message("+85291234567", "hello")
@@ -150,6 +150,8 @@ def test_settings_change_at_run_time(emulator: EmulatorServer) -> None:
 
 
 def test_messages_can_be_filtered_and_cleared(emulator: EmulatorServer) -> None:
+    moment = time.time()
+    emulator.gateway.clock = lambda: moment  # "the last second" holds all three calls, however slow
     call(emulator, "SendMessageToGlobe", {"To": "85291234567", "Message": "a", "TaskId": "c1"})
     call(emulator, "SendMessageToGlobe", {"To": "6591234567", "Message": "b", "TaskId": "c1"})
     call(emulator, "SendMessageToGlobe", {"To": "85291234567", "Message": "c", "TaskId": "c2"})

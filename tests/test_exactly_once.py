@@ -107,9 +107,9 @@ from types import SimpleNamespace
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.operators.send_ledger import LedgerGuard
 
-recipients, lease_wait, ledger_uri, go = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4]
+recipients, lease_wait, ledger_uri, go, qps = sys.argv[1], float(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 op = SendGlobeSmsOperator(task_id="campaign", recipients=recipients, message="Hi {{ recipient.name }}",
-                          max_qps=200, lease_wait=lease_wait, ledger_uri=ledger_uri)
+                          max_qps=float(qps), lease_wait=lease_wait, ledger_uri=ledger_uri)
 ti = SimpleNamespace(dag_id="eo_two_copies", run_id="manual__2026-11-22", task_id="campaign", map_index=-1,
                      try_number=1, xcom_push=lambda **kw: None)
 print("READY", flush=True)
@@ -122,7 +122,7 @@ except Exception as exc:
 """
 
 
-def run_copies(tmp_path: Path, url: str, lease_wait: float, gap: float) -> list[str]:
+def run_copies(tmp_path: Path, url: str, lease_wait: float, gap: float, max_qps: float = 200) -> list[str]:
     """Start two copies of one task instance, release them ``gap`` seconds apart; their last lines."""
     recipients = tmp_path / "people.csv"
     recipients.write_text("to,name\n" + "".join(f"{p['to']},{p['name']}\n" for p in people(200)))
@@ -132,7 +132,7 @@ def run_copies(tmp_path: Path, url: str, lease_wait: float, gap: float) -> list[
     gates = [tmp_path / "go-first", tmp_path / "go-second"]
     copies = [
         subprocess.Popen(
-            [sys.executable, str(script), str(recipients), str(lease_wait), str(tmp_path / "ledgers"), str(gate)],
+            [sys.executable, str(script), *map(str, (recipients, lease_wait, tmp_path / "ledgers", gate, max_qps))],
             env=env,
             cwd=ROOT,
             stdout=subprocess.PIPE,
@@ -165,7 +165,8 @@ def test_two_copies_of_one_task_instance_send_nobody_two(tmp_path: Path, emulato
 
 
 def test_a_second_copy_that_cannot_wait_fails_naming_the_holder(tmp_path: Path, emulator: EmulatorServer) -> None:
-    endings = run_copies(tmp_path, emulator.url, lease_wait=0.2, gap=0.0)
+    # 200 messages at 40/s hold the lease for 5 s: a second copy that starts late still finds it held.
+    endings = run_copies(tmp_path, emulator.url, lease_wait=0.2, gap=0.0, max_qps=40)
     errors = [e for e in endings if e.startswith("ERROR")]
     assert len(errors) == 1, endings
     assert "Another copy of this task instance is sending; nothing was sent" in errors[0]

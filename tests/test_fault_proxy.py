@@ -161,7 +161,7 @@ def test_stopping_ends_a_hang_at_once(emulator: EmulatorServer) -> None:
         time.sleep(0.1)  # the reply is read, the hang has begun
         started = time.monotonic()
         proxy.stop()
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 4  # not the 60 s hang, nor stop()'s 5 s join limit
         assert sock.recv(65536) == b""
     assert proxy_threads(proxy) == []
     assert len(emulator.messages()) == 1
@@ -205,7 +205,7 @@ def test_delay_answers_late_but_normally(emulator: EmulatorServer, make_proxy: P
 
 
 def test_refuse_resets_and_closes_the_port_for_a_while(emulator: EmulatorServer, make_proxy: ProxyFactory) -> None:
-    proxy = make_proxy(refuse_seconds=0.5)
+    proxy = make_proxy(refuse_seconds=3)  # seconds, not tenths: a loaded CI machine stalls threads that long
     proxy.set_schedule(["refuse"])
     established = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=5)
     established.connect()  # before the window: stays usable through it
@@ -216,10 +216,10 @@ def test_refuse_resets_and_closes_the_port_for_a_while(emulator: EmulatorServer,
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", proxy.port), timeout=1).close()
         assert request_over(established, signed(emulator, "85291234561"))[0] == 200
-        assert time.monotonic() - window_started < 0.5  # all of that happened inside the window
+        assert time.monotonic() - window_started < 3  # all of that happened inside the window
     finally:
         established.close()
-    time.sleep(0.7)
+    proxy.wait_until_listening()
     status, _, _ = split_reply(exchange(proxy.port, wire(signed(emulator, "85291234562"), close=True)))
     assert status.startswith("HTTP/1.1 200")
     assert sorted(m["to"] for m in emulator.messages()) == ["85291234561", "85291234562"]
@@ -258,7 +258,7 @@ def test_many_concurrent_keep_alive_connections_then_a_quick_stop(emulator: Emul
         assert len(proxy_threads(proxy)) == 65  # the acceptor and one per idle keep-alive connection
         started = time.monotonic()
         proxy.stop()  # with all 64 connections still open and idle
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 4  # within stop()'s 5 s join limit: no thread waited it out
         assert proxy_threads(proxy) == []
         assert all(conn.sock is not None and conn.sock.recv(1) == b"" for conn in conns)  # all closed
     finally:

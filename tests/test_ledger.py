@@ -152,6 +152,8 @@ def test_a_worker_killed_while_a_throttled_message_waits_still_sends_it_once() -
     import asyncio
 
     with EmulatorServer(EmulatorConfig(qps=1, delivery_delay=0)) as emulator, tempfile.TemporaryDirectory() as workdir:
+        now = [time.time()]
+        emulator.gateway.clock = lambda: now[0]  # one second that lasts until the test moves on, however slow
         GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url).send_message(
             "+6591234567", "fills the second"
         )
@@ -163,7 +165,7 @@ def test_a_worker_killed_while_a_throttled_message_waits_still_sends_it_once() -
             with (Path(workdir) / "r1.jsonl").open("wb") as handle:
                 sender = BulkSender(campaign, ledger, ResultsWriter(handle), progress_interval=0)
                 attempt = asyncio.create_task(sender.run_async(spill, total=1))
-                for _ in range(200):  # until the throttled attempt is on record
+                for _ in range(2000):  # until the throttled attempt is on record
                     entry = ledger.get(message.key)  # type: ignore[union-attr]
                     if entry is not None and entry.status is Status.FAILED:
                         break
@@ -174,6 +176,7 @@ def test_a_worker_killed_while_a_throttled_message_waits_still_sends_it_once() -
 
         asyncio.run(killed_during_backoff())
         assert len(emulator.messages()) == 1  # only the message that filled the second
+        now[0] += 2  # the next second: the cap has room again
         with (Path(workdir) / "r2.jsonl").open("wb") as handle:
             summary = BulkSender(campaign, ledger, ResultsWriter(handle), progress_interval=0).run(spill, total=1)
         assert (summary.accepted, summary.recovered) == (1, 0)

@@ -52,8 +52,8 @@ def stored_bytes(root: Path) -> bytes:
 
 
 def start(globesms_conn: Callable[..., EmulatorServer]) -> EmulatorServer:
-    emulator = globesms_conn(security_token=TOKEN, timeout=0.5)
-    emulator.set_faults(script=["hang"], hang_seconds=2)  # one message stays in doubt (no replay below)
+    emulator = globesms_conn(security_token=TOKEN, timeout=2)
+    emulator.set_faults(script=["hang"], hang_seconds=5)  # one message stays in doubt (no replay below)
     return emulator
 
 

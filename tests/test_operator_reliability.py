@@ -91,7 +91,7 @@ def test_5xx_and_resets_are_retried_exactly_once(
 def test_accept_then_hang_is_never_resent_and_is_reported(
     run_dag: Callable[..., Any], faulty: Callable[..., EmulatorServer]
 ) -> None:
-    emulator = faulty(timeout=0.5, hang_seconds=3)
+    emulator = faulty(timeout=2, hang_seconds=5)
     emulator.set_faults(script=["hang", "hang", "hang"])
     with DAG("rel_hang", schedule=None) as dag:
         SendGlobeSmsOperator(task_id="campaign", recipients=people(30), message="Hi {{ recipient.name }}")
@@ -107,7 +107,7 @@ def test_accept_then_hang_is_never_resent_and_is_reported(
 def test_without_replay_a_hang_stays_unknown_and_failing_until_someone_decides(
     run_dag: Callable[..., Any], faulty: Callable[..., EmulatorServer]
 ) -> None:
-    emulator = faulty(timeout=0.5, hang_seconds=3)
+    emulator = faulty(timeout=2, hang_seconds=5)
     emulator.set_faults(script=["hang", "hang"])
 
     def campaign(**decision: Any) -> DAG:
@@ -137,7 +137,7 @@ def test_without_replay_a_hang_stays_unknown_and_failing_until_someone_decides(
 def test_resend_unknown_is_an_explicit_choice(
     run_dag: Callable[..., Any], faulty: Callable[..., EmulatorServer]
 ) -> None:
-    emulator = faulty(timeout=0.5, hang_seconds=2)
+    emulator = faulty(timeout=2, hang_seconds=5)
     emulator.set_faults(script=["hang"])
     with DAG("rel_resend_unknown", schedule=None) as dag:
         SendGlobeSmsOperator(task_id="campaign", recipients=people(5), message="Hi", confirm_by_replay=False)

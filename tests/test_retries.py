@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -54,7 +55,13 @@ def test_throttled_then_ok_sends_one_message(emulator: EmulatorServer) -> None:
 def test_the_gateways_own_qps_cap_is_waited_out(emulator: EmulatorServer) -> None:
     """A real cap hit: the time-left header says how long; the retry lands after it."""
     emulator.set_settings(qps=1)
-    with client_for(emulator.url, max_qps=1000) as client:
+    now = [time.time()]
+    emulator.gateway.clock = lambda: now[0]  # the second send comes within the same second, however slow
+
+    def sleep(seconds: float) -> None:  # the client's wait moves the gateway's clock, not the test's
+        now[0] += seconds
+
+    with client_for(emulator.url, max_qps=1000, sleep=sleep) as client:
         first = client.send_message("+85291234567", "one")
         second = client.send_message("+85291234568", "two")
         assert client.stats[f"{SEND}.retry"] >= 1
@@ -99,8 +106,8 @@ def test_connection_refused_then_ok_sends_one_message() -> None:
 def test_read_timeout_after_the_request_was_received_is_settled_by_replay_never_resent(
     emulator: EmulatorServer,
 ) -> None:
-    emulator.set_faults(script=["hang"], hang_seconds=3)
-    with client_for(emulator.url, timeout=Timeout(connect=1, read=0.5)) as client:
+    emulator.set_faults(script=["hang"], hang_seconds=5)
+    with client_for(emulator.url, timeout=Timeout(connect=1, read=2)) as client:
         with pytest.raises(ReceivedWithoutAnswerError, match="may have been accepted"):
             client.send_message("+85291234567", "hello")
         assert client.stats[f"{SEND}.unknown"] == 1
@@ -136,9 +143,9 @@ def test_without_replay_a_reset_is_unknown_and_keeps_its_request(emulator: Emula
 
 def test_query_message_is_retried_even_after_a_timeout(emulator: EmulatorServer) -> None:
     """QueryMessage bills nothing, so an unanswered query is simply asked again."""
-    with client_for(emulator.url, timeout=Timeout(connect=1, read=0.5)) as client:
+    with client_for(emulator.url, timeout=Timeout(connect=1, read=2)) as client:
         sent = client.send_message("+85291234567", "hello")
-        emulator.set_faults(script=["hang:QueryMessage"], hang_seconds=2)
+        emulator.set_faults(script=["hang:QueryMessage"], hang_seconds=5)
         result = client.query_message(sent.message_id)
     assert result.message_id == sent.message_id
     assert emulator.stats()["actions"]["QueryMessage"]["requests"] == 2
