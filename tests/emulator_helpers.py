@@ -1,9 +1,10 @@
-"""Raw signed calls to the emulator, for tests that need to see the wire answer itself."""
+"""Raw signed calls to the emulator, for tests that need to see the wire answer itself, and its clock stopped."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,22 @@ from airflow_provider_globesms.client.signing import API_VERSION, Credentials, S
 from airflow_provider_globesms.emulator import EmulatorServer
 
 KEY = Credentials("AKID", "SECRET")
+
+
+class StoppedClock:
+    """The emulator's clock, stopped at the wall clock's now until the test moves it: "within one second"
+    (rate windows, receipts not yet final) holds however slow the machine."""
+
+    def __init__(self, emulator: EmulatorServer) -> None:
+        self.now = time.time()
+        emulator.gateway.clock = self
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock on (also usable as a client's injected ``sleep``)."""
+        self.now += seconds
 
 
 @dataclass

@@ -18,7 +18,7 @@ from airflow_provider_globesms.client import Credentials, GlobeSmsClient, count_
 from airflow_provider_globesms.client.signing import utc_timestamp
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_globesms.emulator.gateway import FAILURE_CODES
-from tests.emulator_helpers import call, send, sign
+from tests.emulator_helpers import StoppedClock, call, send, sign
 
 
 @pytest.fixture
@@ -50,8 +50,7 @@ def test_official_sdk_sends_and_queries_through_the_emulator(emulator: EmulatorS
     client = sdk(emulator, algorithm)
     # Receipts after 2 s of the gateway's clock, which stands still until moved: "sending" first, however slow.
     emulator.set_settings(delivery_delay=2.0)
-    now = [time.time()]
-    emulator.gateway.clock = lambda: now[0]
+    clock = StoppedClock(emulator)
     for name, text in TEXTS.items():
         request = sms_models.SendMessageToGlobeRequest(
             to="85291234567", message=text, from_="Alicloud321", task_id=name, type="NOTIFY"
@@ -66,7 +65,7 @@ def test_official_sdk_sends_and_queries_through_the_emulator(emulator: EmulatorS
         assert (body.number_detail.country, body.number_detail.region) == ("China", "HongKong")
         query = client.query_message(sms_models.QueryMessageRequest(message_id=body.message_id)).body
         assert (query.status, query.error_code) == ("3", "")  # the carrier has not answered yet
-    now[0] += 3  # past every receipt (2 s, give or take a fifth)
+    clock.advance(3)  # past every receipt (2 s, give or take a fifth)
     for stored in emulator.messages():
         query = client.query_message(sms_models.QueryMessageRequest(message_id=stored["message_id"])).body
         assert (query.status, query.error_code) == ("1", "DELIVERED")
@@ -224,8 +223,7 @@ def test_batch_with_bad_json(emulator: EmulatorServer) -> None:
 
 def test_a_burst_over_the_cap_is_throttled() -> None:
     with EmulatorServer(EmulatorConfig(qps=20, delivery_delay=0)) as emulator:
-        moment = time.time()
-        emulator.gateway.clock = lambda: moment  # all 60 in one second, however slow the machine
+        StoppedClock(emulator)  # all 60 in one second, however slow the machine
         requests = [sign(emulator, "SendMessageToGlobe", {"To": f"8529123{n:04d}", "Message": "hi"}) for n in range(60)]
         with ThreadPoolExecutor(8) as pool:
             answers = list(pool.map(lambda r: send(emulator, r), requests))

@@ -22,7 +22,7 @@ from alibabacloud_tea_openapi import models as openapi_models
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer, Faults
 from airflow_provider_globesms.emulator.cli import parser
-from tests.emulator_helpers import call, send, sign
+from tests.emulator_helpers import StoppedClock, call, send, sign
 
 SEND_PARAMS = {"To": "85291234567", "Message": "hello"}
 
@@ -150,8 +150,7 @@ def test_settings_change_at_run_time(emulator: EmulatorServer) -> None:
 
 
 def test_messages_can_be_filtered_and_cleared(emulator: EmulatorServer) -> None:
-    moment = time.time()
-    emulator.gateway.clock = lambda: moment  # "the last second" holds all three calls, however slow
+    StoppedClock(emulator)  # "the last second" holds all three calls, however slow
     call(emulator, "SendMessageToGlobe", {"To": "85291234567", "Message": "a", "TaskId": "c1"})
     call(emulator, "SendMessageToGlobe", {"To": "6591234567", "Message": "b", "TaskId": "c1"})
     call(emulator, "SendMessageToGlobe", {"To": "85291234567", "Message": "c", "TaskId": "c2"})

@@ -18,7 +18,7 @@ from airflow_provider_globesms.client.report import ResultsWriter
 from airflow_provider_globesms.client.segment_ledger import SegmentLedger
 from airflow_provider_globesms.client.signing import SignedRequest
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
-from tests.emulator_helpers import send
+from tests.emulator_helpers import StoppedClock, send
 
 SCOPE = ("dag", "run", "task", "-1")
 
@@ -152,8 +152,7 @@ def test_a_worker_killed_while_a_throttled_message_waits_still_sends_it_once() -
     import asyncio
 
     with EmulatorServer(EmulatorConfig(qps=1, delivery_delay=0)) as emulator, tempfile.TemporaryDirectory() as workdir:
-        now = [time.time()]
-        emulator.gateway.clock = lambda: now[0]  # one second that lasts until the test moves on, however slow
+        clock = StoppedClock(emulator)  # one second that lasts until the test moves on, however slow
         GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url).send_message(
             "+6591234567", "fills the second"
         )
@@ -176,7 +175,7 @@ def test_a_worker_killed_while_a_throttled_message_waits_still_sends_it_once() -
 
         asyncio.run(killed_during_backoff())
         assert len(emulator.messages()) == 1  # only the message that filled the second
-        now[0] += 2  # the next second: the cap has room again
+        clock.advance(2)  # the next second: the cap has room again
         with (Path(workdir) / "r2.jsonl").open("wb") as handle:
             summary = BulkSender(campaign, ledger, ResultsWriter(handle), progress_interval=0).run(spill, total=1)
         assert (summary.accepted, summary.recovered) == (1, 0)

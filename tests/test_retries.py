@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -23,6 +22,7 @@ from airflow_provider_globesms.client import (
 )
 from airflow_provider_globesms.client.blocking import SEND
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
+from tests.emulator_helpers import StoppedClock
 
 FAST = RetryPolicy(max_attempts=4, max_throttled_attempts=4, backoff_base=0.01, backoff_cap=0.05)
 
@@ -55,13 +55,8 @@ def test_throttled_then_ok_sends_one_message(emulator: EmulatorServer) -> None:
 def test_the_gateways_own_qps_cap_is_waited_out(emulator: EmulatorServer) -> None:
     """A real cap hit: the time-left header says how long; the retry lands after it."""
     emulator.set_settings(qps=1)
-    now = [time.time()]
-    emulator.gateway.clock = lambda: now[0]  # the second send comes within the same second, however slow
-
-    def sleep(seconds: float) -> None:  # the client's wait moves the gateway's clock, not the test's
-        now[0] += seconds
-
-    with client_for(emulator.url, max_qps=1000, sleep=sleep) as client:
+    clock = StoppedClock(emulator)  # the second send comes within the same second, however slow
+    with client_for(emulator.url, max_qps=1000, sleep=clock.advance) as client:  # its wait moves that clock
         first = client.send_message("+85291234567", "one")
         second = client.send_message("+85291234568", "two")
         assert client.stats[f"{SEND}.retry"] >= 1
