@@ -70,9 +70,10 @@ cluster-parts:
 test-cluster: $(CLUSTER_VENV)/.installed cluster-parts
 	$(CLUSTER_VENV)/bin/pytest tests_cluster -p no:cacheprovider
 
-# The chaos suite's long profile (thousands of generated fault schedules and kills), for before a release.
+# The long profiles, for before a release: the chaos suite (thousands of generated fault schedules and kills)
+# and the opt-out reading properties (20,000 generated writings each).
 chaos: install
-	HYPOTHESIS_PROFILE=chaos $(BIN)/pytest tests/test_chaos.py -p no:cacheprovider -o timeout=7200
+	HYPOTHESIS_PROFILE=chaos $(BIN)/pytest tests/test_chaos.py tests/test_opt_outs.py -p no:cacheprovider -o timeout=7200
 
 # KEEP=1 leaves the emulator (and its SMS sandbox inbox) up afterwards, until Ctrl-C.
 demo: install

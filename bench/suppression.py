@@ -4,7 +4,9 @@ Each variant runs in its own process (peak RSS is per process): the validation p
 (render, validate, deduplicate, as the operator runs it) without a suppression list (the baseline, in the
 same run), then with a list of ``--entries`` numbers, read from a file and indexed on disk, a tenth of the
 campaign's numbers among them, and with a list ten times smaller (flat memory means the same peak for
-both sizes). Reported: peak RSS of each, the time to load the list, and the time added per campaign row.
+both sizes), and with a list where one entry in five is written otherwise than plain E.164 (spaces, a trunk
+prefix, a full-width plus: each read in full, under every reading it may have). Reported: peak RSS of each,
+the time to load the list and its cost per entry, and the time added per campaign row.
 
     python bench/suppression.py [--rows 100000] [--entries 1000000]
 """
@@ -29,18 +31,26 @@ def number(n: int) -> str:
     return f"+8529{1_000_000 + n % 8_999_999:07d}"
 
 
-def write_inputs(folder: Path, rows: int, entries: int) -> tuple[Path, Path, Path]:
+def spaced(n: int) -> str:
+    """Every fifth entry of the mixed list as people also write it: spaces, a US trunk prefix, full width."""
+    plain = number(n)
+    if n % 5:
+        return plain
+    return [f"{plain[:4]} {plain[4:8]} {plain[8:]}", f"+1 1 212 555 {n % 10_000:04d}", f"\uff0b{plain[1:]}"][n // 5 % 3]
+
+
+def write_inputs(folder: Path, rows: int, entries: int) -> tuple[Path, Path, Path, Path]:
     campaign = folder / "campaign.csv"
     with campaign.open("w") as handle:
         handle.write("to,name\n")
         handle.writelines(f"{number(n)},Customer {n}\n" for n in range(rows))
-    big, small = folder / "optouts-big.txt", folder / "optouts-small.txt"
-    for path, count in ((big, entries), (small, entries // 10)):
+    big, small, mixed = folder / "optouts-big.txt", folder / "optouts-small.txt", folder / "optouts-mixed.txt"
+    for path, count, written in ((big, entries, number), (small, entries // 10, number), (mixed, entries, spaced)):
         with path.open("w") as handle:  # every tenth campaign number, then numbers outside the campaign
             listed = [number(n) for n in range(0, rows, 10)]
             handle.writelines(f"{line}\n" for line in listed[:count])
-            handle.writelines(f"{number(rows + n)}\n" for n in range(max(0, count - len(listed))))
-    return campaign, big, small
+            handle.writelines(f"{written(rows + n)}\n" for n in range(max(0, count - len(listed))))
+    return campaign, big, small, mixed
 
 
 def measure(campaign: str, optouts: str | None) -> dict[str, float]:
@@ -93,18 +103,21 @@ def main() -> int:
         print(json.dumps(measure(campaign, None if optouts == "-" else optouts)))
         return 0
     with tempfile.TemporaryDirectory(prefix="bench-suppression-") as folder:
-        campaign, big, small = write_inputs(Path(folder), args.rows, args.entries)
-        results = {
-            "no list (baseline)": run_variant(campaign, None, args.rounds),
-            f"{args.entries // 10:,} entries": run_variant(campaign, small, args.rounds),
-            f"{args.entries:,} entries": run_variant(campaign, big, args.rounds),
+        campaign, big, small, mixed = write_inputs(Path(folder), args.rows, args.entries)
+        variants = {
+            "no list (baseline)": (None, 1),
+            f"{args.entries // 10:,} entries": (small, args.entries // 10),
+            f"{args.entries:,} entries": (big, args.entries),
+            f"{args.entries:,} entries, 1 in 5 not plain E.164": (mixed, args.entries),
         }
+        results = {name: run_variant(campaign, path, args.rounds) for name, (path, _) in variants.items()}
     base = results["no list (baseline)"]
     rows = [
         [
             name,
             f"{r['peak_rss_mb']:.0f}",
             f"{r['load_seconds']:.1f}",
+            f"{r['load_seconds'] / variants[name][1] * 1e6:.2f}" if variants[name][0] else "",
             f"{r['validate_seconds']:.1f}",
             f"{(r['validate_seconds'] - base['validate_seconds']) / args.rows * 1e6:+.1f}",
             int(r["suppressed"]),
@@ -112,7 +125,8 @@ def main() -> int:
         for name, r in results.items()
     ]
     print(f"Validation pass of {args.rows:,} rows against a suppression list (each variant in its own process)")
-    print(table(["suppression list", "peak RSS MB", "load s", "validate s", "added us/row", "suppressed"], rows))
+    headers = ["suppression list", "peak RSS MB", "load s", "load us/entry", "validate s", "added us/row", "suppressed"]
+    print(table(headers, rows))
     big_rss = results[f"{args.entries:,} entries"]["peak_rss_mb"]
     print(f"peak RSS, {args.entries:,} entries / no list: {big_rss / base['peak_rss_mb']:.2f}x")
     save("suppression", {"rows": args.rows, "entries": args.entries, "results": results})

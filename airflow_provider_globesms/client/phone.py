@@ -15,18 +15,30 @@ for numbers without ``+`` (the API reads bare digits as international, whatever 
 
 from __future__ import annotations
 
+import decimal
 import re
 import unicodedata
 from dataclasses import dataclass
+from functools import cache
 
 import phonenumbers
 from phonenumbers import COUNTRY_CODE_TO_REGION_CODE
+from phonenumbers.phonemetadata import PhoneMetadata
 
 from airflow_provider_globesms.client.errors import InvalidFieldError
 
 MAINLAND_CHINA_CODE = 86
 _MASK = "****"
-_SEPARATORS = str.maketrans("", "", " -.()\u00a0")
+# What phonenumbers reads as punctuation inside a number (its VALID_PUNCTUATION, less "x"), so that the
+# sender and the suppression list read "+49 171/1234567", Word's non-breaking hyphen and a CJK input
+# method's full-width plus, brackets and spaces as people mean them. Spaces (Zs) and invisible format
+# characters (Cf: a CRM's left-to-right mark) are dropped too; control characters are not.
+_READ_AS_PUNCTUATION = str.maketrans(
+    {"\uff0b": "+"}
+    | dict.fromkeys(" -./()[]~\\", None)
+    | dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc\uff0d\uff0e\uff0f", None)
+    | dict.fromkeys("\uff08\uff09\uff3b\uff3d\u2053\u223c\uff5e", None)
+)
 # 7 to 15 digits (E.164's longest), optionally split by single spaces or dashes, standing alone: not
 # part of a hash, an id or a longer digit run.
 _NUMBER_LIKE = re.compile(r"(?<![\w+])\+?\d(?:[ \-]?\d){6,14}(?![\w])")
@@ -63,10 +75,43 @@ def ascii_digits(text: str) -> str:
     return "".join(str(unicodedata.decimal(c)) if not c.isascii() and c.isdecimal() else c for c in text)
 
 
+def compact_number(text: str) -> str:
+    """A written number without its punctuation, spaces and invisible marks, its digits in ASCII and a
+    full-width plus made ``+``: ``＋852 9123-4567`` -> ``+85291234567``. Anything else is kept (and then
+    refused by the caller: letters, control characters)."""
+    text = ascii_digits(text).translate(_READ_AS_PUNCTUATION)
+    if text.isascii():
+        return text
+    return "".join(c for c in text if unicodedata.category(c) not in ("Zs", "Cf"))
+
+
+def unwrap_number(text: str) -> str:
+    """A number as spreadsheets and CRMs export it, made a plain writing: ``tel:`` URIs, Excel's ``'`` and
+    ``="..."`` text markers, invisible format characters, and ``85291234567.0`` or ``8.5291234567E+10``
+    (a number column that went through a float) when that is exactly an integer. The sender and every
+    list read a number through it, so ``43664123456.0`` is +43 664 123456 everywhere, never +43 6641234560."""
+    if not text.isascii():
+        text = "".join(c for c in text if unicodedata.category(c) != "Cf")
+    text = text.strip()
+    text = text.removeprefix("tel:").removeprefix("TEL:").strip()
+    if text.startswith('="') and text.endswith('"'):
+        text = text[2:-1]
+    text = text.lstrip("'").strip()
+    if len(text) <= 40 and any(c in text for c in ".eE"):
+        try:
+            number = decimal.Decimal(text)
+        except decimal.InvalidOperation:
+            return text
+        # Up to 16 digits (a phone number's 15, and room): 1e999999 must not become a million-digit integer.
+        if number.is_finite() and 0 <= number.adjusted() <= 15 and number == number.to_integral_value():
+            return ("+" if text.startswith("+") else "") + str(int(number))
+    return text
+
+
 def mask_number(raw: object) -> str:
     """Mask any value that may be a phone number: ``+852****5678``; garbage masks to its tail only."""
     text = ascii_digits(str(raw).strip())
-    digits = text.translate(_SEPARATORS).lstrip("+")
+    digits = compact_number(text).lstrip("+")
     if digits.isascii() and digits.isdigit() and len(digits) >= 8:
         for size in (1, 2, 3):
             code = int(digits[:size])
@@ -127,10 +172,10 @@ def parse_number(
     """
     if not isinstance(raw, str | int) or isinstance(raw, bool):
         raise InvalidFieldError(field, None, f"expected a phone number string, got {type(raw).__name__}")
-    text = str(raw).strip()
+    text = unwrap_number(str(raw))
     if not text:
         raise InvalidFieldError(field, None, "phone number is empty")
-    compact = ascii_digits(text).translate(_SEPARATORS)
+    compact = compact_number(text)
     if compact.startswith("+"):
         digits = compact[1:]
     elif compact.startswith("00"):
@@ -166,3 +211,57 @@ def parse_number(
     if parsed.italian_leading_zero:
         number = "0" * (parsed.number_of_leading_zeros or 1) + number
     return PhoneNumber(int(parsed.country_code or 0), number)
+
+
+def number_readings(raw: str, default_region: str | None = None) -> set[str]:
+    """Every number (wire form) a writing may mean, for a list that must err on the side of not sending
+    (opt-outs): the sender's reading (``parse_number``), the API's reading of bare digits or a ``00`` prefix
+    as international, and phonenumbers' own reading of the text as written, each when it is a valid number.
+    A writing ``to`` accepts as number N therefore always yields N."""
+    text = raw.strip()
+    plain = unwrap_number(text)
+    compact = compact_number(plain)
+    attempts: list[tuple[str, str | None]] = [(plain, default_region)]
+    if compact.startswith("00"):
+        attempts.append(("+" + compact[2:], None))  # the international prefix of most countries
+    elif not compact.startswith("+"):
+        attempts.append(("+" + compact, None))
+    readings: set[str] = set()
+    for written, region in attempts:
+        try:
+            readings.add(parse_number(written, "suppression", default_region=region).wire)
+        except InvalidFieldError:
+            continue
+    for written in {text, plain}:
+        try:
+            parsed = phonenumbers.parse(written, default_region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(parsed):
+            leading = "0" * (parsed.number_of_leading_zeros or 1) if parsed.italian_leading_zero else ""
+            readings.add(f"{parsed.country_code}{leading}{parsed.national_number}")
+    return readings
+
+
+def reads_as_written(digits: str) -> bool:
+    """Whether phonenumbers reads ``+<digits>`` (ASCII) as exactly these digits: no national (trunk) prefix of
+    the country follows its code to be stripped or rewritten (``+1 1 212...``, ``+7 8 912...``,
+    ``+54 11 15...`` are not). A cheap test (a prefix look-up and one regex) that lets an opt-out list skip
+    the full parse for plain E.164 entries; digits with no country code are no valid number at all."""
+    if digits[:1] in ("", "0"):
+        return True
+    for size in (1, 2, 3):
+        code = int(digits[:size])
+        if code in COUNTRY_CODE_TO_REGION_CODE:
+            prefix = _national_prefix(code)
+            return prefix is None or prefix.match(digits[size:]) is None
+    return True
+
+
+@cache
+def _national_prefix(country_code: int) -> re.Pattern[str] | None:
+    """The pattern phonenumbers strips as a national prefix after ``country_code`` (its main region's)."""
+    region = phonenumbers.region_code_for_country_code(country_code)
+    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
+    pattern = metadata.national_prefix_for_parsing if metadata is not None else None
+    return re.compile(pattern) if pattern else None

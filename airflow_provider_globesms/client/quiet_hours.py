@@ -113,10 +113,12 @@ class QuietHours:
 
 @lru_cache(maxsize=4096)
 def zone(name: str) -> ZoneInfo | None:
-    """The ``ZoneInfo`` of an IANA name, or ``None`` when there is no such zone."""
+    """The ``ZoneInfo`` of an IANA name, or ``None`` when there is no such zone. A folder of the tz database
+    (``Australia``, ``America/Argentina``: what a CRM holds when someone typed a country) or a name too long
+    for a file name is no zone either (``IsADirectoryError``, ``OSError``), never an error of the campaign."""
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return None
 
 

@@ -91,7 +91,10 @@ class GlobeSmsNotifier(BaseNotifier):
     :param sender: sender ID (``From``).
     :param sms_type: ``NOTIFY`` by default; ``OTP`` or ``MKT`` are possible.
     :param suppression: numbers that must not be texted (someone off call, an opt-out): a list, or the path/URI
-        of a text, CSV or JSON Lines file, as ``SendGlobeSmsOperator`` takes it.
+        of a text, CSV or JSON Lines file, as ``SendGlobeSmsOperator`` takes it. A list that cannot be read,
+        or is empty (unless ``allow_empty_suppression``), is logged as an error and the alert goes to every
+        number: an alert is never lost to its own settings.
+    :param allow_empty_suppression: let ``suppression`` be empty without an error in the log.
     """
 
     # `message` is rendered by the notifier itself (``_text``): an alert whose template fails (say `{{ ds }}`
@@ -108,10 +111,13 @@ class GlobeSmsNotifier(BaseNotifier):
         sms_type: str | None = "NOTIFY",
         default_region: str | None = None,
         suppression: str | Sequence[str] | None = None,
+        allow_empty_suppression: bool = False,
         context: Context | None = None,
     ) -> None:
         super().__init__(context=context)
         self.suppression = suppression
+        # Given, then rendered to None (an XCom of nothing): an empty list, never "no list".
+        self.suppression_given, self.allow_empty_suppression = suppression is not None, allow_empty_suppression
         self.to = to
         self.message = message
         self.globesms_conn_id = globesms_conn_id
@@ -170,12 +176,15 @@ class GlobeSmsNotifier(BaseNotifier):
     def _suppressed(self, numbers: list[str], region: str | None) -> set[str]:
         """Which of these numbers (wire form) are on the suppression list; a list that cannot be read is
         logged and ignored (an alert is not lost to its own settings)."""
-        if self.suppression is None or not numbers:
+        if not self.suppression_given or not numbers:
             return set()
+        source = [] if self.suppression is None else self.suppression
         try:
             with (
                 tempfile.TemporaryDirectory(prefix="globesms-alert-") as workdir,
-                open_suppression(self.suppression, region, workdir, self.log) as listed,
+                open_suppression(
+                    source, region, workdir, self.log, may_be_empty=self.allow_empty_suppression
+                ) as listed,
             ):
                 return {n for n in numbers if listed is not None and n in listed}
         except Exception as exc:

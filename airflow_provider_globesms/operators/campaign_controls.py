@@ -39,34 +39,56 @@ def _is_location(source: Any) -> bool:
     return isinstance(source, str | os.PathLike | ObjectStoragePath)
 
 
+RENDERED_TO_NOTHING = ("", "None", "null", "[]", "()")  # what a template renders for a missing or empty XCom
+
+
 @contextmanager
 def open_suppression(
-    source: Any, default_region: str | None, workdir: str, log: LineLogger
+    source: Any, default_region: str | None, workdir: str, log: LineLogger, *, may_be_empty: bool = False
 ) -> Iterator[SuppressionList | None]:
-    """The suppression list indexed on disk for this try, or ``None`` without one; an unreadable file
-    fails the task before anything is sent (a list that cannot be read protects nobody)."""
+    """The suppression list indexed on disk for this try, or ``None`` without one. Before anything is sent,
+    the task fails on a list that cannot be read, one where nothing is a phone number, and (unless
+    ``may_be_empty``) an empty one: a failed export (0 bytes, a header only) or a template or XCom that
+    rendered to nothing protects nobody. The caller passes ``[]`` for a source that was given but rendered
+    to ``None``."""
     source = source.value if isinstance(source, ShownMasked) else source
     if source is None:
         yield None
         return
     with SuppressionList(workdir, default_region) as suppression:
-        if _is_location(source):
+        if isinstance(source, str) and source.strip() in RENDERED_TO_NOTHING:
+            pass  # nothing to read: the emptiness check below decides
+        elif _is_location(source):
             _load_file(suppression, str(source))
         else:
             suppression.load(suppression_from_values([source] if isinstance(source, str | int) else source))
         log.info("Suppression list: %d numbers", suppression.entries)
-        if suppression.unreadable and not suppression.entries:
-            raise AirflowFailException(
-                f"suppression: none of its {suppression.unreadable} entries is a phone number (first at lines "
-                f"{', '.join(map(str, suppression.first_unreadable))}): a list that matches nobody protects nobody"
-            )
-        if suppression.unreadable:
-            log.warning(
-                "Suppression list: %d entries are not phone numbers and match nobody (first at lines %s)",
-                suppression.unreadable,
-                ", ".join(map(str, suppression.first_unreadable)),
-            )
+        _check_loaded(suppression, source, may_be_empty, log)
         yield suppression
+
+
+def _check_loaded(suppression: SuppressionList, source: Any, may_be_empty: bool, log: LineLogger) -> None:
+    lines = ", ".join(map(str, suppression.first_unreadable))
+    if suppression.unreadable and not suppression.entries:
+        raise AirflowFailException(
+            f"suppression: none of its {suppression.unreadable} entries is a phone number (first at lines "
+            f"{lines}): a list that matches nobody protects nobody"
+        )
+    if not suppression.entries and not may_be_empty:
+        where = f"{str(source)[:MAX_SHOWN]!r}" if _is_location(source) else "(the list given)"
+        raise AirflowFailException(
+            f"suppression {where} is empty (no entries, or only a header): a failed export or an XCom that "
+            "rendered to nothing protects nobody, so nothing was sent. If the list may be empty (a new opt-out "
+            "list on its first day), set allow_empty_suppression=True"
+        )
+    if not suppression.entries:
+        log.warning("Suppression list is empty (allowed by allow_empty_suppression): it suppresses nobody")
+    if suppression.unreadable:
+        log.warning(
+            "Suppression list: %d entries are not phone numbers and match nobody (first at lines %s)",
+            suppression.unreadable,
+            lines,
+        )
 
 
 def _load_file(suppression: SuppressionList, location: str) -> None:
@@ -113,12 +135,16 @@ def check_budget(budget: Budget | None, log: LineLogger, *, dry_run: bool) -> No
     """Log the cost table; over ``max_segments`` the task fails before the first send (a dry run says so)."""
     if budget is None:
         return
-    log.info("Segments and estimated cost by country:\n%s", cost_table(budget))
+    try:
+        table = cost_table(budget)
+    except ConfigurationError as exc:  # a total too large to count
+        raise AirflowFailException(f"{exc}; nothing was sent") from None
+    log.info("Segments and estimated cost by country:\n%s", table)
     over = budget.over()
     if over and dry_run:
         log.warning("Over budget: %s; a real run would send nothing", over)
     elif over:
-        raise AirflowFailException(f"{over}; nothing was sent\n{cost_table(budget)}")
+        raise AirflowFailException(f"{over}; nothing was sent\n{table}")
 
 
 def refuse_invalid(report: ValidationReport, described: str, on_invalid: str, log: LineLogger) -> None:

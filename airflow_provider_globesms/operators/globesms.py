@@ -20,7 +20,8 @@ from airflow.sdk import BaseOperator, XComArg, literal
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_globesms.client.bulk import BulkSender, Spill, ValidationReport, validate
-from airflow_provider_globesms.client.errors import SourceError
+from airflow_provider_globesms.client.bulk.controls import check_max_segments, prices_from
+from airflow_provider_globesms.client.errors import ConfigurationError, SourceError
 from airflow_provider_globesms.client.report import ResultsWriter, SendSummary
 from airflow_provider_globesms.client.transport import require_positive
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
@@ -65,14 +66,23 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
-def _check_arguments(to: object, recipients: object, on_invalid: str, concurrency: int | None) -> None:
-    """Refuse, at DAG parse time, arguments no run could use."""
+def _check_arguments(
+    to: object, recipients: object, on_invalid: str, concurrency: int | None, max_segments: object, prices: object
+) -> int | None:
+    """Refuse, at DAG parse time, arguments no run could use (prices given as numbers included; text may be
+    a template, checked when rendered); returns ``max_segments`` checked."""
     if (to is None) == (recipients is None):
         raise ValueError("give exactly one of `to` (numbers) or `recipients` (rows, XComArg or a file)")
     if on_invalid not in ("fail", "skip"):
         raise ValueError(f"on_invalid must be 'fail' or 'skip', not {on_invalid!r}")
     if concurrency is not None and concurrency < 1:
         raise ValueError("concurrency must be at least 1")
+    try:
+        if isinstance(prices, Mapping):
+            prices_from({k: v for k, v in prices.items() if not isinstance(v, str)})
+        return check_max_segments(max_segments)
+    except ConfigurationError as exc:
+        raise ValueError(str(exc)) from None
 
 
 class SendGlobeSmsOperator(BaseOperator):
@@ -114,7 +124,8 @@ class SendGlobeSmsOperator(BaseOperator):
         parallel (mapped) tasks.
     :param concurrency: sends in flight at once; by default enough to hold ``max_qps`` at 300 ms latency.
     :param on_invalid: ``"fail"`` (send nothing if any row is invalid) or ``"skip"``.
-    :param dry_run: validate, render and count segments; send nothing.
+    :param dry_run: validate, render and count segments; send nothing (kept as ``is_dry_run``: ``dry_run()`` is
+        a method of ``BaseOperator``).
     :param resend_unknown: resend messages whose outcome an earlier attempt could not learn (whoever got
         the first one gets a second).
     :param fail_on_unknown: fail the task while any message's outcome is unknown, from this attempt or an
@@ -135,10 +146,14 @@ class SendGlobeSmsOperator(BaseOperator):
     :param progress_interval: seconds between progress lines in the log.
     :param max_errors_shown: invalid rows listed in the table (all are counted).
     :param suppression: numbers that must never receive anything from this task (opt-outs): a list, or the
-        path/URI of a text (one a line), CSV or JSON Lines file, in any form ``to`` accepts; matched on the
-        E.164 number, indexed on disk (millions of entries, flat memory); reported as ``suppressed``.
-    :param max_segments: the most segments this task may bill; above it (counted in the validation pass)
-        the task fails before the first send, naming the totals.
+        path/URI of a text (one a line), CSV or JSON Lines file, in any writing ``to`` accepts (and any other
+        that phonenumbers reads as a valid number); matched on the number, indexed on disk (millions of
+        entries, flat memory); reported as ``suppressed``. An empty list or file, or one that rendered to
+        nothing, fails the task before sending (it protects nobody) unless ``allow_empty_suppression``.
+    :param allow_empty_suppression: let ``suppression`` be empty (a new opt-out list on its first day); the
+        run then sends to everyone, with a warning.
+    :param max_segments: the most segments this task may bill (a whole number); above it (counted in the
+        validation pass) the task fails before the first send, naming the totals.
     :param prices: price per segment by country (``{"HK": 0.04, "GB": 0.05}`` or calling codes ``"852"``),
         or the path/URI of a CSV ``country,price``: the log (and a dry run) shows the estimated cost by
         country, and the summary ``estimated_cost``.
@@ -196,7 +211,8 @@ class SendGlobeSmsOperator(BaseOperator):
         resend_without_ledger: bool = False,
         progress_interval: float = 10.0,
         max_errors_shown: int = 50,
-        suppression: str | Sequence[str | int] | None = None,
+        suppression: str | Sequence[str | int] | XComArg | None = None,
+        allow_empty_suppression: bool = False,
         max_segments: int | None = None,
         prices: Mapping[str, float] | str | None = None,
         quiet_hours: tuple[str, str] | None = None,
@@ -205,19 +221,18 @@ class SendGlobeSmsOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_arguments(to, recipients, on_invalid, concurrency)
-        # Compiled and rendered per recipient by the operator; Airflow keeps (and shows) the template itself.
-        self.message = literal(message) if isinstance(message, str) else message
+        self.max_segments = _check_arguments(to, recipients, on_invalid, concurrency, max_segments, prices)
+        self.message = literal(message) if isinstance(message, str) else message  # rendered per recipient
         self.to, self.recipients, self.suppression = shown_inputs(to, recipients, suppression)
-        self.max_segments, self.prices, self.quiet_hours = max_segments, prices, quiet_hours
+        self.suppression_given, self.resend_without_ledger = suppression is not None, resend_without_ledger
+        self.allow_empty_suppression, self.prices, self.quiet_hours = allow_empty_suppression, prices, quiet_hours
         self.tz_field, self.on_unknown_timezone, self.to_field = tz_field, on_unknown_timezone, to_field
         self.validity_period, self.channel_id, self.campaign_id = validity_period, channel_id, campaign_id
-        self.globesms_conn_id, self.concurrency, self.on_invalid = globesms_conn_id, concurrency, on_invalid
-        self.sender, self.sms_type, self.is_dry_run = sender, sms_type, dry_run  # dry_run() is BaseOperator's
+        self.globesms_conn_id, self.on_invalid, self.confirm_by_replay = globesms_conn_id, on_invalid, confirm_by_replay
+        self.sender, self.sms_type, self.is_dry_run, self.concurrency = sender, sms_type, dry_run, concurrency
         self.max_qps = require_positive("max_qps", max_qps) if max_qps is not None else None  # nan, inf, 0...
         self.resend_unknown, self.fail_on_unknown = resend_unknown, fail_on_unknown
         self.ledger_uri, self.results_uri, self.default_region = ledger_uri, results_uri, default_region
-        self.confirm_by_replay, self.resend_without_ledger = confirm_by_replay, resend_without_ledger
         self.lease_wait, self.progress_interval, self.max_errors_shown = lease_wait, progress_interval, max_errors_shown
 
     @cached_property
@@ -282,7 +297,11 @@ class SendGlobeSmsOperator(BaseOperator):
 
     def _validate(self, plan: SendPlan, workdir: str, on_row: Callable[[Any], None]) -> ValidationReport:
         region = plan.campaign.client.default_region  # the task's, else the connection's: as recipients are read
-        with open_suppression(self.suppression, region, workdir, self.log) as suppression:
+        # A list given, then rendered to None (an XCom of nothing): an empty list, never "no list".
+        source = [] if self.suppression is None and self.suppression_given else self.suppression
+        with open_suppression(
+            source, region, workdir, self.log, may_be_empty=self.allow_empty_suppression
+        ) as suppression:
             try:
                 report = validate(
                     plan.campaign,

@@ -8,11 +8,10 @@ under; it is checked before the first message goes.
 from __future__ import annotations
 
 import csv
-import decimal
 import json
+import math
 import re
 import tempfile
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -20,8 +19,8 @@ from typing import IO
 
 import phonenumbers
 
-from airflow_provider_globesms.client.errors import ConfigurationError, InvalidFieldError
-from airflow_provider_globesms.client.phone import parse_number
+from airflow_provider_globesms.client.errors import ConfigurationError
+from airflow_provider_globesms.client.phone import number_readings, reads_as_written
 from airflow_provider_globesms.client.sqlite import open_sqlite
 
 BATCH = 10_000  # entries per transaction while a list is loaded
@@ -36,8 +35,9 @@ class SuppressionList:
 
     Entries may be written in any form the validator accepts (``+852 9123 4567``, ``85291234567``; national
     forms with ``default_region``). An entry that is no phone number cannot match any valid recipient: it
-    is counted (``unreadable``) and its line kept for the log, never fatal. Entries already in E.164 form are
-    indexed as written, unchecked (checking costs more than the look-up; a wrong one matches nobody).
+    is counted (``unreadable``) and its line kept for the log, never fatal. Entries in plain E.164 form that
+    phonenumbers keeps as written are indexed unchecked (checking costs more than the look-up; a wrong one
+    matches nobody); every other writing is indexed under each number it may mean (``number_readings``).
     """
 
     def __init__(self, directory: str | None = None, default_region: str | None = None) -> None:
@@ -70,28 +70,17 @@ class SuppressionList:
         return self
 
     def _wires(self, entry: str) -> set[str]:
-        """The number an entry means, read as recipients are (so the same writing gives the same number).
-        Bare digits are also read as international: an opt-out list errs on the side of not sending."""
+        """The numbers an entry may mean (``number_readings``): the sender's reading of the same writing, and
+        any other valid reading (bare digits as international too): an opt-out list errs on the side of not
+        sending."""
         text = entry.strip()
         digits = text[1:]
-        # E.164 as written (the common case, a thousand times cheaper than parsing): ASCII digits, and no
-        # trunk 0 right after the country code ("+44 07911..." is read by the validator as +44 7911...).
-        plain = digits.isascii() and digits.isdigit() and 7 <= len(digits) <= 15 and "0" not in digits[1:4]
-        if text.startswith("+") and plain:
+        # Plain E.164 whose digits phonenumbers keeps as written (the common case, a thousand times cheaper
+        # than parsing): ASCII digits, no trunk prefix after the country code ("+1 1 212...", "+44 07911...").
+        plain = text.startswith("+") and digits.isascii() and digits.isdigit() and 7 <= len(digits) <= 15
+        if plain and reads_as_written(digits):
             return {digits}
-        text = cleaned_entry(text)
-        readings: set[str] = set()
-        attempts = [(text, self.default_region)]
-        if text.startswith("00"):
-            attempts.append(("+" + text[2:], None))  # the international prefix of most countries
-        elif not text.startswith("+"):
-            attempts.append(("+" + text, None))
-        for written, region in attempts:
-            try:
-                readings.add(parse_number(written, "suppression", default_region=region).wire)
-            except InvalidFieldError:
-                continue
-        return readings
+        return number_readings(text, self.default_region)
 
     def _insert(self, pending: list[tuple[str]]) -> None:
         if pending:
@@ -186,26 +175,6 @@ def _json_text(value: object) -> str:
     return str(value)
 
 
-def cleaned_entry(text: str) -> str:
-    """An entry as spreadsheets and CRMs export it, made a plain number: ``tel:`` URIs, Excel's ``'`` and
-    ``="..."`` text markers, invisible format characters, and ``85291234567.0`` or ``8.5291234567E+10``
-    (a number column that went through a float) when that is exactly an integer."""
-    text = "".join(c for c in text if unicodedata.category(c) != "Cf").strip()
-    text = text.removeprefix("tel:").removeprefix("TEL:").strip()
-    if text.startswith('="') and text.endswith('"'):
-        text = text[2:-1]
-    text = text.lstrip("'").strip()
-    if len(text) <= 40 and any(c in text for c in ".eE"):
-        try:
-            number = decimal.Decimal(text)
-        except decimal.InvalidOperation:
-            return text
-        # Up to 16 digits (a phone number's 15, and room): 1e999999 must not become a million-digit integer.
-        if number.is_finite() and 0 <= number.adjusted() <= 15 and number == number.to_integral_value():
-            return ("+" if text.startswith("+") else "") + str(int(number))
-    return text
-
-
 def suppression_from_values(values: Iterable[object]) -> Iterator[tuple[int, str]]:
     """``(position, entry)`` from a list given in the DAG."""
     return ((n, str(v)) for n, v in enumerate(values, start=1))
@@ -225,6 +194,20 @@ def region_of(wire: str) -> str:
     return str(region)
 
 
+def check_max_segments(value: object) -> int | None:
+    """``max_segments`` as a whole number of segments (``None``: no cap), or a ``ConfigurationError`` naming
+    it: a string, a bool, a negative, a fraction, ``nan`` or ``inf`` would otherwise disable the cap."""
+    if value is None:
+        return None
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)  # 1e6
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigurationError(
+            f"max_segments must be a whole number of segments, 0 or more (or None for no cap), not {value!r:.40}"
+        )
+    return value
+
+
 def prices_from(source: Mapping[str, object] | IO[str] | None) -> dict[str, float]:
     """Price per segment by country: a mapping, or a CSV ``country,price`` (a header is allowed). A country
     is an ISO region (``HK``) or a calling code (``852``, ``+852``)."""
@@ -238,8 +221,10 @@ def prices_from(source: Mapping[str, object] | IO[str] | None) -> dict[str, floa
             value = float(str(price).strip())
         except ValueError:
             raise ConfigurationError(f"prices: {country!r} has no number for a price ({price!r})") from None
-        if not value >= 0:
-            raise ConfigurationError(f"prices: {country!r} has a negative or missing price ({price!r})")
+        if not value >= 0 or not math.isfinite(value):
+            raise ConfigurationError(
+                f"prices: {country!r} has a negative, missing or infinite price ({str(price)[:40]!r})"
+            )
         prices[key] = value
     return prices
 
@@ -285,15 +270,27 @@ class Budget:
         code = phonenumbers.country_code_for_region(region) if region.isalpha() else 0
         return self.prices.get(str(code)) if code else None
 
+    def __post_init__(self) -> None:
+        self.max_segments = check_max_segments(self.max_segments)
+
     def cost(self) -> tuple[float, list[str]]:
-        """The estimated total, and the regions without a price (not in the total)."""
+        """The estimated total, and the regions without a price (not in the total). A total too large for a
+        float is a ``ConfigurationError`` naming the dearest region (a summary never holds ``inf``)."""
         total, unpriced = 0.0, []
+        costs: dict[str, float] = {}
         for region, segments in self.segments.items():
             price = self.price(region)
             if price is None:
                 unpriced.append(region)
             else:
-                total += price * segments
+                costs[region] = price * segments
+                total += costs[region]
+        if not math.isfinite(total):
+            dearest = max(costs, key=costs.__getitem__)
+            raise ConfigurationError(
+                f"prices: the estimated cost is too large to count (the price of {dearest!r}, "
+                f"{self.price(dearest)!r} a segment, times {self.segments[dearest]:,} segments)"
+            )
         return total, sorted(unpriced)
 
     def over(self) -> str | None:
