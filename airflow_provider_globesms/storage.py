@@ -2,7 +2,8 @@
 
 A location is a local path or any ``ObjectStoragePath`` URI. The base comes from the task's argument,
 else ``[globesms] ledger_uri``, else ``$AIRFLOW_HOME/globesms``; under it each task instance has its
-own folder: ``<dag>/<run>/<task>/<map index or "task">``.
+own folder: ``<dag>/<run>/<task>/<map index or "task">``, each id as ``location_segment`` writes it (one
+folder per task instance, whatever its ids, never outside its DAG's folder).
 """
 
 from __future__ import annotations
@@ -17,14 +18,27 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath, conf
 
+from airflow_provider_globesms.client.private import private_file
 from airflow_provider_globesms.client.validation import MAX_TASK_ID_LENGTH
 
 CONFIG_SECTION = "globesms"
 
 
 def safe_segment(part: str) -> str:
-    """A path segment from an Airflow id (run ids hold ':' and '+')."""
+    """An id with every character outside ``A-Za-z0-9._=-`` made ``_`` (for ``TaskId``; many ids to one)."""
     return re.sub(r"[^A-Za-z0-9._=-]", "_", part)
+
+
+_PLAIN_ID = re.compile(r"[A-Za-z0-9._=-]{1,200}")
+
+
+def location_segment(part: str) -> str:
+    """A folder name for an Airflow id, one per id: a plain id as it is (letters, digits, ``._=-``; never
+    ``.`` or ``..``); any other (a run id with ``:`` and ``+``) readable, then ``~`` and a digest of the id
+    (``safe_segment`` alone gave ``a:b`` and ``a_b`` one folder, and kept ``..``)."""
+    if _PLAIN_ID.fullmatch(part) and part not in (".", ".."):
+        return part
+    return f"{safe_segment(part)[:100]}~{hashlib.sha256(part.encode()).hexdigest()[:20]}"
 
 
 def is_local(location: str) -> bool:
@@ -59,12 +73,12 @@ def task_instance_scope(ti: Any) -> list[str]:
     return [ti.dag_id, ti.run_id, ti.task_id, str(-1 if map_index is None else int(map_index))]
 
 
-def task_instance_location(ti: Any, explicit_base: str | None = None) -> str:
-    """The folder of a task instance's files under the base location."""
+def task_instance_location(ti: Any, explicit_base: str | None = None, *, legacy: bool = False) -> str:
+    """The folder of a task instance's files under the base location; ``legacy``: where versions before 0.3
+    put it (``safe_segment``: not one per task instance, and ``..`` left as it was)."""
     dag_id, run_id, task_id, map_index = task_instance_scope(ti)
-    folder = "/".join(
-        [safe_segment(dag_id), safe_segment(run_id), safe_segment(task_id), map_index if map_index != "-1" else "task"]
-    )
+    segment = safe_segment if legacy else location_segment
+    folder = "/".join([segment(dag_id), segment(run_id), segment(task_id), map_index if map_index != "-1" else "task"])
     return f"{base_location(explicit_base).rstrip('/')}/{folder}"
 
 
@@ -73,16 +87,17 @@ def local_work_dir(location: str) -> Path:
     folder under the system's temp dir (reused by later attempts on the same worker)."""
     if is_local(location):
         return local_path(location)
-    return Path(tempfile.gettempdir()) / "globesms" / safe_segment(location)
+    return Path(tempfile.gettempdir()) / "globesms" / location_segment(location)
 
 
 def store_file(local: Path, location: str) -> str:
     """Copy a finished local file to its location atomically where the store allows; return the URI."""
     if is_local(location):
         target = local_path(location)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(target.name + ".partial")
-        shutil.copyfile(local, partial)
+        partial = private_file(target.with_name(target.name + ".partial"))  # full numbers: owner-only
+        with local.open("rb") as source, partial.open("r+b") as sink:
+            sink.truncate()
+            shutil.copyfileobj(source, sink, 1024 * 1024)
         os.replace(partial, target)  # readers never see half a file
         return str(target)
     destination = storage_path(location)

@@ -113,7 +113,7 @@ def test_every_row_and_column_does_what_the_table_says(outcome: Outcome, column:
         assert not isinstance(verdict.error, OutcomeUnknownError)
         if column == "replay":  # a business refusal of a replay proves no earlier copy had arrived
             assert isinstance(verdict.error, BusinessError)
-    elif expected is Next.RECEIVED:
+    elif expected is Next.ARRIVED:
         assert isinstance(verdict.error, ReceivedWithoutAnswerError)
     elif expected is Next.UNKNOWN_FINAL:
         assert isinstance(verdict.error, OutcomeUnknownError)

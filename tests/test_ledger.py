@@ -126,10 +126,10 @@ def test_a_crash_is_settled_by_replaying_what_was_pending() -> None:
             sender = BulkSender(campaign, ledger, ResultsWriter(handle), progress_interval=0)
             summary = sender.run(spill, total=2)
         assert summary.recovered == 2
-        assert (summary.skipped_already_sent, summary.sent) == (2, 0)
+        assert (summary.skipped_already_sent, summary.arrived, summary.sent) == (1, 1, 0)  # arrived: not "sent"
         by_row = {e.row: e for e in ledger.entries()}
         assert [by_row[1].to, by_row[2].to] == ["+852****4567", "+65****4567"]  # stored masked
-        assert by_row[1].status is Status.RECEIVED
+        assert by_row[1].status is Status.ARRIVED
         assert by_row[2].status is Status.ACCEPTED
         assert by_row[2].message_id
         assert sorted(m["to"] for m in emulator.messages()) == ["6591234567", "85291234567"]

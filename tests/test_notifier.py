@@ -145,7 +145,7 @@ def test_a_failed_alert_is_logged_and_never_hides_the_task_error(
     assert "ServiceUnavailable" in logged
 
 
-def test_an_alert_whose_answer_was_lost_is_reported_received_not_failed(
+def test_an_alert_whose_answer_was_lost_is_reported_arrived_not_failed(
     run_dag: Callable[..., Any], globesms_conn: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:
     emulator = globesms_conn()
@@ -159,7 +159,7 @@ def test_an_alert_whose_answer_was_lost_is_reported_received_not_failed(
         load()
     run_dag(dag)
     logged = capfd.readouterr().out
-    assert "Alert SMS to +852****4567 received by the API" in logged
+    assert "Alert SMS to +852****4567 arrived at the API" in logged
     assert len(emulator.messages()) == 1  # the replay proved it arrived; no second alert
 
 

@@ -29,7 +29,7 @@ HTTP 2xx unreadable      arrived: the verdict cannot be read     replay      rep
 HTTP 500/502/504         maybe: it may have been handed on       replay      replay           sign anew
 HTTP 503                 refused unprocessed: nonce unused       sign anew   replay           sign anew
 throttled                refused, and the nonce is consumed      sign anew   unknown, final   sign anew
-SignatureNonceUsed       seen: these bytes arrived before        raise       received         raise
+SignatureNonceUsed       seen: these bytes arrived before        raise       arrived          raise
 other auth/gateway 4xx   refused                                 raise       unknown, final   raise
 business code            refused: the nonce was fresh            raise       raise            raise
 OK                       accepted                                result      result           result
@@ -39,7 +39,8 @@ OK                       accepted                                result      res
 (throttling towards ``max_throttled_attempts``, waiting as long as the gateway asked, and every caller
 of the client backs off). When the budget runs out, a call with a request in doubt raises
 ``OutcomeUnknownError`` with that request; otherwise the last refusal (``RequestNotSentError`` when it
-never connected). *received* raises ``ReceivedWithoutAnswerError``: the API has it, its MessageId is
+never connected). *arrived* raises ``ReceivedWithoutAnswerError``: the API has it, but whether it
+accepted it is unknown (a throttled or refused request consumes its nonce too), and its MessageId is
 lost. *unknown, final*: a refusal of a replay may have consumed its nonce, so nothing can settle it any
 more (``OutcomeUnknownError`` without a request). With ``confirm_by_replay=False`` every *replay* is
 instead an ``OutcomeUnknownError`` at once, keeping the request.
@@ -101,7 +102,7 @@ class Next(enum.Enum):
     SIGN_ANEW = "sign anew"
     REPLAY = "replay"
     UNKNOWN_FINAL = "unknown, final"
-    RECEIVED = "received"
+    ARRIVED = "arrived"
     RAISE = "raise"
     RESULT = "result"
 
@@ -120,7 +121,7 @@ def _rule(arrival: str, fresh: Next, replay: Next, query: Next = Next.SIGN_ANEW)
     return Rule(arrival, fresh, replay, query)
 
 
-S, P, U, V, X, K = Next.SIGN_ANEW, Next.REPLAY, Next.UNKNOWN_FINAL, Next.RECEIVED, Next.RAISE, Next.RESULT
+S, P, U, V, X, K = Next.SIGN_ANEW, Next.REPLAY, Next.UNKNOWN_FINAL, Next.ARRIVED, Next.RAISE, Next.RESULT
 RULES: dict[Outcome, Rule] = {
     Outcome.CONNECT_FAILED: _rule("not sent: no byte of it left", S, P),
     Outcome.WRITE_FAILED: _rule("maybe: some or all bytes may have left", P, P),
@@ -274,8 +275,8 @@ class Call(Generic[R]):
             return self._again(error, outcome)
         if step is Next.SIGN_ANEW:
             return self._again(error, outcome)
-        if step is Next.RECEIVED:
-            return self._unknown(error, None, received=True)
+        if step is Next.ARRIVED:
+            return self._unknown(error, None, arrived=True)
         if step is Next.UNKNOWN_FINAL:
             return self._unknown(error, None)
         self._count(f"{self.action}.refused")
@@ -306,15 +307,15 @@ class Call(Generic[R]):
         refused = fresh and outcome in (Outcome.THROTTLED, Outcome.UNAVAILABLE) and not self.idempotent
         return Verdict(wait=wait, refused=refused, hold=throttled)
 
-    def _unknown(self, error: GlobeSmsError, request: SignedRequest | None, received: bool = False) -> Verdict[R]:
+    def _unknown(self, error: GlobeSmsError, request: SignedRequest | None, arrived: bool = False) -> Verdict[R]:
         self._count(f"{self.action}.unknown")
         code = getattr(error, "code", None)
         request_id = getattr(error, "request_id", None)
         unknown: OutcomeUnknownError
-        if received:
+        if arrived:
             unknown = ReceivedWithoutAnswerError(
-                f"{self.action}: the API received the request (its nonce was seen when it was sent again), "
-                "but its answer was lost",
+                f"{self.action}: the request arrived at the API (its nonce was seen when it was sent again), but "
+                "its answer was lost: whether it was accepted is unknown",
                 request_id=request_id,
                 code=code,
             )

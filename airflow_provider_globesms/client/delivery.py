@@ -105,7 +105,6 @@ class DeliveryTracker:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = open_sqlite(str(self.path), schema=_SCHEMA)
 
     @property

@@ -140,11 +140,12 @@ class OutcomeUnknownError(TransportError):
 
 
 class ReceivedWithoutAnswerError(OutcomeUnknownError):
-    """The API provably received the message, but its answer was lost (no MessageId).
+    """The request provably arrived at the API, but whether it was accepted is unknown (no MessageId).
 
     Raised when a request whose first answer never came is sent again byte for byte and the gateway
-    refuses the repeated nonce (``SignatureNonceUsed``): the first attempt had arrived. It may have been
-    accepted and billed; it must not be sent again.
+    refuses the repeated nonce (``SignatureNonceUsed``): the first attempt had arrived. Arrival is all that
+    proves: a throttled or refused request consumes its nonce too. It may have been accepted and billed, so
+    it is not sent again by default; the bulk sender reports it as ``arrived``, counted like unknown.
     """
 
 
@@ -170,3 +171,7 @@ class RenderError(GlobeSmsError):
 
 class LedgerError(GlobeSmsError):
     """The ledger could not be written: sending must stop, or nothing protects against sending twice."""
+
+
+class SealedRequestError(LedgerError):
+    """A request the ledger stored sealed cannot be opened with the key given (a rotated or changed key)."""

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from airflow_provider_globesms.client.errors import SealedRequestError
 from airflow_provider_globesms.client.phone import mask_number
 from airflow_provider_globesms.client.signing import SignedRequest
 from airflow_provider_globesms.client.sqlite import WriteBehind, open_sqlite
@@ -45,7 +46,10 @@ class Status(str, enum.Enum):
 
     PENDING = "pending"  # the request may be on its way; its outcome is not known yet
     ACCEPTED = "accepted"  # the API answered OK (MessageId known)
-    RECEIVED = "received"  # the API provably received it (nonce replay), but its answer was lost
+    # In the API's hands, outcome unknown: a replay of its request was refused as already seen, which a
+    # throttled or refused request's nonce is too. Counted and treated like unknown, never as accepted.
+    ARRIVED = "arrived"
+    RECEIVED = "arrived"  # deprecated alias of ARRIVED (its name before 0.3); goes in 0.4
     UNKNOWN = "unknown"  # it may or may not have been accepted; never resent unless asked
     FAILED = "failed"  # the API refused it or it never left: safe to send again
     INVALID = "invalid"  # its row was refused by validation: never sent
@@ -53,9 +57,16 @@ class Status(str, enum.Enum):
     HELD = "held"  # in its recipient's quiet hours: sent in a later round
     DRY_RUN = "dry_run"  # validated and priced; a dry run sends nothing
 
+    @classmethod
+    def _missing_(cls, value: object) -> Status | None:
+        # Ledgers and results files written before 0.3 say "received" for what is now "arrived".
+        return cls.ARRIVED if value == "received" else None
 
-# States that mean "the API has it (or may have it)": never sent again by default.
-SENT_STATES = frozenset({Status.ACCEPTED, Status.RECEIVED})
+
+# The API accepted it: never sent again, its segments billed.
+SENT_STATES = frozenset({Status.ACCEPTED})
+# Its outcome is not known (it may have been accepted): never sent again unless resend_unknown says so.
+UNCONFIRMED_STATES = frozenset({Status.ARRIVED, Status.UNKNOWN})
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,9 +148,22 @@ def unseal(stored: object, cipher: Cipher | None) -> SignedRequest | None:
     text = str(stored)
     if text.startswith(SEALED):
         if cipher is None:
-            raise ValueError("the ledger's requests are encrypted: configure the same [core] fernet_key")
-        text = cipher.decrypt(text[len(SEALED) :].encode()).decode()
+            raise SealedRequestError(f"the ledger's requests in doubt are sealed but no key is configured; {_KEY_HELP}")
+        try:
+            text = cipher.decrypt(text[len(SEALED) :].encode()).decode()
+        except Exception:  # cryptography's InvalidToken says nothing: say what happened and what to do
+            raise SealedRequestError(
+                f"a request in doubt in the ledger was sealed with another key than the one configured; {_KEY_HELP}"
+            ) from None
     return SignedRequest.from_json(json.loads(text))
+
+
+_KEY_HELP = (
+    "nothing was sent. Configure [core] fernet_key with the key they were sealed with: after a rotation, "
+    "'new_key,old_key' (Airflow's rotation: the first key seals, every key opens), then retry; the messages in "
+    "doubt are then settled by replay. Without the old key they cannot be confirmed (moving the ledger aside with "
+    "resend_without_ledger=True sends every message again)"
+)
 
 
 def message_key(scope: Sequence[str], to: str, text: str) -> str:
@@ -188,7 +212,6 @@ class SqliteLedger:
     def __init__(self, path: str | os.PathLike[str], cipher: Cipher | None = None) -> None:
         self._cipher = cipher
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         # secure_delete: a settled request's bytes do not linger in free pages
         self._db = open_sqlite(str(self.path), secure_delete=True, timeout=60, schema=_SCHEMA)
         self._lock = threading.Lock()
@@ -275,11 +298,13 @@ class SqliteLedger:
         return [self._from_db(r) for r in rows]
 
     def unsettled(self) -> list[LedgerEntry]:
-        """Messages whose outcome is not known: pending and unknown ones, with or without their request."""
+        """Messages whose outcome is not known: pending, arrived and unknown ones, with or without their
+        request."""
         self.flush()
         with self._lock:
             rows = self._db.execute(
-                f"{_SELECT} WHERE status IN (?, ?) ORDER BY row", (Status.PENDING.value, Status.UNKNOWN.value)
+                f"{_SELECT} WHERE status IN (?, ?, ?, 'received') ORDER BY row",  # 'received': arrived, before 0.3
+                (Status.PENDING.value, Status.ARRIVED.value, Status.UNKNOWN.value),
             ).fetchall()
         return [self._from_db(r) for r in rows]
 

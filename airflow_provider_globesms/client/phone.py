@@ -39,9 +39,11 @@ _READ_AS_PUNCTUATION = str.maketrans(
     | dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc\uff0d\uff0e\uff0f", None)
     | dict.fromkeys("\uff08\uff09\uff3b\uff3d\u2053\u223c\uff5e", None)
 )
-# 7 to 15 digits (E.164's longest), optionally split by single spaces or dashes, standing alone: not
-# part of a hash, an id or a longer digit run.
-_NUMBER_LIKE = re.compile(r"(?<![\w+])\+?\d(?:[ \-]?\d){6,14}(?![\w])")
+# 7 to 15 digits (E.164's longest, of any script), optionally split by single separators people and their
+# tools write (spaces of any kind, dashes, dots, slashes, invisible marks), standing alone: not part of a
+# hash, an id or a longer digit run. A separator may also be a repr's escape ("\xa0"): error texts quote so.
+_SEPARATOR = r"(?:[\s\-./\u2010-\u2015\u2212\uff0d\u200b-\u200f\u2060]|\\x[0-9a-fA-F]{2}|\\u[0-9a-fA-F]{4})"
+_NUMBER_LIKE = re.compile(rf"(?<![\w+＋])[+＋]?\d(?:{_SEPARATOR}?\d){{6,14}}(?![\w])")
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +121,8 @@ def mask_number(raw: object) -> str:
                 return f"+{digits[:size]}{_MASK}{digits[-4:]}"
     if len(text) <= 4:
         return _MASK
-    return f"{_MASK}{text[-4:]}" if len(text) > 6 else f"{_MASK}{text[-2:]}"
+    tail = text[-4:] if len(text) > 6 else text[-2:]
+    return _MASK + tail.encode("utf-8", "replace").decode()  # a lone surrogate (a broken export) shown as "?"
 
 
 def scrub_numbers(text: str) -> str:
@@ -244,24 +247,32 @@ def number_readings(raw: str, default_region: str | None = None) -> set[str]:
 
 
 def reads_as_written(digits: str) -> bool:
-    """Whether phonenumbers reads ``+<digits>`` (ASCII) as exactly these digits: no national (trunk) prefix of
-    the country follows its code to be stripped or rewritten (``+1 1 212...``, ``+7 8 912...``,
-    ``+54 11 15...`` are not). A cheap test (a prefix look-up and one regex) that lets an opt-out list skip
-    the full parse for plain E.164 entries; digits with no country code are no valid number at all."""
-    if digits[:1] in ("", "0"):
-        return True
-    for size in (1, 2, 3):
-        code = int(digits[:size])
-        if code in COUNTRY_CODE_TO_REGION_CODE:
-            prefix = _national_prefix(code)
-            return prefix is None or prefix.match(digits[size:]) is None
-    return True
+    """Whether phonenumbers reads ``+<digits>`` (ASCII, 3 or more) as exactly these digits: no national (trunk)
+    prefix of the country follows its code to be stripped or rewritten (``+1 1 212...``, ``+7 8 912...``,
+    ``+54 11 15...`` are not). A cheap test (one dictionary look-up and at most one regex) that lets an opt-out
+    list skip the full parse of plain E.164 entries; digits with no country code are no valid number at all."""
+    found = _national_prefixes().get(digits[:3])
+    if found is None:
+        return True  # no country code, or none with a national prefix
+    size, pattern = found
+    return pattern.match(digits[size:]) is None
 
 
 @cache
-def _national_prefix(country_code: int) -> re.Pattern[str] | None:
-    """The pattern phonenumbers strips as a national prefix after ``country_code`` (its main region's)."""
-    region = phonenumbers.region_code_for_country_code(country_code)
-    metadata = PhoneMetadata.metadata_for_region_or_calling_code(country_code, region)
-    pattern = metadata.national_prefix_for_parsing if metadata is not None else None
-    return re.compile(pattern) if pattern else None
+def _national_prefixes() -> dict[str, tuple[int, re.Pattern[str]]]:
+    """For each three first digits whose country calling code has a national prefix: the code's length and
+    the pattern phonenumbers strips after it (its main region's, matched where the national number starts).
+    phonenumbers finds a code as this does: the shortest of 1 to 3 digits that is one, never from a 0."""
+    found: dict[str, tuple[int, re.Pattern[str]]] = {}
+    for first in range(100, 1000):
+        head = str(first)
+        for size in (1, 2, 3):
+            code = int(head[:size])
+            if code in COUNTRY_CODE_TO_REGION_CODE:
+                region = phonenumbers.region_code_for_country_code(code)
+                metadata = PhoneMetadata.metadata_for_region_or_calling_code(code, region)
+                pattern = metadata.national_prefix_for_parsing if metadata is not None else None
+                if pattern:
+                    found[head] = (size, re.compile(pattern))
+                break
+    return found

@@ -53,7 +53,7 @@ class ResultsWriter:
 class SendSummary:
     """Every recipient's final status, whichever try settled it, and what this try did.
 
-    ``accepted + received + unknown + failed + invalid + suppressed + held == total``: nothing is left out, so a message
+    ``accepted + arrived + unknown + failed + invalid + suppressed + held == total``: nothing is left out, so a message
     that may not have reached its recipient is counted in the last try's summary, not only in the try
     that lost its answer.
     """
@@ -65,15 +65,15 @@ class SendSummary:
     held_unknown_zone: int = 0
     next_opening: float | None = None  # the earliest moment (epoch) a held message may go
     accepted: int = 0  # the API accepted it (a MessageId is known), in this try or an earlier one
-    received: int = 0  # provably received by the API, answer lost (no MessageId)
+    arrived: int = 0  # in the API's hands (a replay was refused as seen), whether accepted unknown: no MessageId
     unknown: int = 0  # may or may not have been accepted: never resent unless asked
     failed: int = 0  # refused in this try; a retry sends them again
     failed_by_code: Counter[str] = field(default_factory=Counter)
     sent: int = 0  # submitted in this try
-    skipped_already_sent: int = 0  # settled (accepted or received) by an earlier try
+    skipped_already_sent: int = 0  # accepted by an earlier try
     unknown_previous: int = 0  # unknown since an earlier try, not resent
     recovered: int = 0  # left in doubt by an earlier try, settled now by replay
-    segments: int = 0  # billed segments of the messages accepted or received
+    segments: int = 0  # billed segments of the messages accepted
     seconds: float = 0.0
 
     @property
@@ -82,16 +82,21 @@ class SendSummary:
         return self.sent / self.seconds if self.seconds > 0 else 0.0
 
     @property
+    def received(self) -> int:
+        """Deprecated (goes in 0.4): the count of ``arrived`` under its name before 0.3."""
+        return self.arrived
+
+    @property
     def unconfirmed(self) -> int:
-        """Messages that may not have reached their recipient: received without an answer, or unknown."""
-        return self.received + self.unknown
+        """Messages that may not have reached their recipient: arrived with their outcome unknown, or unknown."""
+        return self.arrived + self.unknown
 
     def tally(self, status: Status, segments: int, error_code: str | None = None) -> None:
         """Count one recipient's final status."""
         if status is Status.ACCEPTED:
             self.accepted += 1
-        elif status is Status.RECEIVED:
-            self.received += 1
+        elif status is Status.ARRIVED:
+            self.arrived += 1
         elif status is Status.UNKNOWN:
             self.unknown += 1
         else:
@@ -109,8 +114,8 @@ class SendSummary:
             "held": self.held,
             "held_unknown_timezone": self.held_unknown_zone,
             "accepted": self.accepted,
-            "received": self.received,  # the API has it (its nonce was seen); its answer and MessageId were lost
-            "received_without_id": self.received,  # the same count under its name before 0.2
+            "arrived": self.arrived,  # in the API's hands (its nonce was seen); accepted or not is unknown
+            "received": self.arrived,  # deprecated: "arrived" under its name before 0.3; goes in 0.4
             "unknown": self.unknown,
             "failed": self.failed,
             "failed_by_code": dict(self.failed_by_code),

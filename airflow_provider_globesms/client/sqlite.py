@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
+from airflow_provider_globesms.client.private import narrow_path, private_file
+
 
 def open_sqlite(
     path: str,
@@ -24,7 +26,12 @@ def open_sqlite(
 
     ``synchronous=OFF`` with WAL survives the process being killed (the commit is in the OS page cache),
     which is the failure these files are for; ``secure_delete`` zeroes deleted content (no secret lingers).
+    The file, and so its ``-wal`` and ``-shm`` (SQLite gives them the database's mode), is owner-only.
     """
+    if path != ":memory:":
+        private_file(path)
+        for suffix in ("-wal", "-shm", "-journal"):  # left by a version before owner-only files
+            narrow_path(path + suffix)
     db = sqlite3.connect(path, check_same_thread=not threads, isolation_level=None, timeout=timeout)
     if path != ":memory:":
         db.execute(f"PRAGMA journal_mode={journal}")

@@ -47,7 +47,7 @@ def send_table(s: SendSummary) -> str:
     """Every recipient's final status, whichever try settled it, then what this try did (zero rows left out)."""
     rows: list[list[Any]] = [
         ["accepted", s.accepted],
-        ["received, answer lost (no MessageId)", s.received],
+        ["arrived, outcome unknown (no MessageId)", s.arrived],
         ["unknown outcome", s.unknown],
         ["failed", s.failed],
         ["invalid, skipped", s.invalid],

@@ -238,7 +238,9 @@ class GlobeSmsNotifier(BaseNotifier):
     def _refused(self, request: SendMessageRequest, error: GlobeSmsError) -> None:
         to = mask_number(request.to)
         if isinstance(error, ReceivedWithoutAnswerError):
-            self.log.warning("Alert SMS to %s received by the API, its answer lost (no MessageId): %s", to, error)
+            self.log.warning(
+                "Alert SMS to %s arrived at the API, its answer lost (accepted or not is unknown): %s", to, error
+            )
         elif isinstance(error, OutcomeUnknownError):
             self.log.error("Alert SMS to %s may or may not have been sent (not resent): %s", to, error)
         else:

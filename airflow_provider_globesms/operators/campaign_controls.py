@@ -22,6 +22,7 @@ from airflow_provider_globesms.client.bulk import ValidationReport
 from airflow_provider_globesms.client.bulk.controls import (
     Budget,
     SuppressionList,
+    check_max_segments,
     prices_from,
     suppression_entries,
     suppression_from_values,
@@ -31,12 +32,29 @@ from airflow_provider_globesms.client.quiet_hours import QuietHours, QuietSchedu
 from airflow_provider_globesms.client.recipients import MAX_SHOWN
 from airflow_provider_globesms.client.report import LineLogger, SendSummary
 from airflow_provider_globesms.client.tables import cost_table, invalid_rows_table
+from airflow_provider_globesms.client.transport import require_positive
 from airflow_provider_globesms.operators.recipient_source import open_text
-from airflow_provider_globesms.operators.rendering import ShownMasked
+from airflow_provider_globesms.operators.rendering import NO_LIST, ShownMasked
 
 
 def _is_location(source: Any) -> bool:
     return isinstance(source, str | os.PathLike | ObjectStoragePath)
+
+
+def checked_limits(max_segments: object, prices: object, max_qps: float | None) -> tuple[int | None, float | None]:
+    """``max_segments`` and ``max_qps`` checked when the DAG is parsed, and prices given as numbers (text may be
+    a template, checked when rendered): ``ConfigurationError`` naming the argument (nan, inf, a negative, a
+    string...), which would otherwise disable a cap."""
+    if isinstance(prices, Mapping):
+        prices_from({k: v for k, v in prices.items() if not isinstance(v, str)})
+    return check_max_segments(max_segments), require_positive("max_qps", max_qps) if max_qps is not None else None
+
+
+def given_suppression(suppression: Any) -> bool:
+    """Whether the DAG gave a suppression source: anything but leaving the argument out (``NO_LIST``). A
+    ``None`` given is a list that came out as nothing (a mapped shard's export that failed, a lookup that found
+    nothing) and fails the task as an empty list does, never sends unsuppressed."""
+    return suppression is not NO_LIST
 
 
 RENDERED_TO_NOTHING = ("", "None", "null", "[]", "()")  # what a template renders for a missing or empty XCom

@@ -122,9 +122,21 @@ def row_renderer(template: jinja2.Template, context: Mapping[str, Any]) -> Calla
     return render
 
 
+class _NoList:
+    """The default of ``suppression``: none given."""
+
+    def __repr__(self) -> str:
+        return "no list"
+
+
+NO_LIST: Any = _NoList()
+
+
 def shown_inputs(to: Any, recipients: Any, suppression: Any) -> tuple[Any, Any, Any]:
     """Numbers and rows wrapped so that Airflow neither renders nor stores them in full: rows are data (a row
-    holding "{{ conn.x.password }}" would send the secret); only a path or URI, or a template, is rendered."""
+    holding "{{ conn.x.password }}" would send the secret); only a path or URI, or a template, is rendered.
+    A suppression list not given (``NO_LIST``) is ``None``."""
+    suppression = None if suppression is NO_LIST else suppression
     shown_to = ShownMasked.numbers(to) if to is not None and not has_template(to) else to
     shown_rows = ShownMasked.rows(recipients) if is_rows(recipients) else recipients
     numbers = (

@@ -65,15 +65,15 @@ def log_summary(log: LineLogger, s: SendSummary) -> None:
 
 def log_unconfirmed(log: LineLogger, summary: SendSummary, results: str, *, fail_on_unknown: bool) -> None:
     """Say plainly how many messages may not have reached their recipient, and what to do."""
-    if summary.received:
+    if summary.arrived:
         log.warning(
-            "%d message(s) were received by the API but their answers were lost (no MessageId, so no "
-            "delivery receipt): almost always accepted, but one throttled while its worker was killed, or "
-            "refused (e.g. for the balance) with its answer lost, looks the same. They are marked "
-            "'received' in %s; check them with the recipients if it matters. They are never resent "
-            "automatically.",
-            summary.received,
+            "%d message(s) arrived at the API but their answers were lost: a replay of each was refused as "
+            "already seen, which proves arrival, not acceptance (a request throttled or refused while its "
+            "worker was killed is refused as seen too). Without a MessageId, nothing confirms them yet. "
+            "They are marked 'arrived' in %s and never resent automatically; the task %s.",
+            summary.arrived,
             results,
+            "fails until you decide (see its error)" if fail_on_unknown else "accepts them (fail_on_unknown=False)",
         )
     if summary.unknown and not fail_on_unknown:
         log.warning("%d message(s) have an unknown outcome (fail_on_unknown=False): %s", summary.unknown, results)
@@ -83,12 +83,14 @@ def failure_text(summary: SendSummary, results: str) -> str:
     """Why the task fails after sending (refusals, unknown outcomes) and what each way forward does."""
     codes = ", ".join(f"{code} x{n}" for code, n in summary.failed_by_code.most_common()) or "-"
     return (
-        f"{summary.failed} message(s) refused ({codes}); {summary.unknown} with an unknown outcome "
-        f"({summary.unknown_previous} of them since earlier attempts); {summary.accepted} accepted. "
-        f"Details per recipient: {results}. A retry within 15 minutes settles the unknown ones by "
-        "replaying their exact requests and resends the refused ones. Only if you know the unknown "
-        "ones did not arrive: resend_unknown=True (a second SMS to whoever got the first); to accept "
-        "them as they are: fail_on_unknown=False."
+        f"{summary.failed} message(s) refused ({codes}); {summary.unknown} with an unknown outcome and "
+        f"{summary.arrived} arrived at the API with their outcome unknown ({summary.unknown_previous} of these "
+        f"since earlier attempts); {summary.accepted} accepted. Details per recipient: {results}. A retry "
+        "within 15 minutes settles the unknown ones by replaying their exact requests and resends the refused "
+        "ones; nothing settles the arrived ones (the API has them; whether it accepted them is not known: ask "
+        "the recipients, or look for their delivery receipts). Only if you know they did not go out: "
+        "resend_unknown=True (a second SMS to whoever got the first); to accept them as they are: "
+        "fail_on_unknown=False."
     )
 
 

@@ -8,9 +8,7 @@ under; it is checked before the first message goes.
 from __future__ import annotations
 
 import csv
-import json
 import math
-import re
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -19,15 +17,26 @@ from typing import IO
 
 import phonenumbers
 
+from airflow_provider_globesms.client.bulk.suppression_sources import (  # re-exported: their home before 0.3
+    is_number_name,
+    suppression_entries,
+    suppression_from_values,
+)
 from airflow_provider_globesms.client.errors import ConfigurationError
 from airflow_provider_globesms.client.phone import number_readings, reads_as_written
 from airflow_provider_globesms.client.sqlite import open_sqlite
 
 BATCH = 10_000  # entries per transaction while a list is loaded
-# A column or key is a number when its name, lower-cased without separators, is one of these, or has one of
-# the words in it: "MobilePhone", "Mobile Phone Number", "alt_phone", "Tel.", "phone_e164".
-NUMBER_NAMES = frozenset({"to", "number", "tel", "recipient", "destination"})
-NUMBER_WORDS = ("phone", "mobile", "cell", "msisdn", "e164")
+__all__ = [
+    "Budget",
+    "SuppressionList",
+    "check_max_segments",
+    "is_number_name",
+    "prices_from",
+    "region_of",
+    "suppression_entries",
+    "suppression_from_values",
+]
 
 
 class SuppressionList:
@@ -102,82 +111,6 @@ class SuppressionList:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def suppression_entries(handle: IO[str], name: str) -> Iterator[tuple[int, str]]:
-    """``(line, entry)`` from a text file: one number a line (``.txt``), a CSV with a number column (or its
-    first column), or JSON Lines with a ``to`` or ``number`` key. Blank lines and ``#`` comments are skipped."""
-    lowered = name.lower().removesuffix(".gz")
-    if lowered.endswith(".csv"):
-        yield from _csv_entries(handle)
-        return
-    jsonl = lowered.endswith((".jsonl", ".ndjson"))
-    for line, text in enumerate(handle, start=1):
-        text = text.strip()
-        if not text or text.startswith("#"):
-            continue
-        for entry in _json_entries(text) if jsonl else [text.rstrip(",;")]:
-            yield line, entry
-
-
-def _csv_entries(handle: IO[str]) -> Iterator[tuple[int, str]]:
-    """Every number column of every line (a CRM export's ``Phone`` and ``Mobile``: an opt-out covers both)."""
-    reader = csv.reader(handle)
-    header = next(reader, None)
-    if header is None:
-        return
-    columns = [n for n, name in enumerate(header) if is_number_name(name)]
-    if not columns:
-        if not header or not _looks_like_a_number(header[0]):
-            raise ConfigurationError(
-                f"suppression CSV: no number column among {[h[:40] for h in header[:20]]}; name one to, "
-                "number, phone, mobile, msisdn... (or give no header and the numbers in the first column)"
-            )
-        columns = [0]  # no header: the first line is an entry too
-        yield 1, header[0]
-    lines = found = 0
-    for line, record in enumerate(reader, start=2):
-        lines += 1
-        for column in columns:
-            if len(record) > column and record[column].strip():
-                found += 1
-                yield line, record[column]
-    if lines and not found and is_number_name(header[columns[0]]):
-        raise ConfigurationError(f"suppression CSV: {lines} lines and no number in {[header[c] for c in columns]}")
-
-
-def is_number_name(name: str) -> bool:
-    """Whether a CSV column or JSON key holds phone numbers, by its name (see ``NUMBER_WORDS``)."""
-    squashed = re.sub(r"[^a-z0-9]", "", name.lower())
-    return squashed in NUMBER_NAMES or any(word in squashed for word in NUMBER_WORDS)
-
-
-def _looks_like_a_number(text: str) -> bool:
-    return sum(c.isdigit() for c in text) >= 6
-
-
-def _json_entries(text: str) -> list[str]:
-    """The numbers of one JSON line: every number key of an object (``""`` when there is none)."""
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        return [""]
-    if isinstance(value, dict):
-        values = [v for k, v in value.items() if is_number_name(str(k)) and v not in (None, "")]
-    else:
-        values = [value]
-    return [_json_text(v) for v in values] or [""]
-
-
-def _json_text(value: object) -> str:
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))  # 85291234567.0: a number column that went through a float
-    return str(value)
-
-
-def suppression_from_values(values: Iterable[object]) -> Iterator[tuple[int, str]]:
-    """``(position, entry)`` from a list given in the DAG."""
-    return ((n, str(v)) for n, v in enumerate(values, start=1))
 
 
 def region_of(wire: str) -> str:

@@ -19,7 +19,7 @@ from airflow_provider_globesms.client.errors import (
 from airflow_provider_globesms.client.ledger import (
     message_key,
 )
-from airflow_provider_globesms.client.phone import mask_number, parse_number
+from airflow_provider_globesms.client.phone import mask_number, parse_number, scrub_numbers
 from airflow_provider_globesms.client.quiet_hours import QuietSchedule
 from airflow_provider_globesms.client.recipients import Row, UnreadableRow
 from airflow_provider_globesms.client.segments import count_segments
@@ -117,17 +117,26 @@ class Campaign:
         try:
             text = self.render(data)
         except RenderError as exc:
-            return RowError(row, mask_number(raw_to), "message", str(exc))
+            return RowError(row, mask_number(raw_to), "message", _storable(str(exc)))
+        if _storable(text) != text:
+            reason = "holds a character that is no valid Unicode (a lone surrogate: a broken export?)"
+            return RowError(row, mask_number(raw_to), "message", reason)
         # The same checks as SendMessageRequest's, without building a model per row; the options
         # were checked once (check_options).
         try:
             to = parse_number(raw_to, self.to_field, default_region=self.client.default_region).wire
             check_message(text, self.client.max_message_length)
         except InvalidFieldError as exc:
-            return RowError(row, mask_number(raw_to), exc.field, exc.reason)
+            return RowError(row, mask_number(raw_to), exc.field, _storable(exc.reason))
         count = count_segments(text)
         params = {**self.check_options(), "To": to, "Message": text}
         return PreparedMessage(row, to, params, message_key(self.scope, to, text), count.segments, count.encoding)
+
+
+def _storable(text: str) -> str:
+    """``text`` with what UTF-8 cannot hold (lone surrogates, from a broken JSON export) shown as "?": a
+    row's error is written to the spill and the results file, and must never fail the campaign."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode()
 
 
 @dataclass
@@ -252,7 +261,7 @@ def _in_quiet_hours(message: PreparedMessage, quiet: QuietSchedule, named_zone: 
     try:
         timing = quiet.timing(message.to, named_zone)
     except ValueError as exc:
-        return RowError(message.row, mask_number(message.to), "tz", str(exc))
+        return RowError(message.row, mask_number(message.to), "tz", _storable(scrub_numbers(str(exc))))
     if timing.opens_at is not None or timing.unknown:
         return Held(message, timing.opens_at, timing.unknown)
     if timing.closes_at is None:

@@ -39,6 +39,7 @@ from airflow_provider_globesms.client.errors import (
 )
 from airflow_provider_globesms.client.ledger import (
     SENT_STATES,
+    UNCONFIRMED_STATES,
     LedgerEntry,
     SqliteLedger,
     Status,
@@ -50,9 +51,9 @@ from airflow_provider_globesms.client.signing import SignedRequest
 log = logging.getLogger(__name__)
 
 REPLAY_WINDOW = 14 * 60  # the gateway accepts a timestamp for 15 minutes; keep a margin
-RECEIVED_NOTE = (
-    "; the API received it but its answer was lost (no MessageId). Almost always accepted; a request "
-    "throttled while its worker was killed, or refused with its answer lost, looks the same and was not"
+ARRIVED_NOTE = (
+    "the request arrived at the API (a replay was refused as already seen) but its answer was lost: whether "
+    "it was accepted is unknown (a throttled or refused request is refused as seen too); no MessageId"
 )
 
 
@@ -198,11 +199,12 @@ class BulkSender:
 
     def _orphan_unknown(self, entry: LedgerEntry, why: str) -> None:
         """An earlier try's message in doubt that no row of this try sends: reported here (``_plan`` never
-        sees it), as unknown, with its row and masked number as the ledger keeps them."""
+        sees it), as unknown (or arrived), with its row and masked number as the ledger keeps them."""
+        status = Status.ARRIVED if entry.status is Status.ARRIVED else Status.UNKNOWN
         self.summary.total += 1
         self.summary.unknown_previous += 1
-        self.summary.tally(Status.UNKNOWN, entry.segments or 1)
-        self.results.write(entry.row, entry.to, Status.UNKNOWN, error=entry.error, note=f"earlier attempt; {why}")
+        self.summary.tally(status, entry.segments or 1)
+        self.results.write(entry.row, entry.to, status, error=entry.error, note=f"earlier attempt; {why}")
 
     async def _settle(self, entry: LedgerEntry, voucher: PreparedRow | None = None) -> tuple[Status, dict[str, Any]]:
         """Replay a signed request whose answer was lost; return what that proves."""
@@ -221,7 +223,7 @@ class BulkSender:
         except WindowClosedError:
             return Status.UNKNOWN, {"error": "outcome unknown; not replayed: quiet hours began", "request": request}
         except ReceivedWithoutAnswerError:
-            return Status.RECEIVED, {"error": "received by the API; its answer was lost"}
+            return Status.ARRIVED, {"error": ARRIVED_NOTE}
         except OutcomeUnknownError as exc:
             return Status.UNKNOWN, {"error_code": exc.code, "error": str(exc), "request": exc.request}
         except ApiError as exc:
@@ -273,22 +275,23 @@ class BulkSender:
                 yield prepared  # never sent, or refused: safe to send
             elif entry.status in SENT_STATES:
                 self._settled_earlier(prepared, entry)
-            elif self.resend_unknown and entry.status is Status.UNKNOWN:
+            elif self.resend_unknown and entry.status in UNCONFIRMED_STATES:
                 yield prepared  # the user's explicit choice; a pending entry (never left by recover) is not
             else:
                 self._unknown_earlier(prepared, entry, "not resent")
 
     def _unknown_earlier(self, prepared: PreparedMessage, entry: LedgerEntry, why: str) -> None:
+        status = Status.ARRIVED if entry.status is Status.ARRIVED else Status.UNKNOWN
         self.summary.unknown_previous += 1
-        self.summary.tally(Status.UNKNOWN, prepared.segments)
+        self.summary.tally(status, prepared.segments)
         self._count_done()
         self.results.write(
             prepared.row,
             prepared.to,
-            Status.UNKNOWN,
+            status,
             segments=prepared.segments,
             error=entry.error,
-            note=f"unknown since an earlier attempt; {why}",
+            note=f"{status.value} since an earlier attempt; {why}",
         )
 
     def _settled_earlier(self, prepared: PreparedMessage, entry: LedgerEntry) -> None:
@@ -301,7 +304,7 @@ class BulkSender:
             entry.status,
             message_id=entry.message_id,
             segments=segments,
-            note="sent by an earlier attempt" + (RECEIVED_NOTE if entry.status is Status.RECEIVED else ""),
+            note="sent by an earlier attempt",
         )
 
     def _count_done(self, skipped: bool = False) -> None:
@@ -353,8 +356,8 @@ class BulkSender:
             status, extra = Status.UNKNOWN, {"error": error, "request": last[0]}
         except LedgerError:
             raise  # fatal: without a ledger, nothing more may be sent
-        except ReceivedWithoutAnswerError as exc:
-            status, extra = Status.RECEIVED, {"error": str(exc)}
+        except ReceivedWithoutAnswerError:
+            status, extra = Status.ARRIVED, {"error": ARRIVED_NOTE}
         except OutcomeUnknownError as exc:
             # Kept with its signed request while a replay can still settle it (a later try does).
             status, extra = Status.UNKNOWN, {"error_code": exc.code, "error": str(exc), "request": exc.request}
@@ -382,7 +385,6 @@ class BulkSender:
             segments=segments,
             error_code=entry.error_code,
             error=entry.error,
-            note=RECEIVED_NOTE.removeprefix("; ") if status is Status.RECEIVED else None,
         )
         self.summary.sent += 1
         self.summary.tally(status, segments, entry.error_code)
