@@ -12,13 +12,12 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import ObjectStoragePath, conf
 
-from airflow_provider_globesms.client.private import private_file
+from airflow_provider_globesms.client.private import private_file, private_temp_root
 from airflow_provider_globesms.client.validation import MAX_TASK_ID_LENGTH
 
 CONFIG_SECTION = "globesms"
@@ -41,14 +40,19 @@ def location_segment(part: str) -> str:
     return f"{safe_segment(part)[:100]}~{hashlib.sha256(part.encode()).hexdigest()[:20]}"
 
 
+_LOCAL_SCHEMES = ("file://", "local://")  # Airflow's object storage names the local disk both ways
+
+
 def is_local(location: str) -> bool:
-    """Whether ``location`` is a local path (no scheme, or ``file://``)."""
-    return "://" not in location or location.startswith("file://")
+    """Whether ``location`` is a local path (no scheme, or ``file://`` or ``local://``)."""
+    return "://" not in location or location.startswith(_LOCAL_SCHEMES)
 
 
 def local_path(location: str) -> Path:
-    """The local path of a ``location`` (``file://`` removed, ``~`` expanded)."""
-    return Path(location.removeprefix("file://")).expanduser()
+    """The local path of a ``location`` (its local scheme removed, ``~`` expanded)."""
+    for scheme in _LOCAL_SCHEMES:
+        location = location.removeprefix(scheme)
+    return Path(location).expanduser()
 
 
 def storage_path(location: str) -> ObjectStoragePath:
@@ -84,10 +88,10 @@ def task_instance_location(ti: Any, explicit_base: str | None = None, *, legacy:
 
 def local_work_dir(location: str) -> Path:
     """A local folder for a location's working files: the location itself when local, else a stable
-    folder under the system's temp dir (reused by later attempts on the same worker)."""
+    folder in this user's owner-only temp folder (reused by later attempts on the same worker)."""
     if is_local(location):
         return local_path(location)
-    return Path(tempfile.gettempdir()) / "globesms" / location_segment(location)
+    return private_temp_root() / location_segment(location)
 
 
 def store_file(local: Path, location: str) -> str:
@@ -105,6 +109,13 @@ def store_file(local: Path, location: str) -> str:
     with local.open("rb") as source, destination.open("wb") as sink:  # type: ignore[no-untyped-call]
         shutil.copyfileobj(source, sink, 1024 * 1024)
     return str(destination)
+
+
+def dry_run_location(results: str) -> str:
+    """Where a dry run's results go: beside the results file, never over it (a dry run of a task instance
+    that sent would erase the record that it did)."""
+    stem = results.removesuffix(".jsonl")
+    return f"{stem}.dry_run.jsonl"
 
 
 def default_campaign_id(dag_id: str, run_id: str, task_id: str, map_index: int) -> str:

@@ -386,12 +386,12 @@ def test_a_retry_finds_the_ledger_an_earlier_try_left_where_0_2_kept_it(
 
 
 def test_a_legacy_folder_that_leaves_its_dag_is_never_used(tmp_path: Path) -> None:
-    from airflow_provider_globesms.operators.send_ledger import ledger_location
+    from airflow_provider_globesms.operators.ledger_place import ledger_location
 
     instance = ti("..", "promo")
     legacy = Path(task_instance_location(instance, str(tmp_path), legacy=True))
     legacy.mkdir(parents=True)
     (legacy / "ledger.sqlite3").write_bytes(b"")
-    chosen = ledger_location({"ti": instance}, str(tmp_path))
+    chosen = ledger_location({"ti": instance}, str(tmp_path), "promo.send.digest")
     assert chosen == task_instance_location(instance, str(tmp_path))
     assert (tmp_path / "promo").resolve() in Path(chosen).resolve().parents

@@ -9,7 +9,10 @@ owner-only first covers them.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
+import tempfile
 from pathlib import Path
 
 FILE_MODE = 0o600
@@ -50,7 +53,7 @@ def narrow(fd: int) -> None:
     """Make an open file of ours owner-only (one created before this rule, or by a wider umask's tool)."""
     status = os.fstat(fd)
     if status.st_uid == os.getuid() and status.st_mode & 0o077:
-        os.fchmod(fd, status.st_mode & 0o700)
+        os.fchmod(fd, stat.S_IMODE(status.st_mode) & 0o700)
 
 
 def narrow_path(path: str | os.PathLike[str]) -> None:
@@ -63,3 +66,16 @@ def narrow_path(path: str | os.PathLike[str]) -> None:
         narrow(fd)
     finally:
         os.close(fd)
+
+
+def private_temp_root(name: str = "globesms") -> Path:
+    """This user's folder for working files under the system's temp dir (``/tmp/globesms-<uid>``), owner-only.
+    A shared temp dir lets anyone create a predictable path first: a folder there that is not ours, or that
+    others may write, is never used (a fresh one is made instead)."""
+    root = Path(tempfile.gettempdir()) / f"{name}-{os.getuid()}"
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root, DIR_MODE)
+    status = os.lstat(root)
+    if stat.S_ISDIR(status.st_mode) and status.st_uid == os.getuid() and not status.st_mode & 0o077:
+        return root
+    return Path(tempfile.mkdtemp(prefix=f"{name}-"))  # someone else's, or readable: not ours to trust

@@ -58,6 +58,7 @@ from airflow_provider_globesms.operators.send_log import (
 from airflow_provider_globesms.operators.send_plan import SendPlan, make_plan
 from airflow_provider_globesms.storage import (
     default_campaign_id,
+    dry_run_location,
     store_file,
 )
 
@@ -274,7 +275,7 @@ class SendGlobeSmsOperator(BaseOperator):
             if self.is_dry_run:
                 report = self._validate(plan, workdir, lambda outcome: dry_run_line(results, outcome))
                 handle.close()
-                stored = store_file(results_file, plan.results_location)
+                stored = store_file(results_file, dry_run_location(plan.results_location))
                 return xcom_summary(plan.campaign_id, report, None, stored, dry_run=True, budget=plan.budget)
             spill = stack.enter_context(Spill(plan.campaign, workdir))
             report = self._validate(plan, workdir, spill.add)

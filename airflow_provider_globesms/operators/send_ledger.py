@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import sqlite3
 import time
@@ -28,12 +27,17 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_globesms.client.errors import LeaseHeldError
 from airflow_provider_globesms.client.lease import FileLease, Holder, ObjectLease
-from airflow_provider_globesms.client.ledger import Cipher, SqliteLedger, Status
-from airflow_provider_globesms.client.private import private_dirs
+from airflow_provider_globesms.client.ledger import Cipher, SqliteLedger
+from airflow_provider_globesms.client.private import narrow_path, private_dirs
 from airflow_provider_globesms.client.segment_ledger import SegmentLedger
-from airflow_provider_globesms.storage import is_local, local_path, storage_path, task_instance_location
+from airflow_provider_globesms.operators.ledger_place import (
+    WITNESS_KEY,
+    claim,
+    results_show_a_send,
+    state_store,
+)
+from airflow_provider_globesms.storage import is_local, local_path, storage_path
 
-WITNESS_KEY = "globesms_ledger"
 LEASE_CHECK_EVERY = 1.0  # seconds between full lease checks while sending (an object lease costs a request)
 
 
@@ -41,13 +45,9 @@ class LedgerMissingError(AirflowFailException):
     """An earlier try left a record of sending, but the ledger that should hold it is missing or damaged."""
 
 
-def _state_store(context: Any) -> Any:
-    return context.get("task_state_store") if hasattr(context, "get") else None
-
-
 def earlier_try_evidence(context: Any, results_location: str) -> str | None:
     """What shows that an earlier try of this task instance may have sent messages, if anything does."""
-    store = _state_store(context)
+    store = state_store(context)
     if store is not None:
         witness = store.get(WITNESS_KEY)
         if isinstance(witness, dict):
@@ -55,59 +55,12 @@ def earlier_try_evidence(context: Any, results_location: str) -> str | None:
                 f"try {witness.get('try')} started sending with a ledger at {witness.get('ledger')} "
                 f"(recorded at {witness.get('since')} in Airflow's task state store)"
             )
-    if _results_show_a_send(results_location):
+    if results_show_a_send(results_location):
         return f"an earlier try's results file exists ({results_location}) and records messages sent"
     try_number = int(getattr(context["ti"], "try_number", 1) or 1)
     if store is None and try_number > 1:
         return f"this is try {try_number} and there is no task state store to ask whether earlier ones sent"
     return None
-
-
-def ledger_location(context: Any, explicit_base: str | None) -> str:
-    """Where this task instance's ledger lives: its own location (``task_instance_location``), unless only
-    an earlier try's exists: the one the task state store's witness names, else the one versions before 0.3
-    used, so that no retry loses its ledger by an upgrade (or a change of ``ledger_uri``). A legacy location
-    that would leave its DAG's folder (a run id ``..``) is never used."""
-    ti = context["ti"]
-    current = task_instance_location(ti, explicit_base)
-    if _holds_a_ledger(current):
-        return current
-    store = _state_store(context)
-    witness = store.get(WITNESS_KEY) if store is not None else None
-    earlier = witness.get("ledger") if isinstance(witness, dict) else None
-    if isinstance(earlier, str) and earlier != current and _holds_a_ledger(earlier):
-        return earlier
-    legacy = task_instance_location(ti, explicit_base, legacy=True)
-    escapes = any(part in (".", "..") for part in legacy.split("/")[-4:])
-    if legacy != current and not escapes and _holds_a_ledger(legacy):
-        return legacy
-    return current
-
-
-def _holds_a_ledger(location: str) -> bool:
-    with contextlib.suppress(OSError, ValueError):
-        if is_local(location):
-            return (local_path(location) / "ledger.sqlite3").exists()
-        return bool((storage_path(location) / "ledger").exists())
-    return False
-
-
-# Statuses of a message a request was (or may have been) made for: the ones the ledger keeps.
-_SENT_RESULTS = {s.value for s in (Status.PENDING, Status.ACCEPTED, Status.ARRIVED, Status.UNKNOWN, Status.FAILED)}
-
-
-def _results_show_a_send(location: str) -> bool:
-    """Whether a results file records a request made: not a dry run's, nor a round whose every recipient was
-    held by quiet hours, suppressed or invalid (those leave the ledger empty, and must not stop the resume)."""
-    results = storage_path(location)
-    with contextlib.suppress(OSError, ValueError):
-        if results.exists():
-            with results.open("r") as handle:  # type: ignore[no-untyped-call]
-                for line in handle:
-                    status = json.loads(line).get("status")
-                    if status in _SENT_RESULTS or status == "received":  # "received": arrived, before 0.3
-                        return True
-    return False
 
 
 def _damaged_local_ledger(location: str, resend: bool) -> str | None:
@@ -134,28 +87,32 @@ UNSET_KEY_PLACEHOLDER = "{FERNET_KEY}"
 
 
 def airflow_cipher() -> Cipher | None:
-    """Airflow's own Fernet (``[core] fernet_key``), to seal the ledger's stored requests; ``None`` when no
-    key is configured (the requests are then stored as JSON, still only while in doubt, and a warning says
-    so). A key that is set but unusable refuses to send, as Airflow refuses to store a connection with it."""
+    """A Fernet keyed as Airflow's own (``[core] fernet_key``: comma-separated keys, the first seals, each
+    opens), to seal the ledger's stored requests; ``None`` when no key is configured (the requests are then
+    stored as JSON, still only while in doubt, and a warning says so). A key that is set but unusable refuses
+    to send, as Airflow refuses to store a connection with it. Built here from the configuration each time,
+    as Airflow builds its own: a cached reading from before the key was set never stands in for it."""
     from airflow.sdk import conf
-    from airflow.sdk.crypto import get_fernet
+    from cryptography.fernet import Fernet, MultiFernet
 
-    configured = str(conf.get("core", "fernet_key", fallback="") or "").strip()
-    if not configured or configured == UNSET_KEY_PLACEHOLDER:
+    try:
+        configured = str(conf.get("core", "fernet_key", fallback="") or "")
+    except Exception:  # a failing fernet_key_cmd or _secret: its message may quote what it printed
+        raise AirflowFailException("[core] fernet_key could not be read; nothing was sent") from None
+    if configured in ("", UNSET_KEY_PLACEHOLDER):
         logging.getLogger(__name__).warning(
             "Send ledger requests are not encrypted: no [core] fernet_key is configured. A request in doubt "
             "(its text, one-time codes, an STS token) is stored readable until it is settled"
         )
         return None
     try:
-        fernet = get_fernet()
-    except Exception as exc:
+        return MultiFernet([Fernet(part.encode()) for part in configured.split(",")])
+    except (ValueError, TypeError) as exc:
         raise AirflowFailException(
             f"[core] fernet_key is set but unusable ({type(exc).__name__}: {str(exc)[:200]}); nothing was sent. "
             "The send ledger seals the requests it keeps with it, and will not store them unsealed in its place. "
             "Fix the key (a 32-byte url-safe base64 Fernet key; several comma-separated for a rotation)"
         ) from None
-    return fernet if fernet.is_encrypted else None
 
 
 def _open(location: str) -> SqliteLedger:
@@ -193,7 +150,10 @@ def _lease(location: str, context: Any) -> FileLease | ObjectLease:
     where = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{getattr(ti, 'map_index', -1)} try {ti.try_number}"
     holder = Holder(description=where)
     if is_local(location):
-        return FileLease(private_dirs(local_path(location)) / "ledger.lease", holder)
+        folder = private_dirs(local_path(location))
+        for earlier in (folder, folder / "ledger.lease"):  # left readable by a version before 0.3
+            narrow_path(earlier)
+        return FileLease(folder / "ledger.lease", holder)
     return ObjectLease(storage_path(location) / "lease", holder)
 
 
@@ -217,6 +177,7 @@ def open_send_ledger(
     except LeaseHeldError as exc:
         raise AirflowException(f"Another copy of this task instance is sending; nothing was sent. {exc}") from None
     try:
+        claim(location, context["ti"])
         evidence = functools.partial(earlier_try_evidence, context, results_location)
         ledger = _checked_ledger(location, evidence, resend_without_ledger)
         try:
@@ -245,7 +206,7 @@ class LedgerGuard:
             self.lease.check()
             self._checked = now
         if not self._witnessed:
-            store = _state_store(self.context)
+            store = state_store(self.context)
             if store is not None and store.get(WITNESS_KEY) is None:
                 since = datetime.now(timezone.utc).isoformat(timespec="seconds")
                 store.set(WITNESS_KEY, {"ledger": self.location, "since": since, "try": self.context["ti"].try_number})

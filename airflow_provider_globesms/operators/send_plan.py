@@ -12,8 +12,8 @@ from airflow_provider_globesms.client.bulk import Budget, Campaign
 from airflow_provider_globesms.client.quiet_hours import QuietSchedule
 from airflow_provider_globesms.client.recipients import Row
 from airflow_provider_globesms.operators.campaign_controls import budget_for, quiet_schedule
+from airflow_provider_globesms.operators.ledger_place import ledger_location
 from airflow_provider_globesms.operators.recipient_source import open_rows
-from airflow_provider_globesms.operators.send_ledger import ledger_location
 from airflow_provider_globesms.storage import default_campaign_id, task_instance_location, task_instance_scope
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def make_plan(op: SendGlobeSmsOperator, context: Context, render: Callable[[Mapp
     }
     campaign = Campaign(client, render, scope, {k: v for k, v in options.items() if v is not None}, to_field)
     campaign.check_options()
-    ledger_dir = ledger_location(context, op.ledger_uri)
+    ledger_dir = ledger_location(context, op.ledger_uri, campaign_id)
     if ledger_dir != task_instance_location(ti, op.ledger_uri):
         op.log.info("Using the ledger an earlier try left at %s", ledger_dir)
     max_qps = client.max_qps  # this task's max_qps, else the connection's, else the account cap
