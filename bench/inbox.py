@@ -4,20 +4,24 @@ The emulator serves its inbox from the same event loop that answers the API, so 
 every message on each refresh stalls every send behind it. Two measurements, each against a baseline taken
 in the same run (never an absolute time):
 
-1. Time per request of the pages' live parts (what an open tab fetches when the event stream says something
-   changed): the inbox, the campaigns, the biggest campaign and one number's thread, over HTTP on a
-   keep-alive connection to an emulator in its own process; and the figures the event stream computes each
-   second (``LiveFigures.read()``, in this process, on the same file). Each with a store of ``--small``
+1. Time per request of the pages' live parts (what an open tab fetches when its poll says something
+   changed): the inbox, the campaigns, the biggest campaign, one number's thread, and a search for a rare term
+   (one message) and for a common one (every message), over HTTP on a keep-alive connection to an emulator in
+   its own process; and the figures each poll carries (``LiveFigures.read()``, in this process, on the same
+   file). Each with a store of ``--small``
    messages (the baseline) and of ``--large`` messages, spread over ``--campaigns`` campaigns (the first
    holds half of them), a share ``--in-flight`` of each still waiting for its receipt. Every page shows the
    same number of messages at both sizes (one number has ``THREAD`` messages; the lists show a page), so the
    ratio is the cost of the store's size. Reported: LARGE/SMALL per request. Target: flat, about 1x (the
    figures and campaign pages read running totals and count only the messages in flight; the lists read an
-   index in order). What still grows: the messages in flight (a share, so 200x more at 200x the size) and a
+   index in order; a search reads its trigram index from the newest end and counts up to 1,000). What still
+   grows: the messages in flight (a share, so 200x more at 200x the size) and a
    campaign's receipts timed for its time to deliver (at most 10,000).
-2. The stall: latency (p50, p99, max) of signed SendMessageToGlobe calls, one after another, while ``--tabs``
-   simulated open tabs each hold the event stream and fetch one page's live part on each tick (once a
-   second), against the same sends with no tab open (the baseline), at LARGE. Phases alternate.
+2. The tabs: latency (p50, p99, max) of signed SendMessageToGlobe calls, one after another, while ``--tabs``
+   simulated open tabs each poll ``changes`` once a second and fetch one page's live part when it says the
+   messages changed (every poll, while sends go on), against the same sends with no tab open (the baseline),
+   at LARGE. Phases alternate. Every tab stays live: a poll holds no connection (an event stream per tab held
+   one of the six a browser allows a host, and a seventh tab did not load).
 
 The store is filled fast: rows built here and written through a fresh ``MessageStore`` on a ``--db`` file,
 then the emulator starts on that file (``EmulatorConfig(db=path)``; filling ``EmulatorServer(...).gateway``
@@ -26,7 +30,7 @@ before ``start()`` works too, but would share this process's GIL with the tabs a
 To measure another checkout (the code before a change), run from outside this repository (``python -m``
 puts the working directory first on the path): ``cd /tmp && PYTHONPATH=/path/to/checkout python .../inbox.py``.
 
-    python bench/inbox.py [--small 1000] [--large 200000] [--tabs 3] [--rounds 15] [--seconds 8]
+    python bench/inbox.py [--small 1000] [--large 200000] [--tabs 10] [--rounds 15] [--seconds 8]
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import importlib.util
+import json
 import random
 import sys
 import tempfile
@@ -65,8 +70,11 @@ PAGES = {
     "campaigns": f"{UI}/campaigns?part=live",
     f"campaign {BIG}": f"{UI}/campaign?id={BIG}&part=live",
     "number's thread": f"{UI}/numbers/{WATCHED}?part=live",
+    # Every text is "Hi customer {n}, our sale starts today.": one holds "customer 7,", every one "sale starts".
+    "search, rare term": f"{UI}?q=customer%207%2C&part=live",
+    "search, common term": f"{UI}?q=sale%20starts&part=live",
 }
-FIGURES = "event stream figures"
+FIGURES = "poll figures"
 
 
 def stored(n: int, count: int, campaigns: int, in_flight: bool, rng: random.Random, now: float) -> StoredMessage:
@@ -165,30 +173,29 @@ def time_figures(path: str, rounds: int) -> float:
 
 
 class Tab(threading.Thread):
-    """An open inbox tab: holds the event stream and fetches its page's live part on each tick."""
+    """An open inbox tab, as its script runs: polls ``changes`` once a second and fetches its page's live part
+    each time the answer says the messages changed (the sends below change them every poll)."""
 
     def __init__(self, url: str, path: str, stop: threading.Event) -> None:
         super().__init__(daemon=True)
         self.url, self.path, self.stop = url, path, stop
         self.fetches: list[float] = []
+        self.polls = 0
 
     def run(self) -> None:
-        """Read ticks until told to stop; fetch the live part on each."""
-        parts = urlsplit(self.url)
-        stream = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=120)
-        stream.request("GET", f"{UI}/events", headers={"accept": "text/event-stream"})
-        events = stream.getresponse()
+        """Poll until told to stop; fetch the live part after each poll that says changed."""
         page = Page(self.url)
+        cursor = ""
         try:
             while not self.stop.is_set():
-                line = events.readline()
-                if not line:
-                    break
-                if line.startswith(b"event: tick"):
+                page.connection.request("GET", f"{UI}/changes?since={cursor}", headers={"accept": "application/json"})
+                answer = json.loads(page.connection.getresponse().read())
+                cursor, self.polls = answer["cursor"], self.polls + 1
+                if answer["changed"]:
                     self.fetches.append(page.get(self.path))
+                self.stop.wait(1.0)
         finally:
             page.close()
-            stream.close()
 
 
 def send_latencies(url: str, seconds: float, first: int) -> list[float]:
@@ -207,18 +214,18 @@ def send_latencies(url: str, seconds: float, first: int) -> list[float]:
     return latencies
 
 
-def with_tabs(url: str, tabs: int, seconds: float, first: int) -> tuple[list[float], list[float]]:
-    """Send latencies while ``tabs`` tabs are open (after their first tick); and their page fetch times."""
+def with_tabs(url: str, tabs: int, seconds: float, first: int) -> tuple[list[float], list[float], int]:
+    """Send latencies while ``tabs`` tabs are open (after their first poll); their page fetch times and polls."""
     stop = threading.Event()
     opened = [Tab(url, list(PAGES.values())[i % len(PAGES)], stop) for i in range(tabs)]
     for tab in opened:
         tab.start()
-    time.sleep(1.5)  # the streams are open and have ticked once
+    time.sleep(1.5)  # every tab has polled once
     latencies = send_latencies(url, seconds, first)
     stop.set()
     for tab in opened:
         tab.join(timeout=30)
-    return latencies, [f for tab in opened for f in tab.fetches]
+    return latencies, [f for tab in opened for f in tab.fetches], sum(tab.polls for tab in opened)
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -232,11 +239,13 @@ def stall(url: str, tabs: int, seconds: float, rounds: int) -> dict[str, dict[st
     alone: list[float] = []
     busy: list[float] = []
     fetches: list[float] = []
+    polls = 0
     for r in range(rounds):
         alone += send_latencies(url, seconds, 1_000_000 * (2 * r + 1))
-        latencies, fetched = with_tabs(url, tabs, seconds, 1_000_000 * (2 * r + 2))
+        latencies, fetched, polled = with_tabs(url, tabs, seconds, 1_000_000 * (2 * r + 2))
         busy += latencies
         fetches += fetched
+        polls += polled
     results = {}
     for name, values in (("no tab (baseline)", alone), (f"{tabs} tabs open", busy)):
         results[name] = {
@@ -247,6 +256,7 @@ def stall(url: str, tabs: int, seconds: float, rounds: int) -> dict[str, dict[st
         }
     results[f"{tabs} tabs open"]["tab_fetch_median_ms"] = median(fetches) * 1e3 if fetches else float("nan")
     results[f"{tabs} tabs open"]["tab_fetches"] = len(fetches)
+    results[f"{tabs} tabs open"]["polls"] = polls
     return results
 
 
@@ -272,7 +282,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--campaigns", type=int, default=8, help="campaigns the messages are spread over (>= 2)")
     parser.add_argument("--in-flight", type=float, default=0.01, help="share of messages still awaiting a receipt")
     parser.add_argument("--rounds", type=int, default=15, help="requests per page and size (median counts)")
-    parser.add_argument("--tabs", type=int, default=3, help="open tabs during the stall measurement")
+    parser.add_argument("--tabs", type=int, default=10, help="open tabs during the stall measurement")
     parser.add_argument("--seconds", type=float, default=8.0, help="seconds of sends per stall phase")
     parser.add_argument("--stall-rounds", type=int, default=2, help="alternations of no tab / tabs")
     args = parser.parse_args()
@@ -300,6 +310,9 @@ def main() -> int:
     rows = [[n, f"{small[n] * 1e3:.2f}", f"{large[n] * 1e3:.2f}", f"{ratios[n]:.1f}x"] for n in small]
     print(f"Time per request, median of {args.rounds} (target: LARGE/SMALL flat, about 1x)")
     print(table(["live part", "SMALL ms", "LARGE ms", "LARGE/SMALL"], rows))
+    rare, common = ratios["search, rare term"], ratios["search, common term"]
+    sizes = f"{args.large:,} vs {args.small:,} messages"
+    print(f"search, {sizes}: rare term {rare:.1f}x, common term {common:.1f}x (target <= 5x)")
     print()
     base = contention["no tab (baseline)"]
     rows = [
@@ -312,6 +325,7 @@ def main() -> int:
     stall_ratios = {k: busy[k] / base[k] for k in ("p50_ms", "p99_ms", "max_ms")}
     print(", ".join(f"{k.removesuffix('_ms')} tabs/none: {v:.1f}x" for k, v in stall_ratios.items()))
     print(f"tab live-part fetch, median: {busy['tab_fetch_median_ms']:.1f} ms over {int(busy['tab_fetches'])} fetches")
+    print(f"tabs: {args.tabs} open, every one polled once a second and refreshed ({int(busy['polls'])} polls)")
     save(
         "inbox",
         {

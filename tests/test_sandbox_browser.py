@@ -285,3 +285,97 @@ def test_framed_by_another_origin_the_controls_are_off(
     page.goto(f"{emulator.url}/_emulator/ui")  # its own tab: the controls work
     assert page.locator("#throttle-all").is_enabled()
     assert page.locator("#clear").is_enabled()
+
+
+# --- issue 22: same-origin changes only, any number of tabs ---------------------------------------------------
+
+HOSTILE = """<!doctype html><script>
+const target = "{emulator}";
+async function attack() {{
+  const tries = [
+    ["POST", "/_emulator/faults", "text/plain"],  // a CORS "simple request": no preflight
+    ["POST", "/_emulator/faults", undefined],
+    ["PATCH", "/_emulator/faults", "application/json"],  // preflighted: the browser asks first
+    ["DELETE", "/_emulator/messages", undefined],
+  ];
+  for (const [method, path, type] of tries) {{
+    const headers = type ? {{"content-type": type}} : {{}};
+    const body = method === "DELETE" ? undefined : '{{"throttle": 1}}';
+    try {{ await fetch(target + path, {{method, headers, body, mode: "no-cors"}}); }} catch (e) {{}}
+  }}
+  const form = document.createElement("form");  // a form post: no script needed at all
+  form.method = "POST"; form.action = target + "/_emulator/faults"; form.enctype = "text/plain";
+  const field = document.createElement("input"); field.name = '{{"throttle": 1, "x": "'; field.value = '"}}';
+  form.append(field); document.body.append(form);
+  document.title = "tried"; form.submit();
+}}
+attack();
+</script>"""
+
+
+@pytest.fixture
+def hostile_site() -> Iterator[Callable[[str], str]]:
+    """A web page on another port of 127.0.0.1 (the same *site* to the browser), a developer's local dev server."""
+    served: dict[str, bytes] = {}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = served.get(self.path, b"")
+            self.send_response(200 if body else 404)
+            self.send_header("content-type", "text/html")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:  # where the form lands if the browser follows it
+            self.do_GET()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def page_attacking(url: str) -> str:
+        served["/"] = HOSTILE.format(emulator=url).encode()
+        return f"http://127.0.0.1:{server.server_address[1]}/"
+
+    yield page_attacking
+    server.shutdown()
+
+
+def test_a_page_on_another_loopback_port_cannot_change_a_fault(
+    page: Any, emulator: EmulatorServer, hostile_site: Callable[[str], str]
+) -> None:
+    send_three(emulator)
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(f"{request.method} {request.url}"))
+    page.goto(hostile_site(emulator.url))
+    page.wait_for_timeout(2000)  # every try made, and the form posted
+    assert any(r.startswith("POST") and "/_emulator/faults" in r for r in requests), requests  # it did try
+    assert emulator.set_faults()["throttle"] == 0
+    assert len(emulator.messages()) == 3
+    own = page.context.new_page()  # the emulator's own page still changes it
+    own.goto(f"{emulator.url}/_emulator/ui")
+    own.wait_for_timeout(600)
+    own.locator("#throttle-all").check()
+    own.wait_for_function("document.getElementById('control-status').textContent === 'throttle is now 1'")
+    assert emulator.set_faults()["throttle"] == 1
+
+
+def test_ten_tabs_all_load_and_all_show_a_new_message(browser: Any, emulator: EmulatorServer) -> None:
+    """Each tab held an event stream: browsers allow six connections to a host, so the seventh did not load
+    and the others stopped updating. Polls hold none."""
+    context = browser.new_context()
+    tabs = [context.new_page() for _ in range(10)]
+    for tab in tabs:
+        tab.set_default_timeout(WAIT_MS)
+        tab.goto(f"{emulator.url}/_emulator/ui")
+    for tab in tabs:
+        tab.wait_for_selector("#stream-state.on")
+    assert sdk_send(sdk(emulator), "85291234567", "Tab test: one for all", "tabs").response_code == "OK"
+    for tab in tabs:
+        tab.wait_for_function("document.querySelector('li.message p.text')?.textContent === 'Tab test: one for all'")
+    tabs.append(context.new_page())  # and an eleventh still loads
+    tabs[-1].goto(f"{emulator.url}/_emulator/ui", timeout=WAIT_MS)
+    assert tabs[-1].locator("li.message").count() == 1
+    context.close()

@@ -60,7 +60,7 @@ def faults(emulator: EmulatorServer) -> dict[str, object]:
 def test_the_inspection_api_answers_only_requests_addressed_to_this_machine(host: str, status: int) -> None:
     with EmulatorServer(EmulatorConfig()) as emulator:
         GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint=emulator.url).send_message("+85291234567", "hi")
-        for path in ("/_emulator/messages", "/_emulator/ui", "/_emulator/ui/events", "/_emulator/settings"):
+        for path in ("/_emulator/messages", "/_emulator/ui", "/_emulator/ui/changes", "/_emulator/settings"):
             reply = fetch(emulator.url + path, headers={"Host": host})
             assert reply.status == status, (host, path)
             if status == 421:

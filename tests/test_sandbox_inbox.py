@@ -1,4 +1,4 @@
-"""The sandbox inbox over plain HTTP: pages, filters, escaping, the event stream and who may see it.
+"""The sandbox inbox over plain HTTP: pages, filters, escaping, the change polls and who may see it.
 
 The browser tests (``test_sandbox_browser.py``) drive the same pages in Chromium; these need no browser.
 """
@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import string
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -133,20 +135,24 @@ def test_search_finds_exactly_the_texts_holding_the_words(texts: list[str], need
 
 
 def events(emulator: EmulatorServer, ticks: int, headers: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
-    reply = fetch(f"{emulator.url}/_emulator/ui/events", headers=headers)
-    assert reply.headers["content-type"].startswith("text/event-stream")
-    seen = 0
-    while seen < ticks:
-        line = reply.readline().decode()
-        if line.startswith("data: "):
-            seen += 1
-            yield json.loads(line[6:])
-    reply.close()
+    """What a page's polls see, once every 0.2 s: the first poll has no cursor (so it says changed), each later
+    one gives the cursor of the one before."""
+    cursor = ""
+    for tick in range(ticks):
+        if tick:
+            time.sleep(0.2)
+        reply = fetch(f"{emulator.url}/_emulator/ui/changes?since={urllib.parse.quote(cursor)}", headers=headers)
+        assert reply.headers["content-type"].startswith("application/json")
+        assert reply.headers["cache-control"] == "no-store"
+        answer = json.loads(reply.read())
+        cursor = answer["cursor"]
+        yield answer
 
 
-def test_the_event_stream_says_when_the_list_changed(emulator: EmulatorServer) -> None:
+def test_the_polls_say_when_the_list_changed(emulator: EmulatorServer) -> None:
     emulator.set_settings(delivery_delay=1.5)
-    stream = events(emulator, 40)
+    stream = events(emulator, 60)
+    assert next(stream)["changed"] is True  # no cursor yet: the page fetches its live part once
     assert next(stream)["changed"] is False
     client(emulator).send_message("+85291234567", "hello", task_id="t")
     ticks = []  # until the receipt has come and a quiet tick followed, however late a slow machine reads them

@@ -16,6 +16,7 @@ import socket
 import struct
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import msgspec
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query
@@ -117,7 +118,6 @@ def _controls_router(gateway: Gateway) -> APIRouter:
         return gateway.config.faults.as_dict()
 
     @router.patch("/faults")
-    @router.post("/faults")
     async def set_faults(values: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
         try:
             gateway.config.faults.update(values)
@@ -198,6 +198,45 @@ def _names_this_machine(scope: Scope, also: tuple[str, ...] = ()) -> bool:
     return name is None or is_loopback(name) or name.endswith(".localhost") or (bool(name) and name in also)
 
 
+_STATE_CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _from_another_origin(scope: Scope) -> bool:
+    """A state change sent by a page of another origin. Browsers send ``Origin`` with every POST, PUT, PATCH
+    and DELETE, same-origin included; tests, the CLI and SDKs send none. A page on another port of 127.0.0.1 is
+    the *same site* to a browser (``Sec-Fetch-Site: same-site``), so only the origin itself is trusted: its
+    host and port must be the ``Host`` this request was addressed to. Independent of FastAPI's version (which
+    parsed a body without a JSON content type, a CORS "simple request", before 0.132)."""
+    if scope["method"] not in _STATE_CHANGES:
+        return False
+    headers = scope["headers"]
+    origins = [value.decode("latin-1").strip().lower() for name, value in headers if name == b"origin"]
+    sites = [value for name, value in headers if name == b"sec-fetch-site"]
+    if not origins or origins == ["null"]:
+        # No Origin: not a browser (a browser always sends one). "null": a browser keeping the origin to itself
+        # (a form under a strict referrer policy; a sandboxed frame, a file): its own word on the request's
+        # site decides, which no page can forge (Sec-Fetch-Site is a forbidden header name).
+        return bool(origins or sites) and sites != [b"same-origin"]
+    hosts = [value.decode("latin-1").strip().lower() for name, value in headers if name == b"host"]
+    if len(origins) != 1 or len(hosts) != 1:
+        return True
+    origin = urlsplit(origins[0])
+    if origin.scheme not in _DEFAULT_PORTS or origin.path or origin.query or "@" in origin.netloc:
+        return True  # "null" (a sandboxed frame, a file), or no origin at all
+    mine = _host_and_port(hosts[0], origin.scheme)
+    return mine is None or _host_and_port(origin.netloc, origin.scheme) != mine
+
+
+def _host_and_port(netloc: str, scheme: str) -> tuple[str, int] | None:
+    """``netloc``'s host name (no final dot) and port (the scheme's default when none is written)."""
+    try:
+        parts = urlsplit(f"//{netloc}")
+        return (parts.hostname or "").rstrip("."), parts.port or _DEFAULT_PORTS[scheme]
+    except ValueError:  # a port that is no number, or out of range
+        return None
+
+
 class EmulatorApp:
     """The ASGI app: ``POST /`` to the gateway, everything else to the inspection API (token, if set).
 
@@ -221,6 +260,9 @@ class EmulatorApp:
                 await self.api(scope, receive, send)
         elif self.loopback_only and not _names_this_machine(scope, self.gateway.config.allowed_hosts):
             await _answer(send, 421, {"Code": "MisdirectedRequest", "Message": "this emulator answers loopback names"})
+        elif _from_another_origin(scope):
+            message = "state changes come from the emulator's own pages (or from clients that send no Origin)"
+            await _answer(send, 403, {"Code": "Forbidden", "Message": message})
         elif token and await access.answer_browser(scope, receive, send, token):
             return
         elif not access.allowed(scope, token):

@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow_provider_globesms.client.models import DeliveryStatus
 from airflow_provider_globesms.client.sqlite import WriteBehind, open_sqlite
-from airflow_provider_globesms.emulator import totals
+from airflow_provider_globesms.emulator import search, totals
 
 _log = logging.getLogger(__name__)
 _STATUS_NAMES: dict[int, str] = {s: s.label for s in DeliveryStatus}  # the inspection API's names
@@ -85,6 +85,7 @@ _COLUMNS = (
     "request_id",
 )
 RECEIPTS_TIMED = 10_000  # a campaign's time to deliver is taken over its latest receipts, at most this many
+_SELECTED = ", ".join(f"messages.{c}" for c in _COLUMNS)  # qualified: the search index has a "message" too
 _INSERT = f"INSERT INTO messages ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
 
 
@@ -164,11 +165,11 @@ class MessageFilter:
     to: str | None = None  # "" (a number without a digit) matches nothing
     task_id: str | None = None  # "": the messages sent without a TaskId
     status: str | None = None  # sending, delivered or failed, as of ``now`` (default: the wall clock)
-    text: str | None = None  # a part of the text
+    text: str | None = None  # a part of the text (case-blind; see ``search``)
     now: float | None = None
 
     def where(self) -> tuple[str, list[Any]]:
-        """A WHERE clause and its arguments."""
+        """A WHERE clause and its arguments, for every field but ``text`` (``search.matches`` adds it)."""
         conditions: list[str] = []
         args: list[Any] = []
         if self.to is not None:
@@ -188,10 +189,6 @@ class MessageFilter:
             else:
                 conditions.append("final_at <= ? AND final_status = ?")
                 args += [now, wanted]
-        if self.text:
-            conditions.append("message LIKE ? ESCAPE '\\'")
-            escaped = self.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            args.append(f"%{escaped}%")
         return (f"WHERE {' AND '.join(conditions)}" if conditions else ""), args
 
 
@@ -213,6 +210,7 @@ class MessageStore:
         self._db = open_sqlite(path, synchronous="NORMAL", schema=_SCHEMA)
         self._pending = WriteBehind(self._store, size=flush_every, age=self.FLUSH_AFTER)
         totals.create(self._db)
+        search.create(self._db)
         self.store_errors = 0
         self.added = 0  # messages ever added, and times cleared: a live view's cue that the list changed
         self.generation = 0
@@ -270,6 +268,10 @@ class MessageStore:
     ) -> list[StoredMessage]:
         """The stored messages ``match`` selects, in submission order (or newest first)."""
         self.flush()
+        if match.text:  # in insertion order, from the search index (see ``search``)
+            query, args = self._text_query(match, _SELECTED, newest_first=newest_first)
+            rows = self._db.execute(f"{query} LIMIT ? OFFSET ?", (*args, limit, offset))
+            return [StoredMessage(*r) for r in rows.fetchall()]
         clause, args = match.where()
         order = "DESC" if newest_first else ""
         rows = self._db.execute(
@@ -279,13 +281,24 @@ class MessageStore:
         )
         return [StoredMessage(*r) for r in rows.fetchall()]
 
-    def count(self, match: MessageFilter = ANY_MESSAGE) -> int:
-        """How many stored messages ``match`` selects."""
+    def count(self, match: MessageFilter = ANY_MESSAGE, *, up_to: int | None = None) -> int:
+        """How many stored messages ``match`` selects; with ``up_to``, counting stops there (a search of a
+        common term in a large store: the inbox shows "1,000+")."""
         self.flush()
         if match == ANY_MESSAGE:
             return totals.messages(self._db)
+        if match.text:
+            query, args = self._text_query(match, "1", newest_first=True)
+            limit = f" LIMIT {int(up_to)}" if up_to is not None else ""
+            return int(self._db.execute(f"SELECT COUNT(*) FROM ({query}{limit})", args).fetchone()[0])
         clause, args = match.where()
         return int(self._db.execute(f"SELECT COUNT(*) FROM messages {clause}", args).fetchone()[0])
+
+    @staticmethod
+    def _text_query(match: MessageFilter, columns: str, *, newest_first: bool) -> tuple[str, list[Any]]:
+        clause, args = match.where()
+        assert match.text is not None
+        return search.matches(match.text, columns, clause.removeprefix("WHERE "), args, newest_first=newest_first)
 
     def became_final(self, after: float, upto: float) -> int:
         """How many receipts became final in ``(after, upto]`` (a live view's cue to refresh)."""
@@ -322,6 +335,7 @@ class MessageStore:
         self._db.execute("BEGIN")
         deleted = int(self._db.execute("DELETE FROM messages").rowcount)
         totals.clear(self._db)
+        search.clear(self._db)
         self._db.execute("COMMIT")
         return deleted
 

@@ -1,39 +1,37 @@
 """The sandbox inbox: web pages over the emulator's messages, served by the emulator itself.
 
 Server-rendered HTML (Jinja2) with a little plain JavaScript and no build step. Each page has a live part
-that the page fetches again (``?part=live``) when the event stream (server-sent events) says something
-changed: a message arrived, a receipt became final, the inbox was cleared. The stream also carries the
-figures of the rate chart once a second. The controls post to the JSON endpoints the tests and the CLI
-already use (``/_emulator/faults``, ``/_emulator/settings``, ``DELETE /_emulator/messages``).
+that the page fetches again (``?part=live``) when a short poll of ``changes`` says something changed since
+its last one: a message arrived, a receipt became final, the inbox was cleared. The same answer carries the
+figures of the rate chart. A poll once a second holds no connection open, so any number of tabs stay live
+(an event stream per tab held one of the six connections a browser allows a host, and the seventh tab did
+not load). The controls PATCH the JSON endpoints the tests and the CLI already use (``/_emulator/faults``,
+``/_emulator/settings``, ``DELETE /_emulator/messages``), from this origin only (``app``).
 
 Everything here is under ``/_emulator/``, so the inspection token guards it like the JSON API.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import math
 import statistics
-from collections.abc import AsyncIterator
 from importlib.resources import files
 from typing import Any
 
 import jinja2
-from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from airflow_provider_globesms.client.errors import InvalidFieldError
 from airflow_provider_globesms.client.phone import ascii_digits, parse_number
+from airflow_provider_globesms.emulator import search
 from airflow_provider_globesms.emulator.gateway import Gateway
 from airflow_provider_globesms.emulator.store import STATUSES, MessageFilter
 
 UI = "/_emulator/ui"
 PAGE_SIZE = 200
 MAX_FILTER = 500  # characters of a filter or a search (SQLite refuses LIKE patterns over 50,000 bytes)
-FIGURES_MAX_AGE = 0.5  # seconds: every open page's stream shares one reading of the figures
-TICK_SECONDS = 1.0
-STREAM_SECONDS = 300.0  # a stream ends after this; EventSource reconnects by itself (no stream lives for ever)
+FIGURES_MAX_AGE = 0.5  # seconds: every open page's poll shares one reading of the figures
 SEND_ACTIONS = ("SendMessageToGlobe", "BatchSendMessageToGlobe")
 _ASSETS = {"inbox.js": "text/javascript", "inbox.css": "text/css"}
 
@@ -60,11 +58,11 @@ class LiveFigures:
         self.gateway = gateway
         self._last: tuple[float, dict[str, Any]] | None = None
 
-    def read(self) -> dict[str, Any]:
-        """The figures as of now, or as of less than ``FIGURES_MAX_AGE`` seconds ago."""
+    def read(self, fresh: bool = False) -> dict[str, Any]:
+        """The figures as of now, or (unless ``fresh``) as of less than ``FIGURES_MAX_AGE`` seconds ago."""
         gateway = self.gateway
         now = gateway.clock()
-        if self._last is not None and 0 <= now - self._last[0] < FIGURES_MAX_AGE:
+        if not fresh and self._last is not None and 0 <= now - self._last[0] < FIGURES_MAX_AGE:
             return self._last[1]
         windows = gateway.windows.items()
         rate = sum(w.rate(now) for (_key, action), w in windows if action in SEND_ACTIONS)
@@ -98,12 +96,12 @@ def campaign_summary(gateway: Gateway, task_id: str) -> dict[str, Any] | None:
 
 
 # Pages show numbers and texts: never cached, framed only by a page on this machine (Airflow's UI embeds the
-# inbox), no referrer sent on.
+# inbox), the referrer sent to this origin only.
 PAGE_HEADERS = {
     "cache-control": "no-store",
     "content-security-policy": "frame-ancestors 'self' http://127.0.0.1:* http://localhost:* http://[::1]:*",
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",  # filters in addresses hold numbers: never sent to another origin
 }
 
 
@@ -136,10 +134,13 @@ def _add_pages(router: APIRouter, gateway: Gateway) -> None:
         number, task_id, wanted, text = wire_number(to) if to else None, campaign or None, status or None, q or None
         match = MessageFilter(to=number, task_id=task_id, status=wanted, text=text, now=now)
         found = gateway.store.find(match, limit=PAGE_SIZE, newest_first=True)
-        total = gateway.store.count(match)
+        # A search counts up to COUNT_CAP ("1,000+"): a common term must not count a whole large store.
+        total = gateway.store.count(match, up_to=search.COUNT_CAP + 1 if text else None)
         messages = [m.as_json(now) for m in found]
         filters = {"to": to, "campaign": campaign, "status": status, "q": q}
-        return _render("inbox", part, messages=messages, total=total, filters=filters, statuses=STATUSES)
+        searched = {"capped": total > search.COUNT_CAP and bool(text), "short": bool(text) and not search.indexed(q)}
+        values = {"messages": messages, "total": min(total, search.COUNT_CAP) if text else total, **searched}
+        return _render("inbox", part, filters=filters, statuses=STATUSES, short_scan=search.SHORT_SCAN, **values)
 
     @router.get("/numbers/{number}")
     async def thread(number: str, part: str | None = None) -> HTMLResponse:
@@ -169,10 +170,18 @@ def _add_pages(router: APIRouter, gateway: Gateway) -> None:
 def _add_support(router: APIRouter, gateway: Gateway) -> None:
     figures = LiveFigures(gateway)
 
-    @router.get("/events")
-    async def events(request: Request) -> StreamingResponse:
-        headers = {"cache-control": "no-store", "x-accel-buffering": "no"}
-        return StreamingResponse(_ticks(figures, request), media_type="text/event-stream", headers=headers)
+    @router.get("/changes")
+    async def changes(since: str = Query("", max_length=100, description="the cursor of the last answer")) -> Any:
+        """The live figures, whether the messages changed since ``since`` (a cursor this answered before; none
+        or a stale one: changed), and the cursor to ask with next."""
+        store = gateway.store
+        now = gateway.clock()
+        seen = _cursor(since)
+        mark = (store.added, store.generation)
+        changed = seen is None or seen[:2] != mark or store.became_final(seen[2], now) > 0
+        cursor = f"{mark[0]}:{mark[1]}:{now!r}"
+        body = {**figures.read(fresh=changed), "changed": changed, "cursor": cursor}  # a change shows at once
+        return JSONResponse(body, headers={"cache-control": "no-store"})
 
     @router.get("/static/{name}")
     async def asset(name: str) -> Response:
@@ -186,17 +195,11 @@ def _add_support(router: APIRouter, gateway: Gateway) -> None:
         return HTMLResponse(_templates.get_template("login.html").render(ui=UI, failed=failed), headers=PAGE_HEADERS)
 
 
-async def _ticks(figures: LiveFigures, request: Request) -> AsyncIterator[str]:
-    """One event a second: the live figures, and whether the messages changed since the last one."""
-    gateway = figures.gateway
-    store = gateway.store
-    seen = (store.added, store.generation)
-    last = gateway.clock()
-    started = last
-    yield "retry: 1000\n\n"
-    while last - started < STREAM_SECONDS and not gateway.closing and not await request.is_disconnected():
-        await asyncio.sleep(TICK_SECONDS)
-        now = gateway.clock()
-        changed = (store.added, store.generation) != seen or store.became_final(last, now) > 0
-        seen, last = (store.added, store.generation), now
-        yield f"event: tick\ndata: {json.dumps({**figures.read(), 'changed': changed})}\n\n"
+def _cursor(text: str) -> tuple[int, int, float] | None:
+    """``added:generation:time`` as ``changes`` wrote it; ``None`` for anything else (changed, then)."""
+    parts = text.split(":")
+    try:
+        added, generation, at = int(parts[0]), int(parts[1]), float(parts[2])
+    except (ValueError, IndexError):
+        return None
+    return (added, generation, at) if len(parts) == 3 and math.isfinite(at) else None

@@ -1,5 +1,5 @@
-// The sandbox inbox's only script: live figures and chart from the event stream, the live part of the
-// page fetched again when the stream says the messages changed, and the fault and settings controls.
+// The sandbox inbox's only script: live figures and chart from a short poll once a second, the live part of
+// the page fetched again when the poll says the messages changed, and the fault and settings controls.
 "use strict";
 
 const UI = document.body.dataset.ui;
@@ -59,8 +59,7 @@ function drawChart(cap) {
     `<polyline class="rate" points="${points}"></polyline>`;
 }
 
-function onTick(event) {
-  const figures = JSON.parse(event.data);
+function onTick(figures) {
   for (const name of ["total", "sending", "delivered", "failed", "throttled", "rate", "cap"]) {
     setText(`fig-${name}`, Math.round(figures[name]).toLocaleString());
   }
@@ -70,12 +69,37 @@ function onTick(event) {
   if (figures.changed) refreshLive();
 }
 
-function listen() {
+// A short poll once a second (every five while the tab is hidden): no connection is held open, so any number
+// of tabs stay live. The cursor says what this page has seen; the answer says whether anything changed since.
+const POLL_MS = 1000;
+const HIDDEN_POLL_MS = 5000;
+let cursor = "";
+let nextPoll = null;
+
+async function poll() {
+  clearTimeout(nextPoll);
   const state = document.getElementById("stream-state");
-  const stream = new EventSource(`${UI}/events`);
-  stream.addEventListener("tick", onTick);
-  stream.onopen = () => { state.className = "stream on"; state.title = "live"; refreshLive(); };
-  stream.onerror = () => { state.className = "stream off"; state.title = "reconnecting"; };
+  try {
+    const reply = await fetch(`${UI}/changes?since=${encodeURIComponent(cursor)}`, {
+      headers: { accept: "application/json" },
+      cache: "no-store",
+    });
+    if (!reply.ok) throw new Error(String(reply.status));
+    const figures = await reply.json();
+    cursor = figures.cursor;
+    state.className = "stream on";
+    state.title = "live";
+    onTick(figures);
+  } catch (error) {
+    state.className = "stream off";
+    state.title = "reconnecting";
+  }
+  nextPoll = setTimeout(poll, document.hidden ? HIDDEN_POLL_MS : POLL_MS);
+}
+
+function listen() {
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) poll(); });
+  poll();
 }
 
 async function call(method, path, body) {
