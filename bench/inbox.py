@@ -73,6 +73,9 @@ PAGES = {
     # Every text is "Hi customer {n}, our sale starts today.": one holds "customer 7,", every one "sale starts".
     "search, rare term": f"{UI}?q=customer%207%2C&part=live",
     "search, common term": f"{UI}?q=sale%20starts&part=live",
+    # No text holds it, and every three-letter piece of it is common: the worst case, stopped by a budget.
+    "search, absent term of common pieces": f"{UI}?q=sale%20sale%20sale&part=live",
+    "search in one number's messages": f"{UI}?to={WATCHED}&q=sale&part=live",
 }
 FIGURES = "poll figures"
 

@@ -48,13 +48,32 @@ def test_a_count_stops_at_its_cap_and_the_page_says_so() -> None:
         assert "looks at the newest 10,000 messages" in short
 
 
+def plan(store: MessageStore, match: MessageFilter) -> str:
+    query, args = store._text_query(match, "1", newest_first=True)
+    return " ".join(str(row[3]) for row in store._db.execute(f"EXPLAIN QUERY PLAN {query} LIMIT 200", args))
+
+
 def test_a_search_reads_the_index_from_its_newest_end() -> None:
+    """The text index in its own order (no sort of the matches); one number's messages by their index."""
     store = MessageStore()
-    for match in (MessageFilter(text="parcel"), MessageFilter(text="parcel", to="85291234567", status="delivered")):
-        query, args = store._text_query(match, "1", newest_first=True)
-        plan = " ".join(str(row[3]) for row in store._db.execute(f"EXPLAIN QUERY PLAN {query} LIMIT 200", args))
-        assert "VIRTUAL TABLE" in plan
-        assert "TEMP B-TREE" not in plan, plan  # no sort of the matches: read in the index's order
+    store.add_many([_message(n, message=f"parcel {n} on its way") for n in range(50)])
+    for match in (MessageFilter(text="parcel"), MessageFilter(text="parcel", status="delivered", now=10.0)):
+        found = plan(store, match)
+        assert "VIRTUAL TABLE" in found
+        assert "TEMP B-TREE" not in found, found
+    number = plan(store, MessageFilter(text="parcel", to="85291234567"))
+    assert "messages_number" in number
+    assert "VIRTUAL TABLE" not in number
+
+
+def test_a_rare_term_of_common_pieces_is_looked_up_by_its_rarest() -> None:
+    store = MessageStore()
+    store.add_many([_message(n, message=f"Your code is {n % 997:04d}. Thanks") for n in range(3000)])
+    lookup = search.rarest(store._db, "code is 0042")
+    assert " AND " in lookup
+    assert "code" not in lookup  # every message has it
+    expected = {f"m{n}" for n in range(3000) if n % 997 == 42}
+    assert {m.message_id for m in store.find(MessageFilter(text="code is 0042"), limit=1000)} == expected
 
 
 def test_clearing_empties_the_index_and_a_file_from_before_gets_one(tmp_path: Path) -> None:

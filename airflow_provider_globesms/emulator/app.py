@@ -202,12 +202,15 @@ _STATE_CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-def _from_another_origin(scope: Scope) -> bool:
+def _from_another_origin(scope: Scope, proxied: tuple[str, ...] = ()) -> bool:
     """A state change sent by a page of another origin. Browsers send ``Origin`` with every POST, PUT, PATCH
     and DELETE, same-origin included; tests, the CLI and SDKs send none. A page on another port of 127.0.0.1 is
     the *same site* to a browser (``Sec-Fetch-Site: same-site``), so only the origin itself is trusted: its
     host and port must be the ``Host`` this request was addressed to. Independent of FastAPI's version (which
-    parsed a body without a JSON content type, a CORS "simple request", before 0.132)."""
+    parsed a body without a JSON content type, a CORS "simple request", before 0.132). Behind a reverse proxy
+    named in ``proxied`` (``--allowed-host``), which often passes on the name without the port (nginx's
+    ``$host``), the name alone must match. A browser's own word on the request's site (``Sec-Fetch-Site``,
+    which no page can set) must be same-origin when it gives one."""
     if scope["method"] not in _STATE_CHANGES:
         return False
     headers = scope["headers"]
@@ -219,13 +222,15 @@ def _from_another_origin(scope: Scope) -> bool:
         # site decides, which no page can forge (Sec-Fetch-Site is a forbidden header name).
         return bool(origins or sites) and sites != [b"same-origin"]
     hosts = [value.decode("latin-1").strip().lower() for name, value in headers if name == b"host"]
-    if len(origins) != 1 or len(hosts) != 1:
+    if len(origins) != 1 or len(hosts) != 1 or any(site not in (b"same-origin", b"none") for site in sites):
         return True
     origin = urlsplit(origins[0])
     if origin.scheme not in _DEFAULT_PORTS or origin.path or origin.query or "@" in origin.netloc:
         return True  # "null" (a sandboxed frame, a file), or no origin at all
-    mine = _host_and_port(hosts[0], origin.scheme)
-    return mine is None or _host_and_port(origin.netloc, origin.scheme) != mine
+    mine, theirs = _host_and_port(hosts[0], origin.scheme), _host_and_port(origin.netloc, origin.scheme)
+    if mine is None or theirs is None:
+        return True
+    return theirs[0] != mine[0] or (theirs[1] != mine[1] and mine[0] not in proxied)
 
 
 def _host_and_port(netloc: str, scheme: str) -> tuple[str, int] | None:
@@ -235,6 +240,21 @@ def _host_and_port(netloc: str, scheme: str) -> tuple[str, int] | None:
         return (parts.hostname or "").rstrip("."), parts.port or _DEFAULT_PORTS[scheme]
     except ValueError:  # a port that is no number, or out of range
         return None
+
+
+def _never_framed_elsewhere(send: Send) -> Send:
+    """Answers of the JSON API and its docs page (whose "Try it out" sends same-origin changes) framed by no
+    other page; the inbox's pages set their own policy (Airflow's UI frames them, read-only)."""
+
+    async def sending(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(name.lower() == b"content-security-policy" for name, _ in headers):
+                headers += [(b"content-security-policy", b"frame-ancestors 'none'"), (b"x-frame-options", b"DENY")]
+                message = {**message, "headers": headers}
+        await send(message)
+
+    return sending
 
 
 class EmulatorApp:
@@ -260,7 +280,7 @@ class EmulatorApp:
                 await self.api(scope, receive, send)
         elif self.loopback_only and not _names_this_machine(scope, self.gateway.config.allowed_hosts):
             await _answer(send, 421, {"Code": "MisdirectedRequest", "Message": "this emulator answers loopback names"})
-        elif _from_another_origin(scope):
+        elif _from_another_origin(scope, self.gateway.config.allowed_hosts):
             message = "state changes come from the emulator's own pages (or from clients that send no Origin)"
             await _answer(send, 403, {"Code": "Forbidden", "Message": message})
         elif token and await access.answer_browser(scope, receive, send, token):
@@ -271,7 +291,7 @@ class EmulatorApp:
             await send({"type": "http.response.start", "status": 401, "headers": headers})
             await send({"type": "http.response.body", "body": payload})
         else:
-            await self.inspection(scope, receive, send)
+            await self.inspection(scope, receive, _never_framed_elsewhere(send))
 
     async def api(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve one API call: read the body (up to ``MAX_BODY_BYTES``) and answer the gateway's reply."""

@@ -214,6 +214,7 @@ class MessageStore:
         self.store_errors = 0
         self.added = 0  # messages ever added, and times cleared: a live view's cue that the list changed
         self.generation = 0
+        self.search_cut = False  # whether the last search ran out of its budget (see _within_budget)
 
     def add(self, message: StoredMessage) -> None:
         """Buffer a message; flush when the buffer is full or old enough."""
@@ -268,10 +269,9 @@ class MessageStore:
     ) -> list[StoredMessage]:
         """The stored messages ``match`` selects, in submission order (or newest first)."""
         self.flush()
-        if match.text:  # in insertion order, from the search index (see ``search``)
+        if match.text and search.searchable(match.text):  # in insertion order, from the index (see ``search``)
             query, args = self._text_query(match, _SELECTED, newest_first=newest_first)
-            rows = self._db.execute(f"{query} LIMIT ? OFFSET ?", (*args, limit, offset))
-            return [StoredMessage(*r) for r in rows.fetchall()]
+            return [StoredMessage(*r) for r in self._within_budget(f"{query} LIMIT ? OFFSET ?", [*args, limit, offset])]
         clause, args = match.where()
         order = "DESC" if newest_first else ""
         rows = self._db.execute(
@@ -287,18 +287,44 @@ class MessageStore:
         self.flush()
         if match == ANY_MESSAGE:
             return totals.messages(self._db)
-        if match.text:
+        if match.text and search.searchable(match.text):
             query, args = self._text_query(match, "1", newest_first=True)
             limit = f" LIMIT {int(up_to)}" if up_to is not None else ""
-            return int(self._db.execute(f"SELECT COUNT(*) FROM ({query}{limit})", args).fetchone()[0])
+            return len(self._within_budget(f"{query}{limit}", args))
         clause, args = match.where()
         return int(self._db.execute(f"SELECT COUNT(*) FROM messages {clause}", args).fetchone()[0])
 
-    @staticmethod
-    def _text_query(match: MessageFilter, columns: str, *, newest_first: bool) -> tuple[str, list[Any]]:
+    def _text_query(self, match: MessageFilter, columns: str, *, newest_first: bool) -> tuple[str, list[Any]]:
         clause, args = match.where()
-        assert match.text is not None
-        return search.matches(match.text, columns, clause.removeprefix("WHERE "), args, newest_first=newest_first)
+        term = search.searchable(match.text or "")
+        few = match.to is not None or match.status == "sending"  # one number's, or the messages in flight
+        lookup = search.rarest(self._db, term) if search.indexed(term) and not few else None
+        others = clause.removeprefix("WHERE ")
+        return search.matches(term, columns, others, args, newest_first=newest_first, few_others=few, lookup=lookup)
+
+    def _within_budget(self, query: str, args: list[Any]) -> list[tuple[Any, ...]]:
+        """The rows of a search, read for at most ``search.BUDGET`` seconds: a term whose every three-letter
+        piece is common reads long index lists, and the emulator's one event loop must not wait on it. When
+        the budget ran out, ``search_cut`` says so and the rows found so far are the answer."""
+        deadline = time.perf_counter() + search.BUDGET
+        self._db.set_progress_handler(lambda: int(time.perf_counter() > deadline), 1000)
+        rows: list[tuple[Any, ...]] = []
+        self.search_cut = False
+        try:
+            rows.extend(self._db.execute(query, args))
+        except sqlite3.OperationalError as exc:
+            if "interrupted" not in str(exc):
+                raise
+            self.search_cut = True
+        finally:
+            self._db.set_progress_handler(None, 0)
+        return rows
+
+    def version(self) -> tuple[int, int, int]:
+        """What a live page compares: messages added and clears by this store, and SQLite's count of commits
+        by other connections to the same file (another emulator on the same ``--db``)."""
+        self.flush()
+        return self.added, self.generation, int(self._db.execute("PRAGMA data_version").fetchone()[0])
 
     def became_final(self, after: float, upto: float) -> int:
         """How many receipts became final in ``(after, upto]`` (a live view's cue to refresh)."""

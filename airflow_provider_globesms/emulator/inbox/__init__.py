@@ -111,6 +111,24 @@ def _render(name: str, part: str | None, **values: Any) -> HTMLResponse:
     return HTMLResponse(_templates.get_template(template).render(ui=UI, **values), headers=PAGE_HEADERS)
 
 
+def _listing(gateway: Gateway, match: MessageFilter) -> dict[str, Any]:
+    """The inbox's list: the newest page of the messages ``match`` selects and how many there are. A search
+    counts up to ``COUNT_CAP`` ("1,000+") and may stop early (``store.search_cut``), which the page says."""
+    store = gateway.store
+    found = store.find(match, limit=PAGE_SIZE, newest_first=True)
+    cut = store.search_cut
+    searching = bool(match.text and search.searchable(match.text))
+    total = store.count(match, up_to=search.COUNT_CAP + 1 if searching else None)
+    return {
+        "messages": [m.as_json(match.now or gateway.clock()) for m in found],
+        "total": min(total, search.COUNT_CAP) if searching else total,
+        "capped": searching and total > search.COUNT_CAP,
+        "short": searching and not search.indexed(search.searchable(match.text or "")),
+        "cut": searching and (cut or store.search_cut),
+        "short_scan": search.SHORT_SCAN,
+    }
+
+
 def inbox_router(gateway: Gateway) -> APIRouter:
     """The inbox's pages, its event stream, its login form and its two static files."""
     router = APIRouter(prefix=UI, include_in_schema=False)
@@ -130,17 +148,13 @@ def _add_pages(router: APIRouter, gateway: Gateway) -> None:
     ) -> HTMLResponse:
         if status and status not in STATUSES:
             raise HTTPException(422, f"status must be one of {', '.join(STATUSES)}")
+        if "\x00" in q:
+            raise HTTPException(422, "a search cannot hold a NUL character")
         now = gateway.clock()
         number, task_id, wanted, text = wire_number(to) if to else None, campaign or None, status or None, q or None
         match = MessageFilter(to=number, task_id=task_id, status=wanted, text=text, now=now)
-        found = gateway.store.find(match, limit=PAGE_SIZE, newest_first=True)
-        # A search counts up to COUNT_CAP ("1,000+"): a common term must not count a whole large store.
-        total = gateway.store.count(match, up_to=search.COUNT_CAP + 1 if text else None)
-        messages = [m.as_json(now) for m in found]
         filters = {"to": to, "campaign": campaign, "status": status, "q": q}
-        searched = {"capped": total > search.COUNT_CAP and bool(text), "short": bool(text) and not search.indexed(q)}
-        values = {"messages": messages, "total": min(total, search.COUNT_CAP) if text else total, **searched}
-        return _render("inbox", part, filters=filters, statuses=STATUSES, short_scan=search.SHORT_SCAN, **values)
+        return _render("inbox", part, filters=filters, statuses=STATUSES, **_listing(gateway, match))
 
     @router.get("/numbers/{number}")
     async def thread(number: str, part: str | None = None) -> HTMLResponse:
@@ -172,14 +186,14 @@ def _add_support(router: APIRouter, gateway: Gateway) -> None:
 
     @router.get("/changes")
     async def changes(since: str = Query("", max_length=100, description="the cursor of the last answer")) -> Any:
-        """The live figures, whether the messages changed since ``since`` (a cursor this answered before; none
-        or a stale one: changed), and the cursor to ask with next."""
+        """The live figures, whether the messages changed since ``since`` (a cursor this answered before; none,
+        a stale one, or a clock that went back: changed), and the cursor to ask with next."""
         store = gateway.store
         now = gateway.clock()
         seen = _cursor(since)
-        mark = (store.added, store.generation)
-        changed = seen is None or seen[:2] != mark or store.became_final(seen[2], now) > 0
-        cursor = f"{mark[0]}:{mark[1]}:{now!r}"
+        mark = store.version()
+        changed = seen is None or seen[:3] != mark or seen[3] > now or store.became_final(seen[3], now) > 0
+        cursor = ":".join(map(str, mark)) + f":{now!r}"
         body = {**figures.read(fresh=changed), "changed": changed, "cursor": cursor}  # a change shows at once
         return JSONResponse(body, headers={"cache-control": "no-store"})
 
@@ -195,11 +209,11 @@ def _add_support(router: APIRouter, gateway: Gateway) -> None:
         return HTMLResponse(_templates.get_template("login.html").render(ui=UI, failed=failed), headers=PAGE_HEADERS)
 
 
-def _cursor(text: str) -> tuple[int, int, float] | None:
-    """``added:generation:time`` as ``changes`` wrote it; ``None`` for anything else (changed, then)."""
+def _cursor(text: str) -> tuple[int, int, int, float] | None:
+    """``added:generation:version:time`` as ``changes`` wrote it; ``None`` for anything else (changed, then)."""
     parts = text.split(":")
     try:
-        added, generation, at = int(parts[0]), int(parts[1]), float(parts[2])
+        added, generation, version, at = int(parts[0]), int(parts[1]), int(parts[2]), float(parts[3])
     except (ValueError, IndexError):
         return None
-    return (added, generation, at) if len(parts) == 3 and math.isfinite(at) else None
+    return (added, generation, version, at) if len(parts) == 4 and math.isfinite(at) else None
