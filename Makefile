@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install node-deps browser screenshots test test-cluster cluster-parts lint typecheck pytest chaos demo bench clean
+.PHONY: install node-deps browser screenshots test test-cluster cluster-parts lint typecheck package pytest chaos demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,13 +45,19 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# The sdist and the wheel, built from a clean copy and checked as PyPI checks an upload (into dist/).
+package: install
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist . >/dev/null
+	$(BIN)/twine check --strict dist/*
+
 typecheck: install
 	$(BIN)/mypy
 
 pytest: install node-deps browser
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+test: lint typecheck package pytest
 
 # The distributed test (tests_cluster/): CeleryExecutor with Redis, PostgreSQL, two Celery workers, the ledger
 # on moto's S3 server. Its own venv (the Celery and Amazon providers stay out of the main one); Redis and
@@ -84,4 +90,4 @@ bench: install
 	$(BIN)/python bench/emulator_throughput.py
 
 clean:
-	rm -rf $(VENV) $(CLUSTER_VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) $(CLUSTER_VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

@@ -137,5 +137,9 @@ def get_provider_info() -> dict[str, Any]:
     for kind, modules in _MODULES.items():
         info[kind] = [{"integration-name": integration, "python-modules": modules}]
     info["notifications"] = ["airflow_provider_globesms.notifications.globesms.GlobeSmsNotifier"]
+    info["extra-links"] = ["airflow_provider_globesms.links.SandboxCampaignLink"]
+    info["plugins"] = [
+        {"name": "globesms_sandbox", "plugin-class": "airflow_provider_globesms.plugins.GlobeSmsSandboxPlugin"}
+    ]
     info["config"] = CONFIG
     return info

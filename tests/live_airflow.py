@@ -242,14 +242,16 @@ class LiveAirflow:
         """Create a run with our own run id, so a retry after a lost answer cannot make a second run."""
         run_id = f"manual__live__{uuid.uuid4().hex[:12]}"
         body = {"dag_run_id": run_id, "logical_date": logical_date, "conf": conf or {}}
-        for attempt in range(5):
+        for attempt in range(8):
             try:
                 self.api("POST", f"/dags/{dag_id}/dagRuns", body, expect=(200, 201, 409) if attempt else (200, 201))
                 return run_id
             except (AssertionError, TimeoutError) as exc:
-                # A database error (SQLite busy under load) rolled the run back, or the answer was lost: try
-                # again; a 409 then means the run exists.
-                if ("-> 500" not in str(exc) and not isinstance(exc, TimeoutError)) or attempt == 4:
+                # A database error (SQLite busy under load) rolled the run back, the answer was lost, or the DAG
+                # was not (re)serialized yet after an unpause on a loaded machine ("Dag ... not found", 404):
+                # try again, as a person would; a 409 then means the run exists.
+                retryable = "-> 500" in str(exc) or "-> 404" in str(exc) or isinstance(exc, TimeoutError)
+                if not retryable or attempt == 7:
                     raise
                 time.sleep(2 + 2 * attempt)
         raise AssertionError("unreachable")
