@@ -12,8 +12,9 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit
 
-from airflow.sdk import BaseOperatorLink, conf
+from airflow.sdk import BaseOperatorLink
 
+from airflow_provider_globesms._compat import conf
 from airflow_provider_globesms.storage import CONFIG_SECTION, default_campaign_id
 
 if TYPE_CHECKING:

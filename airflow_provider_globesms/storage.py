@@ -15,8 +15,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import ObjectStoragePath, conf
+from airflow.sdk import ObjectStoragePath
 
+from airflow_provider_globesms._compat import conf
 from airflow_provider_globesms.client.private import private_file, private_temp_root
 from airflow_provider_globesms.client.validation import MAX_TASK_ID_LENGTH
 

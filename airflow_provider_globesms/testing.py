@@ -17,10 +17,11 @@ from typing import Any
 def run_dag(dag: Any, **test_kwargs: Any) -> Any:
     """Serialize ``dag`` into the metadata database, then ``dag.test(**test_kwargs)``; returns the run."""
     from airflow.dag_processing.bundles.manager import DagBundlesManager
-    from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
-    from airflow.sdk import conf
     from airflow.utils.session import create_session
 
+    from airflow_provider_globesms._compat import conf, dag_bag
+
+    DagBag, sync_bag_to_db = dag_bag()
     with create_session() as session:
         DagBundlesManager().sync_bundles_to_db(session=session)  # type: ignore[no-untyped-call]
     bag = DagBag(dag_folder=conf.get("core", "dags_folder"))

@@ -17,13 +17,13 @@ resends another's messages.
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import DAG, ObjectStoragePath, Param, conf, task
+from airflow.sdk import DAG, ObjectStoragePath, Param, task
 
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
+from airflow_provider_globesms.storage import base_location
 
 ACCOUNT_QPS = 2000
 PARALLEL_SHARDS = 4
@@ -32,9 +32,7 @@ SHARD_QPS = ACCOUNT_QPS * 0.9 / PARALLEL_SHARDS  # 450/s each: 1,800/s together
 
 def work_folder(run_id: str) -> ObjectStoragePath:
     """Where this run keeps its input and shards: beside the ledgers, shared by every worker."""
-    root = conf.get("globesms", "ledger_uri", fallback=None) or os.path.join(
-        os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow")), "globesms"
-    )
+    root = base_location()  # [globesms] ledger_uri, else $AIRFLOW_HOME/globesms
     safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in run_id)
     return ObjectStoragePath(root) / "examples-data" / "globesms_fan_out" / safe_run
 

@@ -34,6 +34,7 @@ from airflow_provider_globesms.operators.send_ledger import (
 )
 from airflow_provider_globesms.storage import default_campaign_id, location_segment, task_instance_location
 from airflow_provider_globesms.testing import task_states, xcom_values
+from tests.airflow_compat import airflow_get_fernet, forget_fernet
 
 WHEN = datetime(2026, 11, 23, tzinfo=timezone.utc)
 ROWS = [{"to": f"+8529123450{n}", "code": f"OTP-4417{n}"} for n in range(6)]
@@ -57,14 +58,12 @@ def ti(run_id: str, dag_id: str = "promo", task_id: str = "send", map_index: int
 
 @pytest.fixture
 def fernet(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
-    from airflow.sdk.crypto import get_fernet
-
     def configure(value: str) -> None:
         monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", value)
-        get_fernet.cache_clear()
+        forget_fernet()
 
     yield configure
-    get_fernet.cache_clear()
+    forget_fernet()
 
 
 @pytest.fixture
@@ -122,15 +121,13 @@ def test_attack_a_cached_null_fernet_makes_a_configured_key_store_unsealed_witho
     """airflow.sdk.crypto.get_fernet is @cache'd: once anything in the process asked for it with no key, a key
     configured later is seen by airflow_cipher's conf.get (so no 'not encrypted' warning) but get_fernet()
     still returns the cached _NullFernet, is_encrypted False -> None: unsealed, silently."""
-    from airflow.sdk.crypto import get_fernet
-
     monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", "")
-    get_fernet.cache_clear()
-    get_fernet()  # e.g. an earlier task in the same process, a connection read, dag.test
+    forget_fernet()
+    airflow_get_fernet()  # e.g. an earlier task in the same process, a connection read, dag.test
     monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode())  # no cache_clear
     with caplog.at_level(logging.WARNING):
         cipher = airflow_cipher()
-    get_fernet.cache_clear()
+    forget_fernet()
     warned = "not encrypted" in caplog.text
     assert cipher is not None or warned, "a configured key, nothing sealed, and no warning said so"
 
@@ -147,7 +144,7 @@ def test_attack_a_cached_null_fernet_makes_a_configured_key_store_unsealed_witho
     ids=["short", "43", "trailing_comma", "leading_comma", "comma_space"],
 )
 def test_held_an_unusable_key_refuses(fernet: Callable[[str], None], key: str) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow_provider_globesms._compat import AirflowFailException
 
     fernet(key)
     with pytest.raises(AirflowFailException) as caught:

@@ -391,8 +391,7 @@ def test_the_budget_counts_only_what_will_be_sent() -> None:
 
 
 def test_rows_only_held_or_suppressed_are_not_refused_as_invalid() -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
+    from airflow_provider_globesms._compat import AirflowFailException
     from airflow_provider_globesms.client.bulk import ValidationReport
     from airflow_provider_globesms.operators.campaign_controls import refuse_invalid
 

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from airflow.sdk import DAG
 
+from airflow_provider_globesms._compat import conf, dag_bag
 from airflow_provider_globesms.testing import task_states, xcom_values
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
@@ -16,7 +17,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
 
 def load(name: str) -> DAG:
     """The DAG of one example file, collected the way the dag processor collects it."""
-    from airflow.dag_processing.dagbag import DagBag
+    DagBag, _ = dag_bag()
 
     bag = DagBag(dag_folder=str(EXAMPLES / f"{name}.py"))
     assert bag.import_errors == {}
@@ -25,7 +26,7 @@ def load(name: str) -> DAG:
 
 
 def test_every_example_imports_without_dagbag_errors() -> None:
-    from airflow.dag_processing.dagbag import DagBag
+    DagBag, _ = dag_bag()
 
     bag = DagBag(dag_folder=str(EXAMPLES))
     assert bag.import_errors == {}
@@ -85,8 +86,6 @@ def test_failure_alerts(
 
 def test_fan_out(run_dag: Callable[..., Any], globesms_conn: Any) -> None:
     """No pool to create, no file to prepare: it writes its own sample beside the ledgers and removes it."""
-    from airflow.sdk import conf
-
     emulator = globesms_conn()
     examples_before = sorted(p.name for p in EXAMPLES.rglob("*"))
     dag_run = run_dag(load("globesms_fan_out"), run_conf={"sample_rows": 600, "shards": 3})

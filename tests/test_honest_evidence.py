@@ -37,6 +37,7 @@ from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer, F
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.storage import location_segment, task_instance_location
 from airflow_provider_globesms.testing import task_states, xcom_values
+from tests.airflow_compat import forget_fernet
 
 WHEN = datetime(2026, 11, 23, tzinfo=timezone.utc)
 ROWS = [{"to": f"+8529123450{n}", "code": f"OTP-4417{n}"} for n in range(6)]
@@ -57,14 +58,13 @@ def run_at(run_dag: Callable[..., Any], dag: DAG) -> Any:
 @pytest.fixture
 def fernet(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
     """``fernet("key1,key2")`` sets [core] fernet_key for the runs that follow."""
-    from airflow.sdk.crypto import get_fernet
 
     def configure(value: str) -> None:
         monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", value)
-        get_fernet.cache_clear()
+        forget_fernet()
 
     yield configure
-    get_fernet.cache_clear()
+    forget_fernet()
 
 
 # --- arrived is not accepted ---------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from cryptography.fernet import Fernet
 from airflow_provider_globesms.emulator import EmulatorServer
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.testing import task_states, xcom_values
+from tests.airflow_compat import forget_fernet
 
 TOKEN = "STS.PrivacyT0kenValue"
 ROWS = [{"to": f"+8529123456{n}", "code": f"OTP-82910{n}"} for n in range(6)]
@@ -23,13 +24,11 @@ ROWS = [{"to": f"+8529123456{n}", "code": f"OTP-82910{n}"} for n in range(6)]
 
 @pytest.fixture
 def fernet_key(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from airflow.sdk.crypto import get_fernet
-
     key = Fernet.generate_key().decode()
     monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", key)
-    get_fernet.cache_clear()
+    forget_fernet()
     yield key
-    get_fernet.cache_clear()
+    forget_fernet()
 
 
 WHEN = datetime(2026, 11, 22, tzinfo=timezone.utc)

@@ -18,6 +18,7 @@ from airflow_provider_globesms.notifications.globesms import (
     send_globe_sms_notification,
 )
 from airflow_provider_globesms.testing import task_states
+from tests.airflow_compat import NOTIFIER_ASKS_ITSELF_FIRST, async_callback, serialize_dag
 
 ON_CALL = "+85291234567"
 
@@ -216,18 +217,16 @@ def test_airflow_accepts_the_notifier_as_a_deadline_alert_callback() -> None:
     from datetime import timedelta
 
     from airflow.providers.standard.operators.empty import EmptyOperator
-    from airflow.sdk.definitions.callback import AsyncCallback
     from airflow.sdk.definitions.deadline import DeadlineAlert, DeadlineReference
-    from airflow.serialization.serialized_objects import DagSerialization
 
     alert = DeadlineAlert(
         reference=DeadlineReference.DAGRUN_QUEUED_AT,
         interval=timedelta(hours=1),
-        callback=AsyncCallback(GlobeSmsNotifier, kwargs={"to": [ON_CALL], "message": "nightly is late"}),
+        callback=async_callback()(GlobeSmsNotifier, kwargs={"to": [ON_CALL], "message": "nightly is late"}),
     )
     with DAG("ntf_deadline", schedule=None, deadline=alert) as dag:
         EmptyOperator(task_id="noop")
-    serialized = DagSerialization.serialize_dag(dag)
+    serialized = serialize_dag(dag)
     assert "airflow_provider_globesms.notifications.globesms.GlobeSmsNotifier" in str(serialized)
 
 
@@ -260,7 +259,16 @@ class SchedulersDag:
 @pytest.mark.parametrize(
     ("dag", "to", "expected_to"),
     [
-        (SchedulersDag(), "{{ params.on_call }}", ["6591234567"]),
+        pytest.param(
+            SchedulersDag(),
+            "{{ params.on_call }}",
+            ["6591234567"],
+            marks=pytest.mark.skipif(
+                not NOTIFIER_ASKS_ITSELF_FIRST,
+                reason="Airflow 3.1's BaseNotifier reads render_template_as_native_obj from the DAG itself (3.2 asks "
+                "the notifier first); 3.1's own serialized DAG has the attribute",
+            ),
+        ),
         (
             DAG("ntf_native", schedule=None, render_template_as_native_obj=True),
             "{{ params.pair }}",

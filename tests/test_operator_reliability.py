@@ -183,10 +183,11 @@ import json, sys
 from datetime import datetime, timezone
 from airflow.sdk import DAG
 from airflow.dag_processing.bundles.manager import DagBundlesManager
-from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
+from airflow_provider_globesms._compat import dag_bag
 from airflow.utils.session import create_session
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 
+DagBag, sync_bag_to_db = dag_bag()
 when = datetime(2026, 11, 21, tzinfo=timezone.utc)
 with DAG(sys.argv[4], schedule=None) as dag:
     SendGlobeSmsOperator(task_id="campaign", recipients=sys.argv[1], message="Hi {{ recipient.name }}",

@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 from airflow.sdk import DAG
-from airflow.serialization.serialized_objects import DagSerialization
 
 from airflow_provider_globesms import plugins
 from airflow_provider_globesms.links import SandboxCampaignLink, campaign_url
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator, default_campaign_id
 from airflow_provider_globesms.testing import task_states, xcom_values
+from tests.airflow_compat import serialize_dag
 
 LOGICAL_DATE = datetime(2026, 11, 22, tzinfo=timezone.utc)
 LINK_KEY = SandboxCampaignLink().xcom_key
@@ -32,7 +32,7 @@ def two_sends(dag_id: str) -> DAG:
 
 
 def serialized_links(dag: DAG) -> dict[str, Any]:
-    encoded = DagSerialization.serialize_dag(dag)
+    encoded = serialize_dag(dag)
     tasks = [task["__var"] for task in encoded["tasks"]]
     return {task["task_id"]: task.get("_operator_extra_links") for task in tasks}
 

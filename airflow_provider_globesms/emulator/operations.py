@@ -180,7 +180,7 @@ class Operations:
                 "MessageId": message.message_id,
                 "To": message.to_number,
                 "Message": message.message,
-                "Status": str(status),
+                "Status": str(int(status)),  # str() of an IntEnum is its name before Python 3.11
                 "ErrorCode": message.error_code if final else "",
                 "ErrorDescription": message.error_description if final else "",
                 "SendDate": receipt_date(message.submitted_at),

@@ -15,8 +15,8 @@ from typing import Any
 
 from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import BaseOperator, ObjectStoragePath
-from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_provider_globesms._compat import AirflowFailException
 from airflow_provider_globesms.client import quiet_hours
 from airflow_provider_globesms.client.bulk import ValidationReport
 from airflow_provider_globesms.client.bulk.controls import (

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import jinja2
 from airflow.sdk import BaseOperator, XComArg, literal
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
+from airflow_provider_globesms._compat import AirflowException, AirflowFailException
 from airflow_provider_globesms.client.bulk import BulkSender, Spill, ValidationReport, validate
 from airflow_provider_globesms.client.errors import SealedRequestError, SourceError
 from airflow_provider_globesms.client.report import ResultsWriter, SendSummary

@@ -13,8 +13,7 @@ import contextlib
 import json
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
-
+from airflow_provider_globesms._compat import AirflowFailException
 from airflow_provider_globesms.client.ledger import Status
 from airflow_provider_globesms.client.private import private_file
 from airflow_provider_globesms.storage import (

@@ -23,8 +23,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
-
+from airflow_provider_globesms._compat import AirflowException, AirflowFailException, conf
 from airflow_provider_globesms.client.errors import LeaseHeldError
 from airflow_provider_globesms.client.lease import FileLease, Holder, ObjectLease
 from airflow_provider_globesms.client.ledger import Cipher, SqliteLedger
@@ -92,7 +91,6 @@ def airflow_cipher() -> Cipher | None:
     stored as JSON, still only while in doubt, and a warning says so). A key that is set but unusable refuses
     to send, as Airflow refuses to store a connection with it. Built here from the configuration each time,
     as Airflow builds its own: a cached reading from before the key was set never stands in for it."""
-    from airflow.sdk import conf
     from cryptography.fernet import Fernet, MultiFernet
 
     try:

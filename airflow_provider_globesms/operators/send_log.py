@@ -6,8 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from airflow.sdk import conf
-
+from airflow_provider_globesms._compat import conf
 from airflow_provider_globesms.client import mask_number
 from airflow_provider_globesms.client.bulk import Budget, Held, PreparedRow, RowError, Suppressed, ValidationReport
 from airflow_provider_globesms.client.ledger import Status
