@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import random
@@ -21,7 +22,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -92,6 +93,38 @@ def test_an_arrival_proved_by_replay_is_arrived_never_accepted_and_fails_the_tas
     assert statuses == {"accepted": 5, "arrived": 1}
     accepted_anyway = run_at(run_dag, campaign("ev_arrived", str(tmp_path), retries=0, fail_on_unknown=False))
     assert task_states(accepted_anyway) == {"send": "success"}
+    assert len(emulator.messages()) == 6
+
+
+def try_number(dag_run: Any, task_id: str) -> int:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    with create_session() as session:
+        query = select(TaskInstance.try_number).where(
+            TaskInstance.run_id == dag_run.run_id, TaskInstance.dag_id == dag_run.dag_id, TaskInstance.task_id == task_id
+        )
+        return int(session.scalars(query).one())
+
+
+@pytest.mark.parametrize("replay", [True, False], ids=["arrived", "unknown"])
+def test_when_only_arrivals_are_in_doubt_the_task_fails_without_futile_retries(
+    run_dag: Callable[..., Any], globesms_conn: Callable[..., EmulatorServer], tmp_path: Path, replay: bool
+) -> None:
+    """A retry settles unknown outcomes and resends refusals, but nothing settles an arrival (its replay is
+    refused as seen): with only arrivals in doubt the task fails at once, whatever its retries; an unknown
+    outcome is retried."""
+    emulator = globesms_conn()
+    emulator.set_faults(script=["internal_error"])  # one answer lost after the gateway took the request
+    dag = campaign(f"ev_futile_{replay}", str(tmp_path), confirm_by_replay=replay, retries=2, retry_delay=timedelta(0))
+    run = run_at(run_dag, dag)
+    assert task_states(run) == {"send": "failed"}
+    (summary,) = xcom_values(run, "send", key="summary")
+    if replay:
+        assert (summary["arrived"], summary["unknown"], try_number(run, "send")) == (1, 0, 1)
+    else:  # every try leaves it unknown (no replay), and each one retries: 3 tries in all
+        assert (summary["arrived"], summary["unknown"], try_number(run, "send")) == (0, 1, 3)
     assert len(emulator.messages()) == 6
 
 
@@ -246,7 +279,9 @@ def test_a_rotated_key_whose_old_part_was_dropped_names_the_setting_and_the_way_
     assert len(emulator.messages()) == 6
 
 
-@pytest.mark.parametrize("key", ["not-a-fernet-key", "short", f"{Fernet.generate_key().decode()},broken"])
+@pytest.mark.parametrize(
+    "key", ["not-a-fernet-key", "short", f"{base64.urlsafe_b64encode(b'k' * 32).decode()},broken"], ids=str
+)
 def test_a_key_that_is_set_but_unusable_refuses_to_send(
     run_dag: Callable[..., Any],
     globesms_conn: Callable[..., EmulatorServer],

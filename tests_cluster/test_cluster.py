@@ -5,6 +5,8 @@ PostgreSQL, two Celery workers, the send ledger on an S3-compatible server (moto
 The fan-out example sends to a generated file in shards. In the middle of sending, the worker that runs a
 shard is SIGKILLed with its whole process group. The scheduler notices (heartbeat timeout lowered for the
 test), the shard is retried on the surviving worker, and every recipient still receives exactly one message.
+The messages the killed worker had in flight are reported ``arrived`` (the API has them; whether it accepted
+them is not known without a receipt), never counted as accepted, and their shard fails for someone to decide.
 Run with ``make test-cluster`` (it installs what it needs; see the README).
 """
 
@@ -118,24 +120,45 @@ def kill_the_worker_of_a_sending_shard(
     return victim
 
 
+def shard_summary(airflow: LiveAirflow, run_id: str, map_index: int, key: str) -> dict[str, Any]:
+    path = f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/send_shard/xcomEntries/{key}?map_index={map_index}"
+    return dict(airflow.api("GET", path)["value"])
+
+
 @pytest.mark.parametrize("shards", [4])
 def test_a_killed_worker_costs_no_message_and_sends_none_twice(
     cluster: LiveAirflow, emulator: EmulatorServer, shards: int
 ) -> None:
+    """Every recipient gets exactly one message, and no status claims more than its evidence: a message the
+    killed worker had in flight is ``arrived`` (its replay was refused as seen), never ``accepted``, and a shard
+    left with arrivals fails at once, for someone to decide (no retry can settle them)."""
     rows = 2400 * shards
     started = time.monotonic()
     run_id = cluster.trigger(DAG_ID, {"sample_rows": rows, "shards": shards})
     victim = kill_the_worker_of_a_sending_shard(cluster, emulator, run_id, shards, rows // shards)
     run = cluster.wait_for_run(DAG_ID, run_id, timeout=600)
     tis = {(t["task_id"], t["map_index"]): t for t in cluster.task_instances(DAG_ID, run_id)}
-    assert run["state"] == "success", (tis, cluster.report())
-    retried = [key for key, t in tis.items() if t["try_number"] > 1]
+    retried = sorted(n for (task, n), t in tis.items() if task == "send_shard" and t["try_number"] > 1)
     assert retried, "the killed shard should have been retried"
-    assert shard_counts(emulator, run_id, shards) == [rows // shards] * shards
+    assert shard_counts(emulator, run_id, shards) == [rows // shards] * shards  # nobody lost
     numbers = Counter(m["to"] for m in emulator.messages(limit=100_000))  # this module's emulator: this run only
     assert len(numbers) == rows
     assert max(numbers.values()) == 1  # every recipient exactly once, whichever try and worker sent it
+    arrived = {}
+    for n in range(shards):
+        ti = tis[("send_shard", n)]
+        if n not in retried:
+            assert (ti["state"], ti["try_number"]) == ("success", 1), (ti, cluster.report())
+            continue
+        assert ti["try_number"] == 2, (ti, cluster.report())  # one retry: nothing is left that another settles
+        key = "return_value" if ti["state"] == "success" else "summary"
+        summary = shard_summary(cluster, run_id, n, key)
+        assert (summary["unknown"], summary["failed"]) == (0, 0), summary
+        assert summary["accepted"] + summary["arrived"] == rows // shards, summary
+        assert ti["state"] == ("failed" if summary["arrived"] else "success"), (ti, summary)
+        arrived[n] = summary["arrived"]
+    assert run["state"] == ("failed" if any(arrived.values()) else "success"), (tis, cluster.report())
     print(
-        f"cluster: {rows} recipients in {shards} shards, killed {victim}, retried {retried}, "
+        f"cluster: {rows} recipients in {shards} shards, killed {victim}, retried {retried}, arrived {arrived}, "
         f"{time.monotonic() - started:.0f} s, emulator {emulator.stats()['codes']}"
     )

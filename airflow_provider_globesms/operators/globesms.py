@@ -364,7 +364,11 @@ class SendGlobeSmsOperator(BaseOperator):
         out["quiet_hours_rounds"] = self._quiet_rounds
         if summary.failed or (summary.unconfirmed and self.fail_on_unknown):
             context["ti"].xcom_push(key="summary", value=out)
-            raise AirflowException(failure_text(summary, stored))
+            if summary.failed or summary.unknown:  # a retry resends the refused and settles the unknown
+                raise AirflowException(failure_text(summary, stored))
+            # Only arrivals remain in doubt: no retry settles them (their replays are refused as seen), so
+            # retries would only repeat this verdict; the task fails at once, for someone to decide.
+            raise AirflowFailException(failure_text(summary, stored))
         refuse_unknown_zones(summary, self.on_unknown_timezone)
         return out
 
