@@ -102,8 +102,9 @@ def try_number(dag_run: Any, task_id: str) -> int:
     from sqlalchemy import select
 
     with create_session() as session:
-        query = select(TaskInstance.try_number).where(
-            TaskInstance.run_id == dag_run.run_id, TaskInstance.dag_id == dag_run.dag_id, TaskInstance.task_id == task_id
+        ti = TaskInstance
+        query = select(ti.try_number).where(
+            ti.run_id == dag_run.run_id, ti.dag_id == dag_run.dag_id, ti.task_id == task_id
         )
         return int(session.scalars(query).one())
 
