@@ -27,6 +27,9 @@ import pytest  # noqa: E402
 
 from airflow_provider_globesms import testing  # noqa: E402
 from airflow_provider_globesms.emulator import EmulatorServer  # noqa: E402
+from tests.airflow_compat import reuse_the_in_process_execution_api  # noqa: E402
+
+reuse_the_in_process_execution_api()
 
 pytest_plugins = ["airflow_provider_globesms.emulator.pytest_plugin"]
 
