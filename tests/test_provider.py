@@ -74,3 +74,14 @@ def test_airflow_sees_the_connection_form(tmp_path: Path) -> None:
     names = {w["connection_parameter_name"] for w in widgets if w["package_name"] == "airflow-provider-globesms"}
     assert "extra__globesms__endpoint" in names
     assert "extra__globesms__security_token" in names
+
+
+def test_airflow_providers_links_shows_the_sandbox_link(tmp_path: Path) -> None:
+    links = json.loads(airflow_cli(tmp_path, "providers", "links"))
+    assert {"extra_link_class_name": "airflow_provider_globesms.links.SandboxCampaignLink"} in links
+
+
+def test_airflow_plugins_shows_the_sandbox_plugin(tmp_path: Path) -> None:
+    plugins = json.loads(airflow_cli(tmp_path, "plugins"))
+    (ours,) = [p for p in plugins if p["name"] == "globesms_sandbox"]
+    assert "airflow-provider-globesms" in str(ours["source"])
