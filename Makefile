@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install node-deps browser screenshots test test-cluster cluster-parts lint typecheck package pytest chaos demo bench clean
+.PHONY: install node-deps browser screenshots test test-cluster test-floor test-newest cluster-parts lint typecheck package pytest chaos demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,10 +54,54 @@ package: install
 typecheck: install
 	$(BIN)/mypy
 
+# The unit suite on both cores (pytest-xdist), then the live Airflow test alone (it starts its own processes).
 pytest: install node-deps browser
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 -m "not live"
+	$(BIN)/pytest -m live
 
 test: lint typecheck package pytest
+
+# The version cells: the provider's wheel (built by `make package`, installed as users install it, never
+# editable) with the floor Airflow on the lowest Python we support, and with the newest Airflow on the newest
+# Python. Pythons from pyenv (installed there when missing). They run CELL_TESTS on both cores: every Airflow
+# adapter (the operator with the example DAGs sending end to end, the sensor and trigger, the notifier, the
+# hook, the connection form, the plugin and link, the provider info and Airflow's CLI listing them), the
+# evidence, key and file rules, the opt-out reading, and the sandbox's origin rule in Chromium on the FastAPI
+# that Airflow version brings (the floor cell pins FastAPI to our floor, 0.116). The rest of the unit suite
+# (the client core, the emulator, the chaos and reliability runs) runs in the main venv only: run on each cell
+# too it would double CI's time, beyond its budget. Tests asserting one version's behaviour skip elsewhere.
+FLOOR_AIRFLOW  := 3.1.8
+NEWEST_AIRFLOW := 3.3.2
+FLOOR_PY  := 3.10
+NEWEST_PY := 3.13
+FLOOR_PINS  := "fastapi>=0.116,<0.117"
+CELL_TESTS := tests/test_provider.py tests/test_example_dags.py tests/test_operator.py tests/test_notifier.py \
+	tests/test_delivery.py tests/test_hook.py tests/test_sandbox_airflow.py tests/test_honest_evidence.py \
+	tests/test_opt_outs.py tests/test_sandbox_origin.py tests/test_house.py \
+	tests/test_sandbox_browser.py::test_a_page_on_another_loopback_port_cannot_change_a_fault
+
+pyenv-python = $(shell command -v pyenv >/dev/null && { pyenv install --skip-existing $(1) >/dev/null 2>&1; \
+	echo "$$(pyenv root)/versions/$$(pyenv latest $(1))/bin/python"; })
+
+# $(1): the venv, $(2): the Python version, $(3): the Airflow version, $(4): extra pins. A venv left by another
+# Python is made anew; the wheel is reinstalled each time (never a stale build).
+define cell
+	@test -x "$(call pyenv-python,$(2))" || { echo "Python $(2) not found: install pyenv (https://github.com/pyenv/pyenv)"; exit 1; }
+	$(1)/bin/python -c 'import platform, sys; sys.exit(not platform.python_version().startswith("$(2)."))' 2>/dev/null \
+		|| { rm -rf $(1) && "$(call pyenv-python,$(2))" -m venv $(1); }
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	$(1)/bin/python -m pip install --quiet --force-reinstall --no-deps dist/*.whl
+	$(1)/bin/python -m pip install --quiet "$$(ls dist/*.whl)[dev]" "apache-airflow==$(3)" $(4)
+	$(1)/bin/python -m pip check
+	cd $(1) && rm -rf cell && mkdir cell && cp -r ../tests ../example_dags ../pyproject.toml cell/ && rm -rf cell/tests/node
+	cd $(1)/cell && timeout -s KILL 1200 ../bin/pytest -n 2 -p no:cacheprovider -o addopts="-ra --strict-markers" $(CELL_TESTS)
+endef
+
+test-floor: package browser
+	$(call cell,.venv-floor,$(FLOOR_PY),$(FLOOR_AIRFLOW),$(FLOOR_PINS))
+
+test-newest: package browser
+	$(call cell,.venv-newest,$(NEWEST_PY),$(NEWEST_AIRFLOW),)
 
 # The distributed test (tests_cluster/): CeleryExecutor with Redis, PostgreSQL, two Celery workers, the ledger
 # on moto's S3 server. Its own venv (the Celery and Amazon providers stay out of the main one); Redis and
@@ -90,4 +134,4 @@ bench: install
 	$(BIN)/python bench/emulator_throughput.py
 
 clean:
-	rm -rf $(VENV) $(CLUSTER_VENV) .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build
+	rm -rf $(VENV) $(CLUSTER_VENV) .venv-floor .venv-newest .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build
