@@ -27,7 +27,7 @@ import pytest  # noqa: E402
 
 from airflow_provider_globesms import testing  # noqa: E402
 from airflow_provider_globesms.emulator import EmulatorServer  # noqa: E402
-from tests.airflow_compat import reuse_the_in_process_execution_api  # noqa: E402
+from tests.airflow_compat import forget_fernet, reuse_the_in_process_execution_api  # noqa: E402
 
 reuse_the_in_process_execution_api()
 
@@ -130,3 +130,23 @@ def quiet_hours_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], QuietH
         return clock
 
     return start
+
+
+@pytest.fixture
+def fernet(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
+    """``fernet("key1,key2")`` sets [core] fernet_key for the runs that follow."""
+
+    def configure(value: str) -> None:
+        monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", value)
+        forget_fernet()
+
+    yield configure
+    forget_fernet()
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    """The common default umask, under which a file made without care is world-readable."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)

@@ -14,10 +14,9 @@ import os
 import sqlite3
 import stat
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -35,51 +34,7 @@ from airflow_provider_globesms.operators.send_ledger import (
 from airflow_provider_globesms.storage import default_campaign_id, location_segment, task_instance_location
 from airflow_provider_globesms.testing import task_states, xcom_values
 from tests.airflow_compat import airflow_get_fernet, forget_fernet
-
-WHEN = datetime(2026, 11, 23, tzinfo=timezone.utc)
-ROWS = [{"to": f"+8529123450{n}", "code": f"OTP-4417{n}"} for n in range(6)]
-
-
-def campaign(dag_id: str, ledgers: str, **options: Any) -> DAG:
-    with DAG(dag_id, schedule=None) as dag:
-        SendGlobeSmsOperator(
-            task_id="send", recipients=ROWS, message="Your code is {{ recipient.code }}", ledger_uri=ledgers, **options
-        )
-    return dag
-
-
-def run_at(run_dag: Callable[..., Any], dag: DAG, when: datetime = WHEN) -> Any:
-    return run_dag(dag, logical_date=when, run_after=when)
-
-
-def ti(run_id: str, dag_id: str = "promo", task_id: str = "send", map_index: int = -1) -> Any:
-    return SimpleNamespace(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index, try_number=1)
-
-
-@pytest.fixture
-def fernet(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
-    def configure(value: str) -> None:
-        monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", value)
-        forget_fernet()
-
-    yield configure
-    forget_fernet()
-
-
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    previous = os.umask(0o022)
-    yield
-    os.umask(previous)
-
-
-def wider_than_owner(root: Path) -> dict[str, str]:
-    found = {}
-    for p in [root, *root.rglob("*")]:
-        mode = stat.S_IMODE(p.lstat().st_mode)
-        if mode & 0o077:
-            found[str(p.relative_to(root))] = oct(mode)
-    return found
+from tests.evidence_helpers import WHEN, campaign, run_at, ti, wider_than_owner
 
 
 def stored_requests(ledger_file: Path) -> list[str]:

@@ -21,52 +21,21 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from airflow.sdk import DAG
 from cryptography.fernet import Fernet
 
 from airflow_provider_globesms.client.ledger import LedgerEntry, SqliteLedger, Status
 from airflow_provider_globesms.client.report import SendSummary
 from airflow_provider_globesms.client.sqlite import open_sqlite
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer, Faults
-from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.storage import location_segment, task_instance_location
 from airflow_provider_globesms.testing import task_states, xcom_values
-from tests.airflow_compat import forget_fernet
-
-WHEN = datetime(2026, 11, 23, tzinfo=timezone.utc)
-ROWS = [{"to": f"+8529123450{n}", "code": f"OTP-4417{n}"} for n in range(6)]
-
-
-def campaign(dag_id: str, ledgers: str, **options: Any) -> DAG:
-    with DAG(dag_id, schedule=None) as dag:
-        SendGlobeSmsOperator(
-            task_id="send", recipients=ROWS, message="Your code is {{ recipient.code }}", ledger_uri=ledgers, **options
-        )
-    return dag
-
-
-def run_at(run_dag: Callable[..., Any], dag: DAG) -> Any:
-    return run_dag(dag, logical_date=WHEN, run_after=WHEN)  # the same run each time: the same ledger
-
-
-@pytest.fixture
-def fernet(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], None]]:
-    """``fernet("key1,key2")`` sets [core] fernet_key for the runs that follow."""
-
-    def configure(value: str) -> None:
-        monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", value)
-        forget_fernet()
-
-    yield configure
-    forget_fernet()
-
+from tests.evidence_helpers import campaign, run_at, ti, wider_than_owner
 
 # --- arrived is not accepted ---------------------------------------------------------------------------
 
@@ -321,17 +290,6 @@ def test_no_key_configured_sends_with_a_warning(
 # --- owner-only files ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def umask_022() -> Iterator[None]:
-    previous = os.umask(0o022)
-    yield
-    os.umask(previous)
-
-
-def modes_under(root: Path) -> dict[str, int]:
-    return {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
-
-
 def test_every_file_and_folder_is_owner_only_under_umask_022(
     run_dag: Callable[..., Any], globesms_conn: Callable[..., EmulatorServer], tmp_path: Path, umask_022: None
 ) -> None:
@@ -339,10 +297,9 @@ def test_every_file_and_folder_is_owner_only_under_umask_022(
     base = tmp_path / "ledgers"  # made by the provider, with every folder under it
     emulator.set_faults(script=["internal_error"])  # a request in doubt: the ledger keeps it
     run_at(run_dag, campaign("ev_modes", str(base), confirm_by_replay=False, retries=0))
-    modes = modes_under(base)
-    names = {Path(name).name for name in modes}
+    names = {p.name for p in base.rglob("*")}
     assert {"ledger.sqlite3", "ledger.lease", "results.jsonl"} <= names
-    wider = {name: oct(mode) for name, mode in modes.items() if mode & 0o077}
+    wider = wider_than_owner(base)
     assert not wider, wider
 
 
@@ -365,10 +322,6 @@ def test_a_file_an_older_version_left_readable_is_narrowed_when_opened(tmp_path:
 
 
 # --- one folder per task instance ---------------------------------------------------------------------------
-
-
-def ti(run_id: str, dag_id: str = "promo", task_id: str = "send", map_index: int = -1) -> Any:
-    return SimpleNamespace(dag_id=dag_id, run_id=run_id, task_id=task_id, map_index=map_index)
 
 
 @pytest.mark.parametrize(
