@@ -235,9 +235,15 @@ def test_with_an_inspection_token_the_browser_logs_in(browser: Any) -> None:
         context.close()
 
 
+def framing(url: str) -> str:
+    """A page that frames ``url``."""
+    return f'<!doctype html><iframe src="{url}" width="1200" height="800"></iframe>'
+
+
 @pytest.fixture
-def framing_page() -> Iterator[Callable[[str], str]]:
-    """A page on another origin (another port of this machine) that frames a given URL."""
+def other_origin() -> Iterator[Callable[[str], str]]:
+    """``other_origin(html)`` serves ``html`` from another port of 127.0.0.1 (the same *site* to the browser,
+    another origin: a developer's local dev server) and returns its URL; a form posted there lands on it too."""
     served: dict[str, bytes] = {}
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -249,27 +255,30 @@ def framing_page() -> Iterator[Callable[[str], str]]:
             self.end_headers()
             self.wfile.write(body)
 
+        def do_POST(self) -> None:  # where the form lands if the browser follows it
+            self.do_GET()
+
         def log_message(self, *args: Any) -> None:
             pass
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
-    def frame(url: str) -> str:
-        served["/"] = f'<!doctype html><iframe src="{url}" width="1200" height="800"></iframe>'.encode()
+    def serve(html: str) -> str:
+        served["/"] = html.encode()
         return f"http://127.0.0.1:{server.server_address[1]}/"
 
-    yield frame
+    yield serve
     server.shutdown()
 
 
 def test_framed_by_another_origin_the_controls_are_off(
-    page: Any, emulator: EmulatorServer, framing_page: Callable[[str], str]
+    page: Any, emulator: EmulatorServer, other_origin: Callable[[str], str]
 ) -> None:
     """A page that frames the inbox cannot lure a click into switching faults or clearing it (clickjacking);
     Airflow's UI, which frames it too, shows the inbox and the settings, read-only."""
     send_three(emulator)
-    page.goto(framing_page(f"{emulator.url}/_emulator/ui"))
+    page.goto(other_origin(framing(f"{emulator.url}/_emulator/ui")))
     inbox = page.frame_locator("iframe")
     inbox.locator("li.message").nth(2).wait_for()
     for control in ("#throttle-all", "#clear", "[data-fault=throttle]", "[data-setting=qps]"):
@@ -313,43 +322,13 @@ attack();
 </script>"""
 
 
-@pytest.fixture
-def hostile_site() -> Iterator[Callable[[str], str]]:
-    """A web page on another port of 127.0.0.1 (the same *site* to the browser), a developer's local dev server."""
-    served: dict[str, bytes] = {}
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = served.get(self.path, b"")
-            self.send_response(200 if body else 404)
-            self.send_header("content-type", "text/html")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_POST(self) -> None:  # where the form lands if the browser follows it
-            self.do_GET()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-
-    def page_attacking(url: str) -> str:
-        served["/"] = HOSTILE.format(emulator=url).encode()
-        return f"http://127.0.0.1:{server.server_address[1]}/"
-
-    yield page_attacking
-    server.shutdown()
-
-
 def test_a_page_on_another_loopback_port_cannot_change_a_fault(
-    page: Any, emulator: EmulatorServer, hostile_site: Callable[[str], str]
+    page: Any, emulator: EmulatorServer, other_origin: Callable[[str], str]
 ) -> None:
     send_three(emulator)
     requests: list[str] = []
     page.on("request", lambda request: requests.append(f"{request.method} {request.url}"))
-    page.goto(hostile_site(emulator.url))
+    page.goto(other_origin(HOSTILE.format(emulator=emulator.url)))
     page.wait_for_timeout(2000)  # every try made, and the form posted
     assert any(r.startswith("POST") and "/_emulator/faults" in r for r in requests), requests  # it did try
     assert emulator.set_faults()["throttle"] == 0
