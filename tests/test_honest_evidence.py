@@ -78,23 +78,43 @@ def try_number(dag_run: Any, task_id: str) -> int:
         return int(session.scalars(query).one())
 
 
-@pytest.mark.parametrize("replay", [True, False], ids=["arrived", "unknown"])
+@pytest.mark.parametrize(
+    ("replay", "resend_unknown"),
+    [(True, False), (False, False), (True, True)],
+    ids=["arrived", "unknown", "arrived_resent_when_asked"],
+)
 def test_when_only_arrivals_are_in_doubt_the_task_fails_without_futile_retries(
-    run_dag: Callable[..., Any], globesms_conn: Callable[..., EmulatorServer], tmp_path: Path, replay: bool
+    run_dag: Callable[..., Any],
+    globesms_conn: Callable[..., EmulatorServer],
+    tmp_path: Path,
+    replay: bool,
+    resend_unknown: bool,
 ) -> None:
     """A retry settles unknown outcomes and resends refusals, but nothing settles an arrival (its replay is
     refused as seen): with only arrivals in doubt the task fails at once, whatever its retries; an unknown
-    outcome is retried."""
+    outcome is retried. With ``resend_unknown=True`` the retry resends the arrival, as asked."""
     emulator = globesms_conn()
     emulator.set_faults(script=["internal_error"])  # one answer lost after the gateway took the request
-    dag = campaign(f"ev_futile_{replay}", str(tmp_path), confirm_by_replay=replay, retries=2, retry_delay=timedelta(0))
+    dag = campaign(
+        f"ev_futile_{replay}_{resend_unknown}",
+        str(tmp_path),
+        confirm_by_replay=replay,
+        resend_unknown=resend_unknown,
+        retries=2,
+        retry_delay=timedelta(0),
+    )
     run = run_at(run_dag, dag)
+    succeeded = task_states(run) == {"send": "success"}
+    (summary,) = xcom_values(run, "send", key="return_value" if succeeded else "summary")
+    doubt_and_tries = (summary["arrived"], summary["unknown"], try_number(run, "send"))
+    if resend_unknown:  # the second try resends the one that arrived: whoever got it may get it twice
+        assert (succeeded, doubt_and_tries, len(emulator.messages())) == (True, (0, 0, 2), 7)
+        return
     assert task_states(run) == {"send": "failed"}
-    (summary,) = xcom_values(run, "send", key="summary")
     if replay:
-        assert (summary["arrived"], summary["unknown"], try_number(run, "send")) == (1, 0, 1)
+        assert doubt_and_tries == (1, 0, 1)
     else:  # every try leaves it unknown (no replay), and each one retries: 3 tries in all
-        assert (summary["arrived"], summary["unknown"], try_number(run, "send")) == (0, 1, 3)
+        assert doubt_and_tries == (0, 1, 3)
     assert len(emulator.messages()) == 6
 
 

@@ -364,7 +364,8 @@ class SendGlobeSmsOperator(BaseOperator):
         out["quiet_hours_rounds"] = self._quiet_rounds
         if summary.failed or (summary.unconfirmed and self.fail_on_unknown):
             context["ti"].xcom_push(key="summary", value=out)
-            if summary.failed or summary.unknown:  # a retry resends the refused and settles the unknown
+            # A retry resends the refused, settles the unknown and, when asked to, resends the arrived.
+            if summary.failed or summary.unknown or self.resend_unknown:
                 raise AirflowException(failure_text(summary, stored))
             # Only arrivals remain in doubt: no retry settles them (their replays are refused as seen), so
             # retries would only repeat this verdict; the task fails at once, for someone to decide.
