@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import sqlite3
 import string
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer, search
+from airflow_provider_globesms.emulator import store as store_module
 from airflow_provider_globesms.emulator.store import MessageFilter, MessageStore
 from tests.test_emulator_deadlines import _message
 from tests.test_sandbox_inbox import fetch
@@ -94,3 +98,21 @@ def test_clearing_empties_the_index_and_a_file_from_before_gets_one(tmp_path: Pa
     reopened = MessageStore(str(path))
     assert reopened.count(MessageFilter(text="receipt")) == 3
     reopened.close()
+
+
+def test_a_pages_search_and_its_count_share_one_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The list of a search and its count read within one ``BUDGET`` between them (a page cost two budgets,
+    125 ms for an absent term of common pieces at 200,000 messages); outside a page each search has its own."""
+    clock = [0.0]
+    monkeypatch.setattr(store_module, "time", SimpleNamespace(perf_counter=lambda: clock[0], time=time.time))
+    store = MessageStore()
+    store.add_many([_message(n, message=f"hello {n}") for n in range(3000)])
+    match = MessageFilter(text="hello")
+    with store.one_search_budget():
+        assert len(store.find(match, limit=200, newest_first=True)) == 200
+        assert not store.search_cut
+        clock[0] += search.BUDGET * 1.01  # the list took the whole budget: the count gets none
+        assert store.count(match) < 3000
+        assert store.search_cut
+    assert store.count(match) == 3000  # a budget of its own, from the clock's now
+    assert not store.search_cut

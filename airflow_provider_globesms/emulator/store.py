@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -215,6 +217,7 @@ class MessageStore:
         self.added = 0  # messages ever added, and times cleared: a live view's cue that the list changed
         self.generation = 0
         self.search_cut = False  # whether the last search ran out of its budget (see _within_budget)
+        self._shared_deadline: float | None = None  # set by one_search_budget
 
     def add(self, message: StoredMessage) -> None:
         """Buffer a message; flush when the buffer is full or old enough."""
@@ -306,7 +309,8 @@ class MessageStore:
         """The rows of a search, read for at most ``search.BUDGET`` seconds: a term whose every three-letter
         piece is common reads long index lists, and the emulator's one event loop must not wait on it. When
         the budget ran out, ``search_cut`` says so and the rows found so far are the answer."""
-        deadline = time.perf_counter() + search.BUDGET
+        shared = self._shared_deadline
+        deadline = shared if shared is not None else time.perf_counter() + search.BUDGET
         self._db.set_progress_handler(lambda: int(time.perf_counter() > deadline), 1000)
         rows: list[tuple[Any, ...]] = []
         self.search_cut = False
@@ -319,6 +323,15 @@ class MessageStore:
         finally:
             self._db.set_progress_handler(None, 0)
         return rows
+
+    @contextmanager
+    def one_search_budget(self) -> Iterator[None]:
+        """The searches inside share one ``search.BUDGET`` (a page's list and its count), not one each."""
+        self._shared_deadline = time.perf_counter() + search.BUDGET
+        try:
+            yield
+        finally:
+            self._shared_deadline = None
 
     def version(self) -> tuple[int, int, int]:
         """What a live page compares: messages added and clears by this store, and SQLite's count of commits

@@ -115,10 +115,11 @@ def _listing(gateway: Gateway, match: MessageFilter) -> dict[str, Any]:
     """The inbox's list: the newest page of the messages ``match`` selects and how many there are. A search
     counts up to ``COUNT_CAP`` ("1,000+") and may stop early (``store.search_cut``), which the page says."""
     store = gateway.store
-    found = store.find(match, limit=PAGE_SIZE, newest_first=True)
-    cut = store.search_cut
     searching = bool(match.text and search.searchable(match.text))
-    total = store.count(match, up_to=search.COUNT_CAP + 1 if searching else None)
+    with store.one_search_budget():  # the page's search and its count: one budget for both
+        found = store.find(match, limit=PAGE_SIZE, newest_first=True)
+        cut = store.search_cut
+        total = max(store.count(match, up_to=search.COUNT_CAP + 1 if searching else None), len(found))
     return {
         "messages": [m.as_json(match.now or gateway.clock()) for m in found],
         "total": min(total, search.COUNT_CAP) if searching else total,
