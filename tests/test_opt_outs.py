@@ -515,3 +515,12 @@ def test_the_cost_is_always_a_finite_number_or_an_error(prices: dict[str, Any], 
         total, _ = budget.cost()
         assert math.isfinite(total)
         assert total == pytest.approx(float(exact))
+
+
+def test_a_list_is_split_at_every_line_break_python_knows() -> None:
+    """Exports from other systems end lines with NEL, LS, PS or a form feed: every break str.splitlines() knows
+    starts a new entry (the reader looks for them by one regex, which must not miss one)."""
+    breaks = [chr(c) for c in range(sys.maxunicode + 1) if len(f"a{chr(c)}b".splitlines()) == 2]
+    text = "".join(f"+8529123{n:04d}{brk}" for n, brk in enumerate(breaks))
+    read = [entry for _, entry in suppression_entries(io.StringIO(text, newline=""), "optouts.txt")]
+    assert read == [f"+8529123{n:04d}" for n in range(len(breaks))]
