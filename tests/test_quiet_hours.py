@@ -169,6 +169,28 @@ def test_unknown_zones_are_held_and_the_task_says_so(
     assert (skipped["held"], skipped["accepted"]) == (1, 0)
 
 
+def test_a_task_ended_by_an_arrival_also_names_the_unknown_zones_it_held(
+    run_dag: Callable[..., Any], globesms_conn: Any, fake_clock: list[datetime], capfd: Any
+) -> None:
+    """An arrival ends the task before the time-zone check would: its failure says both (found by a helper's
+    review: the unknown zones went unmentioned)."""
+    emulator = globesms_conn()
+    emulator.set_faults(script=["internal_error"])  # the one sendable message arrives, its answer lost
+    rows = [{"to": "+85291234567"}, {"to": "+88216000000"}]  # a satellite number: no time zone
+    with DAG("quiet_hours_unknown_arrived", schedule=None) as dag:
+        SendGlobeSmsOperator(
+            task_id="hold", recipients=rows, message="Hi", quiet_hours=("21:00", "08:00"), tz_field="tz", retries=0
+        )
+    dag_run = run_dag(dag, logical_date=ROUND_1, run_after=ROUND_1)
+    assert task_states(dag_run) == {"hold": "failed"}
+    (summary,) = xcom_values(dag_run, "hold", key="summary")
+    assert (summary["arrived"], summary["held"]) == (1, 1)
+    logged = capfd.readouterr().out
+    assert "1 arrived at the API" in logged
+    assert "1 message(s) not sent: the recipient's time zone is unknown" in logged
+    assert len(emulator.messages()) == 1
+
+
 def test_a_worker_killed_after_resumption_resends_nobody(
     run_dag: Callable[..., Any], globesms_conn: Any, fake_clock: list[datetime], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -217,10 +217,17 @@ def defer_while_held(
     return done
 
 
+def unknown_zones_text(summary: SendSummary, on_unknown: str) -> str:
+    """With ``on_unknown_timezone="hold"``, what was never sent for want of a time zone (else "")."""
+    if not (summary.held_unknown_zone and on_unknown == "hold"):
+        return ""
+    return (
+        f"{summary.held_unknown_zone} message(s) not sent: the recipient's time zone is unknown, so quiet hours "
+        "cannot be kept. Give the rows a time zone (tz_field), or set on_unknown_timezone to 'send' or 'skip'"
+    )
+
+
 def refuse_unknown_zones(summary: SendSummary, on_unknown: str) -> None:
     """With ``on_unknown_timezone="hold"``, fail naming what was never sent for want of a time zone."""
-    if summary.held_unknown_zone and on_unknown == "hold":
-        raise AirflowFailException(
-            f"{summary.held_unknown_zone} message(s) not sent: the recipient's time zone is unknown, so quiet hours "
-            "cannot be kept. Give the rows a time zone (tz_field), or set on_unknown_timezone to 'send' or 'skip'"
-        )
+    if text := unknown_zones_text(summary, on_unknown):
+        raise AirflowFailException(text)

@@ -33,6 +33,7 @@ from airflow_provider_globesms.operators.campaign_controls import (
     refuse_invalid,
     refuse_unknown_zones,
     rounds_so_far,
+    unknown_zones_text,
 )
 from airflow_provider_globesms.operators.rendering import (
     LITERAL,
@@ -364,12 +365,15 @@ class SendGlobeSmsOperator(BaseOperator):
         out["quiet_hours_rounds"] = self._quiet_rounds
         if summary.failed or (summary.unconfirmed and self.fail_on_unknown):
             context["ti"].xcom_push(key="summary", value=out)
+            text = " ".join(
+                filter(None, [failure_text(summary, stored), unknown_zones_text(summary, self.on_unknown_timezone)])
+            )
             # A retry resends the refused, settles the unknown and, when asked to, resends the arrived.
             if summary.failed or summary.unknown or self.resend_unknown:
-                raise AirflowException(failure_text(summary, stored))
+                raise AirflowException(text)
             # Only arrivals remain in doubt: no retry settles them (their replays are refused as seen), so
             # retries would only repeat this verdict; the task fails at once, for someone to decide.
-            raise AirflowFailException(failure_text(summary, stored))
+            raise AirflowFailException(text)
         refuse_unknown_zones(summary, self.on_unknown_timezone)
         return out
 
