@@ -68,6 +68,8 @@ class GlobeSmsHook(BaseHook):
     :param max_qps: cap on SendMessageToGlobe calls per second; overrides the connection's ``max_qps``.
     :param timeout: seconds to wait for an answer; overrides the connection's ``timeout``.
     :param max_connections: keep-alive connections to pool; raise it for concurrent bulk sends.
+    :param default_region: read numbers without ``+`` in their national form for this country (an ISO code
+        such as ``HK``); overrides the connection's ``default_region``.
     """
 
     conn_name_attr = "globesms_conn_id"
@@ -104,7 +106,10 @@ class GlobeSmsHook(BaseHook):
         return self.settings_from_connection(conn)
 
     def settings_from_connection(self, conn: Any) -> GlobeSmsSettings:
-        """The settings a connection holds, checked: every refusal names the connection and the field."""
+        """The settings a connection holds, checked: every refusal names the connection and the field.
+
+        :param conn: an Airflow ``Connection`` of type ``globesms`` (or ``alibaba_cloud``).
+        """
         conn_id = conn.conn_id or self.globesms_conn_id
         extra = _ExtraReader(conn, conn_id)
         key_id, secret, token, source = _credentials(conn, extra)
@@ -156,7 +161,10 @@ class GlobeSmsHook(BaseHook):
         return self.client_from_settings(self.settings)
 
     def client_from_settings(self, s: GlobeSmsSettings) -> GlobeSmsClient:
-        """A client from ``s``, with the hook's own timeout, rate and region overrides."""
+        """A client from ``s``, with the hook's own timeout, rate and region overrides.
+
+        :param s: the settings, as ``settings_from_connection`` reads them.
+        """
         return GlobeSmsClient(
             Credentials(s.access_key_id, s.access_key_secret, s.security_token),
             region_id=s.region_id,
@@ -191,8 +199,12 @@ class GlobeSmsHook(BaseHook):
     # --- operations -----------------------------------------------------------------------------
 
     def send_message(self, to: str, message: str, **options: Any) -> SendMessageResult:
-        """SendMessageToGlobe to one number. Options: ``sender``, ``sms_type``, ``task_id``,
-        ``validity_period``, ``channel_id``. Validates everything before sending."""
+        """SendMessageToGlobe to one number; validates everything before sending.
+
+        :param to: the number (``+85291234567``, ``85291234567``, or national with ``default_region``).
+        :param message: the text (any length: the API splits it into segments).
+        :param options: ``sender``, ``sms_type``, ``task_id``, ``validity_period``, ``channel_id``.
+        """
         result = self.client.send_message(to, message, **options)
         self.log.info(
             "SMS to %s accepted: MessageId %s, %d segment(s), RequestId %s",
@@ -204,7 +216,12 @@ class GlobeSmsHook(BaseHook):
         return result
 
     def batch_send(self, to: list[str], message: str | list[str], **options: Any) -> BatchSendResult:
-        """BatchSendMessageToGlobe: up to 1,000 numbers, one text or one text per number (1 call/s)."""
+        """BatchSendMessageToGlobe: up to 1,000 numbers, one text or one text per number (1 call/s).
+
+        :param to: the numbers, at most 1,000.
+        :param message: one text for all, or one per number (in the order of ``to``).
+        :param options: ``sender``, ``sms_type``, ``task_id``, ``validity_period``, ``channel_id``.
+        """
         result = self.client.batch_send(to, message, **options)
         self.log.info(
             "Batch of %d SMS: %d accepted, %d failed, RequestId %s",
@@ -216,7 +233,10 @@ class GlobeSmsHook(BaseHook):
         return result
 
     def query_message(self, message_id: str) -> QueryMessageResult:
-        """QueryMessage: delivery status of one message."""
+        """QueryMessage: delivery status of one message.
+
+        :param message_id: the MessageId a send returned.
+        """
         return self.client.query_message(message_id)
 
     def test_connection(self) -> tuple[bool, str]:

@@ -95,6 +95,9 @@ class GlobeSmsNotifier(BaseNotifier):
         or is empty (unless ``allow_empty_suppression``), is logged as an error and the alert goes to every
         number: an alert is never lost to its own settings.
     :param allow_empty_suppression: let ``suppression`` be empty without an error in the log.
+    :param default_region: read numbers without ``+`` in their national form for this country (an ISO code
+        such as ``HK``); by default the connection's.
+    :param context: Airflow's own (``BaseNotifier``): the callback context, when called directly.
     """
 
     # `message` is rendered by the notifier itself (``_text``): an alert whose template fails (say `{{ ds }}`

@@ -152,6 +152,12 @@ class SendGlobeSmsOperator(BaseOperator):
     :param prices: price per segment by country (``{"HK": 0.04, "GB": 0.05}`` or calling codes ``"852"``),
         or the path/URI of a CSV ``country,price``: the log (and a dry run) shows the estimated cost by
         country, and the summary ``estimated_cost``.
+    :param quiet_hours: ``(start, end)`` as ``HH:MM`` (or ``HH:MM:SS``), each recipient's local time, may span
+        midnight: nobody is texted inside it; the task sends whoever may get it now and defers in the triggerer
+        until the next window opens (exactly once across the deferrals).
+    :param tz_field: the column or key holding a row's IANA time zone; it wins over the number's own zones.
+    :param on_unknown_timezone: when a number's zone cannot be known: ``"hold"`` (not sent; the task fails at
+        the end naming how many), ``"send"`` or ``"skip"`` (not sent, reported ``held``).
     """
 
     template_fields: Sequence[str] = (
@@ -378,7 +384,10 @@ class SendGlobeSmsOperator(BaseOperator):
         return out
 
     def resume_after_quiet_hours(self, context: Context, event: Any = None, **kwargs: Any) -> dict[str, Any]:
-        """Back from the triggerer when the next window opened: send what may go now (the ledger skips
-        what went before), and defer again while anything is still held."""
+        """Back from the triggerer when the next window opened (Airflow calls it): send what may go now (the
+        ledger skips what went before), and defer again while anything is still held.
+
+        :param event: the ``DateTimeTrigger``'s event (unused: the ledger and the clock say what to do).
+        """
         self._quiet_rounds = rounds_so_far(context)
         return self.execute(context)

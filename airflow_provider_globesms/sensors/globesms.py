@@ -45,6 +45,10 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
     :param concurrency: QueryMessage calls in flight (the 300/s cap paces them).
     :param deferrable: wait in the triggerer instead of a worker slot (default:
         ``[operators] default_deferrable``).
+    :param globesms_conn_id: the connection (type ``globesms``).
+    :param poke_interval: seconds between polls (default 30).
+    :param timeout: seconds to wait in all (default one hour); receipts still pending then follow
+        ``soft_fail`` (skip) or fail the task.
 
     Polls every ``poke_interval`` seconds (default 30) until ``timeout`` (default one hour); receipts
     still pending then follow ``soft_fail`` (skip) or fail the task. ``mode="reschedule"`` works too.
@@ -180,7 +184,10 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
         )
 
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
-        """Resume after the trigger: return the receipts summary."""
+        """Resume after the trigger (Airflow calls it): return the receipts summary.
+
+        :param event: what the trigger sent: the receipts summary, its ``results_uri`` and ``status``.
+        """
         return self._verdict(context, event["summary"], event["results_uri"], event["status"] == "timeout")
 
     # --- the report -------------------------------------------------------------------------------

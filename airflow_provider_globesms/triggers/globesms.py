@@ -54,6 +54,10 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
     :param source: the send results file (path or URI) or a list of MessageIds.
     :param results_uri: where to write the receipts (one JSON line per message).
     :param first_poll_after: seconds to wait before the first poll (the sensor polled just before deferring).
+    :param globesms_conn_id: the connection (type ``globesms``).
+    :param poll_interval: seconds between polls.
+    :param timeout_at: when to stop waiting (epoch seconds); ``None``: wait until every message is final.
+    :param concurrency: QueryMessage calls in flight (the 300/s cap paces them).
     """
 
     def __init__(
