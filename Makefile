@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install node-deps browser screenshots test test-cluster test-floor test-newest cluster-parts lint typecheck package pytest chaos demo bench clean
+.PHONY: install node-deps browser screenshots example test test-cluster test-floor test-newest cluster-parts lint typecheck package pytest chaos demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -128,6 +128,11 @@ chaos: install
 # KEEP=1 leaves the emulator (and its SMS sandbox inbox) up afterwards, until Ctrl-C.
 demo: install
 	$(BIN)/python scripts/demo.py $(if $(KEEP),--keep)
+
+# One example by hand: make example NAME=globesms_weekly_promotion [CONF='{"key": "value"}'] [KEEP=1]
+example: install
+	@test -n "$(NAME)" || { echo "say which: make example NAME=<dag_id> (the files in example_dags/)"; exit 2; }
+	$(BIN)/python scripts/demo.py --only $(NAME) $(if $(CONF),--conf '$(CONF)') $(if $(KEEP),--keep)
 
 bench: install
 	$(BIN)/python bench/client_cpu.py

@@ -4,10 +4,17 @@ Everything stays on this machine: a project-local AIRFLOW_HOME (.demo/airflow, S
 on a free loopback port, each example DAG run with ``dag.test()``. Airflow's own logs go to
 .demo/logs/<dag>.log; the terminal shows a short summary per DAG and what the emulator received.
 Stops the emulator on the way out, also when interrupted. Running it again works.
+
+``make example NAME=<dag_id> [CONF='{"key": "value"}']`` (``scripts/demo.py --only <dag_id> [--conf JSON]``)
+runs one example DAG the same way and prints each task's state and summary and what the emulator received:
+the way to try one example by hand (loading an example file and calling ``dag.test()`` yourself needs the
+Airflow home, the DAG's serialization and a connection, which this sets up). ``GLOBESMS_DEMO_DIR`` moves
+``.demo``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -21,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / ".demo"
+DEMO = Path(os.environ.get("GLOBESMS_DEMO_DIR") or ROOT / ".demo")
 EXAMPLES = ROOT / "example_dags"
 LARGE_ROWS = 8000
 _children: list[subprocess.Popen[str]] = []  # stopped by the signal handler too
@@ -219,6 +226,35 @@ def main(keep: bool = False) -> int:
     return 1 if problems else 0
 
 
+def task_line(dag_run: Any, ti: Any) -> str:
+    """A task's state, and for an unmapped one its summary's non-zero counts and results file."""
+    name = f"{ti.task_id}[{ti.map_index}]" if ti.map_index >= 0 else ti.task_id
+    summary = (xcom_values(dag_run, ti.task_id) or [None])[0] if ti.map_index < 0 else None
+    if not isinstance(summary, dict):
+        return f"{name}: {ti.state}"
+    counts = ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool) and v)
+    where = f"; {summary['results_uri']}" if summary.get("results_uri") else ""
+    return f"{name}: {ti.state} ({counts}){where}"
+
+
+def run_one(dag_id: str, conf: dict[str, Any] | None, keep: bool = False) -> int:
+    """One example DAG, by hand: every task's state and summary, and what the emulator received."""
+    if not (EXAMPLES / f"{dag_id}.py").is_file():
+        names = sorted(p.stem for p in EXAMPLES.glob("globesms_*.py"))
+        raise SystemExit(f"no example DAG {dag_id!r}; the examples: {', '.join(names)}")
+    with emulator() as url:
+        say(f"{dag_id}: emulator at {url}; Airflow home {DEMO / 'airflow'}; log {DEMO / 'logs' / (dag_id + '.log')}")
+        prepare_airflow(url)
+        dag_run = run(dag_id, conf)
+        say(f"   run {dag_run.run_id}: {dag_run.state}")
+        for ti in sorted(dag_run.get_task_instances(), key=lambda ti: (ti.task_id, ti.map_index)):
+            say(f"   {task_line(dag_run, ti)}")
+        show_received(received(url, 0), 3)
+        if keep:
+            keep_serving(url)
+    return 0 if dag_run.state == "success" else 1
+
+
 def report(started: float, seen: int, problems: list[str]) -> None:
     say(
         f"\nDone in {time.monotonic() - started:.0f} s; the emulator received {seen} messages; "
@@ -253,4 +289,9 @@ if __name__ == "__main__":
     # Installed before anything runs: asyncio then leaves SIGINT to us instead of taking it over.
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    sys.exit(main(keep="--keep" in sys.argv[1:]))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--keep", action="store_true", help="leave the emulator (and its inbox) up, until Ctrl-C")
+    parser.add_argument("--only", metavar="DAG_ID", help="run this one example DAG")
+    parser.add_argument("--conf", type=json.loads, help="the run's conf (JSON), with --only")
+    args = parser.parse_args()
+    sys.exit(run_one(args.only, args.conf, args.keep) if args.only else main(keep=args.keep))
