@@ -129,7 +129,7 @@ chaos: install
 demo: install
 	$(BIN)/python scripts/demo.py $(if $(KEEP),--keep)
 
-# One example by hand: make example NAME=globesms_weekly_promotion [CONF='{"key": "value"}'] [KEEP=1]
+# One example by hand: make example NAME=globesms_templated_campaign [CONF='{"key": "value"}'] [KEEP=1]
 example: install
 	@test -n "$(NAME)" || { echo "say which: make example NAME=<dag_id> (the files in example_dags/)"; exit 2; }
 	$(BIN)/python scripts/demo.py --only $(NAME) $(if $(CONF),--conf '$(CONF)') $(if $(KEEP),--keep)
