@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine that has only python3:
-#   make test   - create .venv, install the package with its dev tools, run ruff, mypy and pytest
+#   make test   - create .venv, install the package with its dev tools, run ruff, mypy, the docs build and pytest
+#   make docs   - the docs site into site/ (warnings are errors)
 #   make demo   - run the example DAGs against the local emulator (KEEP=1: then keep its inbox up)
 #   make chaos  - the long chaos profile (thousands of generated fault schedules), before a release
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: install node-deps browser screenshots example test test-cluster test-floor test-newest cluster-parts lint typecheck package pytest chaos demo bench clean
+.PHONY: install node-deps browser screenshots example docs docs-serve test test-cluster test-floor test-newest cluster-parts lint typecheck package pytest chaos demo bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -59,7 +60,15 @@ pytest: install node-deps browser
 	$(BIN)/pytest -n 2 -m "not live"
 	$(BIN)/pytest -m live
 
-test: lint typecheck package pytest
+# The docs site (MkDocs) into site/, every warning an error; its examples are run by the tests.
+# NO_MKDOCS_2_WARNING: Material's notice of its maintenance period, printed on every build (see docs/development.md).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8000
+
+test: lint typecheck package docs pytest
 
 # The version cells: the provider's wheel (built by `make package`, installed as users install it, never
 # editable) with the floor Airflow on the lowest Python we support, and with the newest Airflow on the newest
@@ -77,7 +86,7 @@ NEWEST_PY := 3.13
 FLOOR_PINS  := "fastapi>=0.116,<0.117"
 CELL_TESTS := tests/test_provider.py tests/test_example_dags.py tests/test_operator.py tests/test_notifier.py \
 	tests/test_delivery.py tests/test_hook.py tests/test_sandbox_airflow.py tests/test_honest_evidence.py \
-	tests/test_opt_outs.py tests/test_sandbox_origin.py tests/test_house.py \
+	tests/test_opt_outs.py tests/test_sandbox_origin.py tests/test_house.py tests/test_docs_examples.py \
 	tests/test_sandbox_browser.py::test_a_page_on_another_loopback_port_cannot_change_a_fault
 
 pyenv-python = $(shell command -v pyenv >/dev/null && { pyenv install --skip-existing $(1) >/dev/null 2>&1; \
@@ -93,7 +102,7 @@ define cell
 	$(1)/bin/python -m pip install --quiet --force-reinstall --no-deps dist/*.whl
 	$(1)/bin/python -m pip install --quiet "$$(ls dist/*.whl)[dev]" "apache-airflow==$(3)" $(4)
 	$(1)/bin/python -m pip check
-	cd $(1) && rm -rf cell && mkdir cell && cp -r ../tests ../example_dags ../pyproject.toml cell/ && rm -rf cell/tests/node
+	cd $(1) && rm -rf cell && mkdir cell && cp -r ../tests ../example_dags ../docs ../README.md ../pyproject.toml cell/ && rm -rf cell/tests/node
 	cd $(1)/cell && timeout -s KILL 1200 ../bin/pytest -n 2 -p no:cacheprovider -o addopts="-ra --strict-markers" $(CELL_TESTS)
 endef
 
@@ -139,4 +148,4 @@ bench: install
 	$(BIN)/python bench/emulator_throughput.py
 
 clean:
-	rm -rf $(VENV) $(CLUSTER_VENV) .venv-floor .venv-newest .demo .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build
+	rm -rf $(VENV) $(CLUSTER_VENV) .venv-floor .venv-newest .demo site .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

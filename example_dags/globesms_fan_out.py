@@ -76,6 +76,7 @@ with DAG(
                     w.close()
         return [str(p) for p in paths]
 
+    # --8<-- [start:shards]
     send = SendGlobeSmsOperator.partial(
         task_id="send_shard",
         message="Hi {{ recipient.name }}, your order {{ recipient.order }} has shipped.",
@@ -83,6 +84,7 @@ with DAG(
         max_active_tis_per_dagrun=PARALLEL_SHARDS,
         map_index_template="{{ task.recipients.rsplit('/', 1)[-1] }}",
     ).expand(recipients=split())
+    # --8<-- [end:shards]
 
     @task
     def total(summaries: list[dict[str, Any]], **context: Any) -> dict[str, int]:

@@ -27,6 +27,7 @@ with DAG(
     params={"recipients": str(CUSTOMERS)},
     tags=["globesms", "example"],
 ):
+    # --8<-- [start:send]
     send = SendGlobeSmsOperator(
         task_id="send_reminders",
         recipients="{{ params.recipients }}",
@@ -38,7 +39,9 @@ with DAG(
         on_invalid="skip",  # bad rows are reported, the rest is sent
         max_qps=500,  # leave the rest of the account's 2,000/s to other DAGs
     )
+    # --8<-- [end:send]
 
+    # --8<-- [start:receipts]
     receipts = GlobeSmsDeliverySensor(
         task_id="wait_for_receipts",
         messages=send.output,
@@ -47,6 +50,7 @@ with DAG(
         poke_interval=5,  # also how long the trigger waits before its first poll (the worker just polled)
         timeout=600,
     )
+    # --8<-- [end:receipts]
 
     @task
     def summarize(sent: dict[str, Any], delivered: dict[str, Any]) -> str:

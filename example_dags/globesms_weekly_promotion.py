@@ -30,6 +30,7 @@ with DAG(
     },
     tags=["globesms", "example"],
 ):
+    # --8<-- [start:send]
     SendGlobeSmsOperator(
         task_id="send_promotion",
         recipients="{{ params.recipients }}",
@@ -43,3 +44,4 @@ with DAG(
         prices=str(DATA / "sms_prices.csv"),
         max_qps=500,
     )
+    # --8<-- [end:send]

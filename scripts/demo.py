@@ -39,6 +39,12 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def shown(path: object) -> str:
+    """A path as the reader can use it: relative to the current folder when it is inside it."""
+    text, here = str(path), f"{Path.cwd()}/"
+    return text[len(here) :] if text.startswith(here) else text
+
+
 from airflow_provider_globesms.testing import run_dag, xcom_values  # noqa: E402 - after the constants above
 
 
@@ -162,7 +168,8 @@ def main(keep: bool = False) -> int:
     started = time.monotonic()
     problems: list[str] = []
     with emulator() as url:
-        say(f"globesms demo: emulator at {url}; Airflow home {DEMO / 'airflow'} (SQLite); logs in {DEMO / 'logs'}")
+        home, logs = shown(DEMO / "airflow"), shown(DEMO / "logs")
+        say(f"globesms demo: emulator at {url}; Airflow home {home} (SQLite); logs in {logs}")
         say(f"SMS sandbox inbox (live): {url}/_emulator/ui")
         prepare_airflow(url)
         seen = 0
@@ -185,7 +192,7 @@ def main(keep: bool = False) -> int:
             f"delivered {receipts.get('delivered')}, failed {receipts.get('failed')} "
             f"{receipts.get('failed_by_code') or ''}, segments {sent.get('segments')}"
         )
-        say(f"   receipts per recipient: {receipts.get('results_uri')}")
+        say(f"   receipts per recipient: {shown(receipts.get('results_uri'))}")
         messages = received(url, seen)
         seen += len(messages)
         show_received(messages)
@@ -233,7 +240,7 @@ def task_line(dag_run: Any, ti: Any) -> str:
     if not isinstance(summary, dict):
         return f"{name}: {ti.state}"
     counts = ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool) and v)
-    where = f"; {summary['results_uri']}" if summary.get("results_uri") else ""
+    where = f"; {shown(summary['results_uri'])}" if summary.get("results_uri") else ""
     return f"{name}: {ti.state} ({counts}){where}"
 
 
@@ -243,7 +250,8 @@ def run_one(dag_id: str, conf: dict[str, Any] | None, keep: bool = False) -> int
         names = sorted(p.stem for p in EXAMPLES.glob("globesms_*.py"))
         raise SystemExit(f"no example DAG {dag_id!r}; the examples: {', '.join(names)}")
     with emulator() as url:
-        say(f"{dag_id}: emulator at {url}; Airflow home {DEMO / 'airflow'}; log {DEMO / 'logs' / (dag_id + '.log')}")
+        log = shown(DEMO / "logs" / f"{dag_id}.log")
+        say(f"{dag_id}: emulator at {url}; Airflow home {shown(DEMO / 'airflow')}; log {log}")
         prepare_airflow(url)
         dag_run = run(dag_id, conf)
         say(f"   run {dag_run.run_id}: {dag_run.state}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
+from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
 from airflow_provider_globesms.client.blocking import (
     BATCH_SEND,
     DEFAULT_MAX_QPS,
@@ -57,6 +58,7 @@ __all__ = [
     "QUERY",
     "SEND",
     "ApiError",
+    "AsyncGlobeSmsClient",
     "AuthenticationError",
     "BatchSendResult",
     "BusinessError",
