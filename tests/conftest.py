@@ -150,3 +150,16 @@ def umask_022() -> Iterator[None]:
     previous = os.umask(0o022)
     yield
     os.umask(previous)
+
+
+# The longest tests first (a kill test takes two minutes): pytest-xdist hands tests out in collection order,
+# so a long one drawn last would leave the other core idle while it runs.
+LONGEST_FIRST = ("test_operator_reliability.py", "test_honest_evidence.py", "test_example_by_hand.py", "test_chaos.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
