@@ -38,7 +38,7 @@ browser:
 			apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; \
 		else echo "chromium not found and not root: the browser tests will skip"; fi; fi
 
-# The README's screenshot of the inbox, taken by the browser test.
+# The docs' screenshot of the inbox (docs/sandbox-inbox.png), taken by the browser test.
 screenshots: install browser
 	GLOBESMS_SCREENSHOTS=docs $(BIN)/pytest tests/test_sandbox_browser.py -k live_with -p no:cacheprovider
 

@@ -1,8 +1,5 @@
-"""Helpers for testing DAGs that send SMS, with ``dag.test()`` and the emulator.
-
->>> from airflow_provider_globesms.testing import run_dag, xcom_values
->>> dag_run = run_dag(my_dag)                       # serialized first, as the dag processor would
->>> (summary,) = xcom_values(dag_run, "send")
+"""Helpers for testing DAGs that send SMS, with ``dag.test()`` and the emulator: ``run_dag(dag)`` runs a DAG,
+``task_states`` and ``xcom_values`` read what its tasks did (the docs' emulator page shows a whole test).
 
 Airflow 3's ``dag.test()`` runs a DAG only once it is serialized in the metadata database; ``run_dag``
 does that for a DAG built in a test or loaded from a file. Needs an initialised database

@@ -22,6 +22,18 @@ from airflow_provider_globesms.testing import task_states, xcom_values
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
+# Each file in docs/examples and the test here that runs it.
+RUN_BY = {
+    "hook_and_client.py": "test_hook_and_client",
+    "deadline_alert.py": "test_deadline_alert",
+    "test_with_the_emulator.py": "test_with_the_emulator",
+}
+
+
+def test_every_docs_example_is_run_here() -> None:
+    found = {p.relative_to(EXAMPLES).as_posix() for p in EXAMPLES.rglob("*.py")}
+    assert found == set(RUN_BY), "a file in docs/examples/ that no test runs, or a test of a file gone"
+    assert all(callable(globals().get(test)) for test in RUN_BY.values())
 
 
 def example(name: str) -> Path:
@@ -80,6 +92,7 @@ def test_with_the_emulator(
 
 
 def readme_example() -> str:
+    """The README's one Python block (``test_docs.py`` checks that no other spelling of a fence hides another)."""
     (block,) = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), flags=re.S)
     return str(block)
 

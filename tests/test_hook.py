@@ -111,6 +111,10 @@ def test_no_key_anywhere_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> No
         ({"max_qps": "inf"}, "'max_qps' must be a finite number above 0"),
         ({"timeout": -1}, "'timeout' must be a finite number above 0"),
         ({"endpoint": "http://dysmsapi.aliyuncs.com"}, "plain HTTP to a non-loopback host"),
+        # A misspelt endpoint would send through Alibaba's default region, for real: refused, with the fix.
+        ({"endpiont": "http://127.0.0.1:8787"}, "extra 'endpiont' is not a setting .*did you mean 'endpoint'"),
+        ({"extra__globesms__regoin_id": "us-east-1"}, "extra 'regoin_id' is not a setting .* 'region_id'"),
+        ({"endpoint": "http://127.0.0.1:8787", "proxy": "x"}, "extra 'proxy' is not a setting of a globesms"),
     ],
 )
 def test_bad_extras_name_the_field(monkeypatch: pytest.MonkeyPatch, extra: dict[str, object], message: str) -> None:

@@ -3,7 +3,7 @@
 Chromium comes from the system (``make test`` installs the Debian package when it runs as root; Playwright's
 own browser download is never used). Without it these tests skip, saying so; under ``CI=true`` they fail.
 With ``GLOBESMS_SCREENSHOTS=DIR`` the inbox's screenshot is written there too (``make screenshots`` updates
-the README's ``docs/sandbox-inbox.png``).
+the docs' ``docs/sandbox-inbox.png``).
 """
 
 from __future__ import annotations

@@ -116,11 +116,8 @@ def serve_forever(config: EmulatorConfig, host: str, port: int, on_ready: Callab
 
 
 class EmulatorServer:
-    """The emulator on a free loopback port in a background thread.
-
-    >>> with EmulatorServer(EmulatorConfig(delivery_delay=0.2)) as emulator:
-    ...     hook_endpoint = emulator.url
-    """
+    """The emulator on a free loopback port in a background thread: ``start()`` and ``stop()``, or a context
+    manager; point a connection's ``endpoint`` at its ``url``. The docs' emulator page shows it in a test."""
 
     def __init__(self, config: EmulatorConfig | None = None, host: str = "127.0.0.1", port: int = 0) -> None:
         self.config = config or EmulatorConfig()

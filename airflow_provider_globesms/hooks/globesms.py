@@ -8,6 +8,7 @@ every thread of a task.
 
 from __future__ import annotations
 
+import difflib
 import os
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ class GlobeSmsHook(BaseHook):
         """
         conn_id = conn.conn_id or self.globesms_conn_id
         extra = _ExtraReader(conn, conn_id)
+        extra.refuse_unknown()
         key_id, secret, token, source = _credentials(conn, extra)
         if not key_id or not secret:
             raise ConfigurationError(
@@ -307,6 +309,23 @@ class _ExtraReader:
                 if value is not None:
                     return value
         return None
+
+    def refuse_unknown(self) -> None:
+        """A ``globesms`` connection's extras are its settings only: a misspelt ``endpoint`` would otherwise
+        send through Alibaba's default region, for real, instead of to the emulator it names."""
+        if self.conn_type != CONN_TYPE:
+            return  # an ``alibaba_cloud`` connection carries other providers' extras too
+        prefix = f"extra__{CONN_TYPE}__"
+        known = {*CONNECTION_FIELDS, "access_key_id", "access_key_secret"}
+        for key in sorted(self.extras):
+            name = key.removeprefix(prefix)
+            if name not in known:
+                close = difflib.get_close_matches(name, sorted(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigurationError(
+                    f"connection {self.conn_id!r}: extra {name[:60]!r} is not a setting of a globesms "
+                    f"connection{hint}; the settings are {', '.join(sorted(known))}"
+                )
 
     def number(self, name: str) -> float | None:
         """A positive finite number, or None when unset; anything else names the connection and field."""
