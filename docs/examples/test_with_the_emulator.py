@@ -25,7 +25,7 @@ def test_the_team_is_told_once(globesms_emulator: EmulatorServer, monkeypatch: p
     connection = {"conn_type": "globesms", "login": "AKID", "password": "SECRET", "extra": extra}
     monkeypatch.setenv("AIRFLOW_CONN_GLOBESMS_DEFAULT", json.dumps(connection))
 
-    with DAG("report_ready", schedule=None) as dag:
+    with DAG("test_report_ready", schedule=None) as dag:
         SendGlobeSmsOperator(
             task_id="notify",
             to=["+85291234567", "+6591234567"],
