@@ -42,9 +42,11 @@ browser:
 screenshots: install browser
 	GLOBESMS_SCREENSHOTS=docs $(BIN)/pytest tests/test_sandbox_browser.py -k live_with -p no:cacheprovider
 
+# lint-imports: the layers declared in pyproject.toml ([tool.importlinter]), see ARCHITECTURE.md.
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 # The sdist and the wheel, built from a clean copy and checked as PyPI checks an upload (into dist/).
 package: install

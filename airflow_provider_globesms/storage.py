@@ -18,8 +18,8 @@ from typing import Any
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_globesms._compat import conf
-from airflow_provider_globesms.client.private import private_file, private_temp_root
-from airflow_provider_globesms.client.validation import MAX_TASK_ID_LENGTH
+from airflow_provider_globesms.client.files.private import private_file, private_temp_root
+from airflow_provider_globesms.client.rules.validation import MAX_TASK_ID_LENGTH
 
 CONFIG_SECTION = "globesms"
 

@@ -36,11 +36,11 @@ import jinja2
 from _common import ROOT, emulator_process, number, save, sdk_client, sdk_send, table
 
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient
-from airflow_provider_globesms.client.blocking import SEND
 from airflow_provider_globesms.client.bulk import BulkSender, Campaign, Spill, validate
-from airflow_provider_globesms.client.ledger import SqliteLedger
-from airflow_provider_globesms.client.recipients import rows_from_records
-from airflow_provider_globesms.client.report import ResultsWriter
+from airflow_provider_globesms.client.ledger.sqlite_ledger import SqliteLedger
+from airflow_provider_globesms.client.results.report import ResultsWriter
+from airflow_provider_globesms.client.rules.recipients import rows_from_records
+from airflow_provider_globesms.client.wire.signing import SEND
 
 CAP = 2000.0
 TEMPLATE = "Hi {{ recipient.name }}, your parcel {{ recipient.parcel }} arrives today between 9 and 12."

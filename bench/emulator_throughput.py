@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emulator_process, median, process_cpu_seconds, save, table
 
 from airflow_provider_globesms.client import Credentials
-from airflow_provider_globesms.client.http11 import encode_request
-from airflow_provider_globesms.client.signing import sign_v1, sign_v3
+from airflow_provider_globesms.client.wire.http11 import encode_request
+from airflow_provider_globesms.client.wire.signing import sign_v1, sign_v3
 
 TARGET = 3000.0
 

@@ -54,7 +54,7 @@ from _common import emulator_process, median, number, save, table
 
 import airflow_provider_globesms
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient
-from airflow_provider_globesms.client.models import DeliveryStatus
+from airflow_provider_globesms.client.rules.models import DeliveryStatus
 from airflow_provider_globesms.emulator import EmulatorConfig
 from airflow_provider_globesms.emulator.gateway import Gateway
 from airflow_provider_globesms.emulator.inbox import LiveFigures

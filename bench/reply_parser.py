@@ -1,12 +1,12 @@
 """The client's HTTP/1.1 reply parser beside bare httptools (llhttp), in the same run, on the emulator's replies.
 
-``client/http11.py``'s ``ReplyParser`` is llhttp (through httptools) plus what the transports need: limits,
+``client/wire/http11.py``'s ``ReplyParser`` is llhttp (through httptools) plus what the transports need: limits,
 interim replies skipped, close-delimited bodies, headers as a dict, errors by phase. This measures the CPU
 to frame one reply with it and with httptools driven as bare as a caller can (a callback per header and
 body piece, a fresh parser per reply), on bytes captured from a real emulator (a SendMessageToGlobe reply
 with Content-Length, as the send path sees it) and on a chunked variant. Rounds alternate; medians compared.
 The hand-written parser that ``ReplyParser`` replaced (issue 12) was measured with this script before it
-went: its figures are in ``client/http11.py``'s docstring.
+went: its figures are in ``client/wire/http11.py``'s docstring.
 
     python bench/reply_parser.py [--replies 20000] [--rounds 7]
 """
@@ -27,7 +27,7 @@ import httptools
 from _common import cpu_per_call, emulator_process, median, save, table
 
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient
-from airflow_provider_globesms.client.http11 import ReplyParser, encode_request
+from airflow_provider_globesms.client.wire.http11 import ReplyParser, encode_request
 
 
 class _LlhttpReply:

@@ -57,8 +57,8 @@ def measure(campaign: str, optouts: str | None) -> dict[str, float]:
     """In a fresh process: load the list (if any), validate the campaign against it; seconds and peak RSS."""
     from airflow_provider_globesms.client import Credentials, GlobeSmsClient
     from airflow_provider_globesms.client.bulk import Campaign, SuppressionList, validate
-    from airflow_provider_globesms.client.bulk.controls import suppression_entries
-    from airflow_provider_globesms.client.recipients import rows_from_csv
+    from airflow_provider_globesms.client.campaign.suppression_sources import suppression_entries
+    from airflow_provider_globesms.client.rules.recipients import rows_from_csv
 
     client = GlobeSmsClient(Credentials("AKID", "SECRET"), endpoint="http://127.0.0.1:9")  # never contacted
     work = tempfile.mkdtemp(prefix="bench-suppression-")

@@ -120,7 +120,7 @@ class QuietHoursClock:
 @pytest.fixture
 def quiet_hours_clock(monkeypatch: pytest.MonkeyPatch) -> Callable[[Any], QuietHoursClock]:
     """``clock = quiet_hours_clock(datetime(..., tzinfo=UTC))``: the operator's quiet hours then run on it."""
-    from airflow_provider_globesms.client import quiet_hours
+    from airflow_provider_globesms.client.campaign import quiet_hours
     from airflow_provider_globesms.operators import campaign_controls
 
     def start(now: Any) -> QuietHoursClock:

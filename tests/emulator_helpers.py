@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_globesms.client.signing import API_VERSION, Credentials, SignedRequest, sign_v1, sign_v3
+from airflow_provider_globesms.client.wire.signing import API_VERSION, Credentials, SignedRequest, sign_v1, sign_v3
 from airflow_provider_globesms.emulator import EmulatorServer
 
 KEY = Credentials("AKID", "SECRET")

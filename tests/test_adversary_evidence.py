@@ -23,7 +23,7 @@ import pytest
 from airflow.sdk import DAG
 from cryptography.fernet import Fernet
 
-from airflow_provider_globesms.client.ledger import LedgerEntry, SqliteLedger, Status
+from airflow_provider_globesms.client.ledger.sqlite_ledger import LedgerEntry, SqliteLedger, Status
 from airflow_provider_globesms.emulator import EmulatorServer
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.operators.ledger_place import ledger_location
@@ -119,7 +119,7 @@ def test_held_a_rotated_key_without_the_old_fails_closed_for_pending_and_unknown
     tmp_path: Path, fernet: Callable[[str], None]
 ) -> None:
     from airflow_provider_globesms.client.errors import SealedRequestError
-    from airflow_provider_globesms.client.signing import SignedRequest
+    from airflow_provider_globesms.client.wire.signing import SignedRequest
 
     old = Fernet.generate_key()
     request = SignedRequest("POST", "/?To=85291234567", {"host": "h", "authorization": "x"})
@@ -183,7 +183,7 @@ def test_attack_the_sensor_receipts_mirror_in_a_shared_tmp_folder_is_adopted_as_
     receipt (full numbers): private_dirs leaves existing folders, narrow() skips files not ours."""
     import tempfile
 
-    from airflow_provider_globesms.client.delivery import DeliveryTracker
+    from airflow_provider_globesms.client.receipts.tracker import DeliveryTracker
     from airflow_provider_globesms.storage import local_work_dir
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from airflow.sdk import DAG, task
 
-from airflow_provider_globesms.client.bulk.controls import SuppressionList, suppression_entries
+from airflow_provider_globesms.client.campaign.suppression import SuppressionList
+from airflow_provider_globesms.client.campaign.suppression_sources import suppression_entries
 from airflow_provider_globesms.notifications.globesms import GlobeSmsNotifier
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.testing import task_states

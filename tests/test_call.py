@@ -24,19 +24,13 @@ from airflow_provider_globesms.client import (
     ServiceUnavailableError,
     ThrottlingError,
 )
-from airflow_provider_globesms.client import call as call_module
 from airflow_provider_globesms.client.aio import AsyncConnectionPool
-from airflow_provider_globesms.client.call import RULES, Call, Next, Outcome, Verdict, outcome_of_failure
-from airflow_provider_globesms.client.http11 import PeerClosed, ProtocolViolation
-from airflow_provider_globesms.client.signing import SignedRequest, sign_v3
-from airflow_provider_globesms.client.transport import (
-    ConnectionPool,
-    Endpoint,
-    ExchangeError,
-    Phase,
-    RawResponse,
-    Timeout,
-)
+from airflow_provider_globesms.client.wire import call as call_module
+from airflow_provider_globesms.client.wire.call import RULES, Call, Next, Outcome, Verdict, outcome_of_failure
+from airflow_provider_globesms.client.wire.endpoint import Endpoint, Timeout
+from airflow_provider_globesms.client.wire.http11 import PeerClosed, ProtocolViolation
+from airflow_provider_globesms.client.wire.signing import SignedRequest, sign_v3
+from airflow_provider_globesms.client.wire.transport import ConnectionPool, ExchangeError, Phase, RawResponse
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from tests.fault_proxy import FaultProxy
 

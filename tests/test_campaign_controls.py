@@ -19,16 +19,12 @@ from hypothesis import strategies as st
 
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 from airflow_provider_globesms.client.bulk import Campaign, validate
-from airflow_provider_globesms.client.bulk.controls import (
-    Budget,
-    SuppressionList,
-    prices_from,
-    region_of,
-    suppression_entries,
-)
+from airflow_provider_globesms.client.campaign.budget import Budget, prices_from, region_of
+from airflow_provider_globesms.client.campaign.quiet_hours import QuietHours, QuietSchedule
+from airflow_provider_globesms.client.campaign.suppression import SuppressionList
+from airflow_provider_globesms.client.campaign.suppression_sources import suppression_entries
 from airflow_provider_globesms.client.errors import ConfigurationError, InvalidFieldError
-from airflow_provider_globesms.client.phone import parse_number
-from airflow_provider_globesms.client.quiet_hours import QuietHours, QuietSchedule
+from airflow_provider_globesms.client.rules.phone import parse_number
 from airflow_provider_globesms.client.tables import cost_table
 from airflow_provider_globesms.notifications.globesms import GlobeSmsNotifier
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator

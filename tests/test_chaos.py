@@ -34,8 +34,8 @@ from hypothesis import strategies as st
 
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient, RetryPolicy, Timeout, aio
 from airflow_provider_globesms.client.bulk import BulkSender, Campaign, PreparedMessage
-from airflow_provider_globesms.client.ledger import SqliteLedger
-from airflow_provider_globesms.client.report import ResultsWriter, SendSummary
+from airflow_provider_globesms.client.ledger.sqlite_ledger import SqliteLedger
+from airflow_provider_globesms.client.results.report import ResultsWriter, SendSummary
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from tests.fault_proxy import ACTIONS, FaultProxy
 

@@ -202,7 +202,7 @@ def test_refused_credentials_fail_the_sensor_at_once(
 
 
 def test_a_reloaded_source_adds_messages_and_keeps_receipts(tmp_path: Path) -> None:
-    from airflow_provider_globesms.client.delivery import DeliveryTracker
+    from airflow_provider_globesms.client.receipts.tracker import DeliveryTracker
 
     with DeliveryTracker(tmp_path / "r.sqlite3") as tracker:
         tracker.load([{"message_id": "1", "to": "85291234567"}, {"to": "8613800138000", "status": "invalid"}], "a")
@@ -213,7 +213,7 @@ def test_a_reloaded_source_adds_messages_and_keeps_receipts(tmp_path: Path) -> N
 
 
 def test_query_failures_are_counted_by_code() -> None:
-    from airflow_provider_globesms.client.delivery import Round
+    from airflow_provider_globesms.client.receipts.tracker import Round
 
     text = Round(10, 2, 3, 1.5, {"Throttling.User": 2, "ServiceUnavailable": 1}).describe(8)
     assert text == (

@@ -15,7 +15,7 @@ from alibabacloud_tea_openapi import models as openapi_models
 from alibabacloud_tea_openapi.exceptions import ClientException
 
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient, count_segments
-from airflow_provider_globesms.client.signing import utc_timestamp
+from airflow_provider_globesms.client.wire.signing import utc_timestamp
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_globesms.emulator.gateway import FAILURE_CODES
 from tests.emulator_helpers import StoppedClock, call, send, sign

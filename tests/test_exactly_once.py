@@ -30,9 +30,9 @@ from airflow.sdk import DAG
 
 from airflow_provider_globesms.client import ConfigurationError, Credentials, GlobeSmsClient, Timeout
 from airflow_provider_globesms.client.bulk import BulkSender, Campaign, LedgerError
-from airflow_provider_globesms.client.lease import Holder, ObjectLease
-from airflow_provider_globesms.client.report import ResultsWriter
-from airflow_provider_globesms.client.segment_ledger import SegmentLedger
+from airflow_provider_globesms.client.ledger.lease import Holder, ObjectLease
+from airflow_provider_globesms.client.ledger.object_ledger import SegmentLedger
+from airflow_provider_globesms.client.results.report import ResultsWriter
 from airflow_provider_globesms.emulator import EmulatorServer
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.operators.send_ledger import LedgerGuard

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient, RetryPolicy, Timeout
-from airflow_provider_globesms.client.signing import SignedRequest
+from airflow_provider_globesms.client.wire.signing import SignedRequest
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from tests.emulator_helpers import sign
 from tests.fault_proxy import FaultProxy

@@ -29,9 +29,9 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from airflow_provider_globesms.client.ledger import LedgerEntry, SqliteLedger, Status
-from airflow_provider_globesms.client.report import SendSummary
-from airflow_provider_globesms.client.sqlite import open_sqlite
+from airflow_provider_globesms.client.files.sqlite import open_sqlite
+from airflow_provider_globesms.client.ledger.sqlite_ledger import LedgerEntry, SqliteLedger, Status
+from airflow_provider_globesms.client.results.report import SendSummary
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer, Faults
 from airflow_provider_globesms.storage import location_segment, task_instance_location
 from airflow_provider_globesms.testing import task_states, xcom_values
@@ -154,9 +154,9 @@ import json, sys
 from pathlib import Path
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 from airflow_provider_globesms.client.bulk import BulkSender, Campaign, Spill, validate
-from airflow_provider_globesms.client.lease import FileLease, Holder
-from airflow_provider_globesms.client.ledger import SqliteLedger
-from airflow_provider_globesms.client.report import ResultsWriter
+from airflow_provider_globesms.client.ledger.lease import FileLease, Holder
+from airflow_provider_globesms.client.ledger.sqlite_ledger import SqliteLedger
+from airflow_provider_globesms.client.results.report import ResultsWriter
 
 url, folder, count = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 

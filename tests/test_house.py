@@ -1,7 +1,8 @@
 """The house rules a reader relies on, checked over the package's source (issue 12).
 
 Modules at most 400 lines, functions at most 50, a docstring on every public name, every error the client
-raises under ``GlobeSmsError``, and the client core importing nothing from Airflow.
+raises under ``GlobeSmsError``, no private Airflow method overridden, and the layers declared in pyproject.toml
+(import-linter) holding, with a scratch change against each failing it.
 """
 
 from __future__ import annotations
@@ -9,18 +10,25 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import os
 import pkgutil
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 import airflow_provider_globesms
 from airflow_provider_globesms.client import GlobeSmsError
 
 PACKAGE = Path(airflow_provider_globesms.__file__).parent
+PYPROJECT = Path(__file__).resolve().parent.parent / "pyproject.toml"  # the contracts (beside the tests in a cell)
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 50
 # Signals inside the transport, never raised to a caller of the client: each is caught and turned into a
-# RequestNotSentError or OutcomeUnknownError (client/call.py) by the phase it happened in.
+# RequestNotSentError or OutcomeUnknownError (client/wire/call.py) by the phase it happened in.
 TRANSPORT_SIGNALS = {"ExchangeError", "ProtocolViolation", "PeerClosed"}
 
 
@@ -87,16 +95,43 @@ def test_every_client_error_is_a_globesms_error() -> None:
     assert outside == set()
 
 
-def test_the_client_core_imports_nothing_from_airflow() -> None:
-    found = [
-        f"{path.relative_to(PACKAGE)}:{node.lineno}"
-        for path, tree in modules()
-        if path.is_relative_to(PACKAGE / "client")
-        for node in ast.walk(tree)
-        if (isinstance(node, ast.Import) and any(a.name.split(".")[0] == "airflow" for a in node.names))
-        or (isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "airflow")
-    ]
-    assert found == []
+def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
+    """``lint-imports`` with the project's contracts (pyproject.toml) over the package found under ``root``."""
+    linter = Path(sys.executable).with_name("lint-imports")
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    command = [str(linter), "--config", str(PYPROJECT), "--no-cache"]
+    return subprocess.run(command, capture_output=True, text=True, env=env, cwd=root, timeout=120, check=False)
+
+
+def test_the_layers_hold() -> None:
+    """The contracts in pyproject.toml: Airflow adapters above the core, the core free of Airflow and of the
+    emulator, the emulator off the core's clients, the core's rooms in order, no cycles (``make test`` runs
+    ``lint-imports`` too)."""
+    done = lint_imports(PACKAGE.parent)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "5 kept, 0 broken" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "added", "broken"),
+    [
+        ("client/rules/phone.py", "import airflow.sdk", "The client core imports nothing of Airflow"),
+        ("client/errors.py", "from airflow_provider_globesms.client.ledger import lease", "rooms, in their order"),
+        ("client/wire/retry.py", "from airflow_provider_globesms.emulator import config", "emulator beside them"),
+        ("emulator/carrier.py", "from airflow_provider_globesms.client import blocking", "never its clients"),
+        ("operators/send_plan.py", "from airflow_provider_globesms.operators import globesms", "No import cycles"),
+    ],
+)
+def test_a_scratch_change_against_the_layers_fails_them(tmp_path: Path, module: str, added: str, broken: str) -> None:
+    """Each contract bites: a copy of the package with one import added fails the contract it breaks, also when
+    the import is for type checking only."""
+    copy = tmp_path / PACKAGE.name
+    shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    path = copy / module
+    path.write_text(path.read_text() + f"\n\nimport typing\n\nif typing.TYPE_CHECKING:\n    {added}\n")
+    done = lint_imports(tmp_path)
+    assert done.returncode != 0, done.stdout
+    assert f"{broken}" in done.stdout.split("Broken contracts")[-1], done.stdout
 
 
 def test_no_private_airflow_method_is_overridden() -> None:
@@ -135,3 +170,27 @@ def test_the_old_client_names_still_work_and_say_they_go() -> None:
         assert aio.AsyncDysmsClient is aio.AsyncGlobeSmsClient
     assert [w.category for w in caught] == [DeprecationWarning, DeprecationWarning]
     assert "0.3" in str(caught[0].message)
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("airflow_provider_globesms.client", "GlobeSmsClient"),
+        ("airflow_provider_globesms.client", "AsyncGlobeSmsClient"),
+        ("airflow_provider_globesms.client.aio", "AsyncGlobeSmsClient"),
+        ("airflow_provider_globesms.client.blocking", "GlobeSmsClient"),
+        ("airflow_provider_globesms.client.errors", "GlobeSmsError"),
+        ("airflow_provider_globesms.operators.globesms", "SendGlobeSmsOperator"),
+        ("airflow_provider_globesms.sensors.globesms", "GlobeSmsDeliverySensor"),
+        ("airflow_provider_globesms.triggers.globesms", "GlobeSmsDeliveryTrigger"),
+        ("airflow_provider_globesms.notifications.globesms", "GlobeSmsNotifier"),
+        ("airflow_provider_globesms.hooks.globesms", "GlobeSmsHook"),
+        ("airflow_provider_globesms.emulator", "EmulatorServer"),
+        ("airflow_provider_globesms.emulator.cli", "main"),
+        ("airflow_provider_globesms.emulator.pytest_plugin", "globesms_emulator"),
+        ("airflow_provider_globesms.testing", "run_dag"),
+    ],
+)
+def test_the_public_import_paths_hold(module: str, name: str) -> None:
+    """What users import, from where the docs say; rooms inside the core may move, these may not."""
+    assert getattr(importlib.import_module(module), name)

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_globesms.client import ConfigurationError, Credentials, GlobeSmsClient, GlobeSmsError
-from airflow_provider_globesms.client.replies import scrub_gateway_text
+from airflow_provider_globesms.client.wire.http_replies import scrub_gateway_text
 from airflow_provider_globesms.emulator import EmulatorServer
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
@@ -125,7 +125,7 @@ def test_a_newline_terminated_secret_in_the_connection_sends_nothing(
 
 @pytest.mark.parametrize("region", ["AP-SOUTHEAST-1", " eu-central-1 ", "Us-East-1"])
 def test_region_ids_match_whatever_their_case(region: str) -> None:
-    from airflow_provider_globesms.client.transport import REGION_HOSTS, Endpoint
+    from airflow_provider_globesms.client.wire.endpoint import REGION_HOSTS, Endpoint
 
     assert Endpoint.resolve(region).host == REGION_HOSTS[region.strip().lower()]
 
@@ -176,8 +176,9 @@ def test_the_framing_refuses_cr_lf_so_no_header_of_anyone_elses_reaches_the_wire
     import asyncio
 
     from airflow_provider_globesms.client.aio import AsyncConnectionPool
-    from airflow_provider_globesms.client.signing import SignedRequest
-    from airflow_provider_globesms.client.transport import ConnectionPool, Endpoint, Timeout
+    from airflow_provider_globesms.client.wire.endpoint import Endpoint, Timeout
+    from airflow_provider_globesms.client.wire.signing import SignedRequest
+    from airflow_provider_globesms.client.wire.transport import ConnectionPool
 
     endpoint = Endpoint("http", "127.0.0.1", globesms_emulator.port)
     headers = {"host": endpoint.host_header, "x-acs-action": "SendMessageToGlobe"}
@@ -216,10 +217,10 @@ def test_the_framing_refuses_cr_lf_so_no_header_of_anyone_elses_reaches_the_wire
 def test_what_the_client_sent_is_redacted_by_value_from_any_gateway_text(status: int, body: dict[str, str]) -> None:
     """Found by an adversarial review: patterns alone missed spaced, %3A, %2B and '+'-separated echoes."""
     from airflow_provider_globesms.client import SendMessageResult
-    from airflow_provider_globesms.client.call import Call
-    from airflow_provider_globesms.client.retry import RetryPolicy
-    from airflow_provider_globesms.client.signing import sign_v1
-    from airflow_provider_globesms.client.transport import RawResponse
+    from airflow_provider_globesms.client.wire.call import Call
+    from airflow_provider_globesms.client.wire.retry import RetryPolicy
+    from airflow_provider_globesms.client.wire.signing import sign_v1
+    from airflow_provider_globesms.client.wire.transport import RawResponse
 
     signed = sign_v1(
         Credentials("AKID", "SECRET", TOKEN),

@@ -20,14 +20,14 @@ import pytest
 from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_globesms.client.errors import LeaseHeldError, LeaseLostError
-from airflow_provider_globesms.client.lease import FileLease, Holder, LeasePath, ObjectLease
+from airflow_provider_globesms.client.ledger.lease import FileLease, Holder, LeasePath, ObjectLease
 
 REPO = Path(__file__).resolve().parent.parent
 
 # A second copy of the task instance, in another process: takes the lock, says so, then hangs.
 CHILD = """
 import sys, time
-from airflow_provider_globesms.client.lease import FileLease, Holder
+from airflow_provider_globesms.client.ledger.lease import FileLease, Holder
 FileLease(sys.argv[1], Holder(description="child copy")).acquire(wait=5)
 print("locked", flush=True)
 time.sleep(60)

@@ -12,11 +12,11 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 from airflow_provider_globesms.client.bulk import BulkSender, Campaign, Spill, validate
-from airflow_provider_globesms.client.ledger import LedgerEntry, SqliteLedger, Status, message_key
-from airflow_provider_globesms.client.recipients import rows_from_records
-from airflow_provider_globesms.client.report import ResultsWriter
-from airflow_provider_globesms.client.segment_ledger import SegmentLedger
-from airflow_provider_globesms.client.signing import SignedRequest
+from airflow_provider_globesms.client.ledger.object_ledger import SegmentLedger
+from airflow_provider_globesms.client.ledger.sqlite_ledger import LedgerEntry, SqliteLedger, Status, message_key
+from airflow_provider_globesms.client.results.report import ResultsWriter
+from airflow_provider_globesms.client.rules.recipients import rows_from_records
+from airflow_provider_globesms.client.wire.signing import SignedRequest
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from tests.emulator_helpers import StoppedClock, send
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from airflow.sdk import DAG, task
 
-from airflow_provider_globesms.client.segments import count_segments
+from airflow_provider_globesms.client.rules.segments import count_segments
 from airflow_provider_globesms.emulator import EmulatorServer
 from airflow_provider_globesms.notifications.globesms import (
     GlobeSmsNotifier,

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_globesms.client import ConfigurationError, Credentials, GlobeSmsClient, InvalidFieldError
-from airflow_provider_globesms.client.phone import parse_number
+from airflow_provider_globesms.client.rules.phone import parse_number
 from airflow_provider_globesms.emulator import EmulatorServer
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.testing import task_states

@@ -21,15 +21,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from phonenumbers.phonemetadata import PhoneMetadata
 
-from airflow_provider_globesms.client.bulk.controls import (
-    Budget,
-    SuppressionList,
-    check_max_segments,
-    prices_from,
-    suppression_entries,
-)
+from airflow_provider_globesms.client.campaign.budget import Budget, check_max_segments, prices_from
+from airflow_provider_globesms.client.campaign.suppression import SuppressionList
+from airflow_provider_globesms.client.campaign.suppression_sources import suppression_entries
 from airflow_provider_globesms.client.errors import ConfigurationError, InvalidFieldError
-from airflow_provider_globesms.client.phone import parse_number, reads_as_written
+from airflow_provider_globesms.client.rules.phone import parse_number, reads_as_written
 from airflow_provider_globesms.notifications.globesms import GlobeSmsNotifier
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.testing import task_states, xcom_values

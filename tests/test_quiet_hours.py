@@ -17,8 +17,8 @@ from airflow.sdk import DAG
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from airflow_provider_globesms.client.campaign.quiet_hours import QuietHours, QuietSchedule, number_zones
 from airflow_provider_globesms.client.errors import ConfigurationError
-from airflow_provider_globesms.client.quiet_hours import QuietHours, QuietSchedule, number_zones
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.testing import task_states, xcom_values
 from tests.conftest import QuietHoursClock

@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient, quiet_hours
 from airflow_provider_globesms.client.bulk import BulkSender, Campaign, PreparedMessage, Spill, validate
-from airflow_provider_globesms.client.bulk.controls import SuppressionList
+from airflow_provider_globesms.client.campaign.quiet_hours import MARGIN, QuietHours, QuietSchedule, number_zones
+from airflow_provider_globesms.client.campaign.suppression import SuppressionList
 from airflow_provider_globesms.client.errors import ConfigurationError
-from airflow_provider_globesms.client.ledger import LedgerEntry, SqliteLedger, Status
-from airflow_provider_globesms.client.quiet_hours import MARGIN, QuietHours, QuietSchedule, number_zones
-from airflow_provider_globesms.client.recipients import rows_from_records
-from airflow_provider_globesms.client.report import ResultsWriter
+from airflow_provider_globesms.client.ledger.sqlite_ledger import LedgerEntry, SqliteLedger, Status
+from airflow_provider_globesms.client.results.report import ResultsWriter
+from airflow_provider_globesms.client.rules.recipients import rows_from_records
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from tests.emulator_helpers import send
 from tests.test_quiet_hours import opens_at
@@ -337,7 +337,7 @@ def test_a_re_send_of_a_request_in_doubt_stops_when_the_window_closes(
     is dropped by a reset (in doubt), the backoff runs past the window's end: the re-send, which would be
     the real send, does not go; the message stays unknown (its first copy may have arrived), never texted
     in quiet hours. The same for a retry's recovery replay."""
-    from airflow_provider_globesms.client.retry import RetryPolicy
+    from airflow_provider_globesms.client.wire.retry import RetryPolicy
 
     monkeypatch.setattr(RetryPolicy, "backoff", lambda self, attempt: 3.5)
     emulator.clear()

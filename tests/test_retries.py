@@ -20,7 +20,7 @@ from airflow_provider_globesms.client import (
     ThrottlingError,
     Timeout,
 )
-from airflow_provider_globesms.client.blocking import SEND
+from airflow_provider_globesms.client.wire.signing import SEND
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from tests.emulator_helpers import StoppedClock
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from airflow_provider_globesms import links
 from airflow_provider_globesms.client import Credentials, GlobeSmsClient
-from airflow_provider_globesms.client.models import DeliveryStatus
+from airflow_provider_globesms.client.rules.models import DeliveryStatus
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_globesms.emulator.gateway import Gateway
 from airflow_provider_globesms.emulator.inbox import campaign_summary, wire_number

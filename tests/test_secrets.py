@@ -70,7 +70,7 @@ def test_error_texts_hide_the_secret_and_the_number(globesms_emulator: EmulatorS
 
 
 def test_server_texts_are_scrubbed_of_numbers_but_not_of_ids_or_hashes() -> None:
-    from airflow_provider_globesms.client.phone import scrub_numbers
+    from airflow_provider_globesms.client.rules.phone import scrub_numbers
 
     text = "To 85291234567 failed; MessageId 17953042422300000001; hash 8b41ce375c997162000; +852 9123 4567"
     assert scrub_numbers(text) == (

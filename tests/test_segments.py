@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from airflow_provider_globesms.client.segments import count_segments
+from airflow_provider_globesms.client.rules.segments import count_segments
 
 
 @pytest.mark.parametrize(

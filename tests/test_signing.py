@@ -10,7 +10,7 @@ import pytest
 from alibabacloud_tea_openapi.utils import Utils as SdkUtils
 from darabonba.request import DaraRequest
 
-from airflow_provider_globesms.client.signing import (
+from airflow_provider_globesms.client.wire.signing import (
     EMPTY_BODY_SHA256,
     Credentials,
     canonical_query,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from airflow_provider_globesms.client import ConfigurationError, Endpoint
-from airflow_provider_globesms.client.http11 import (
+from airflow_provider_globesms.client.wire.http11 import (
     MAX_BODY_BYTES,
     MAX_HEAD_BYTES,
     PeerClosed,

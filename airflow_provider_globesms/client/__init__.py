@@ -6,13 +6,7 @@ import warnings
 from typing import Any
 
 from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
-from airflow_provider_globesms.client.blocking import (
-    BATCH_SEND,
-    DEFAULT_MAX_QPS,
-    QUERY,
-    SEND,
-    GlobeSmsClient,
-)
+from airflow_provider_globesms.client.blocking import DEFAULT_MAX_QPS, GlobeSmsClient
 from airflow_provider_globesms.client.errors import (
     ApiError,
     AuthenticationError,
@@ -31,17 +25,17 @@ from airflow_provider_globesms.client.errors import (
     ThrottlingError,
     TransportError,
 )
-from airflow_provider_globesms.client.models import (
+from airflow_provider_globesms.client.rules.models import (
     BatchSendResult,
     QueryMessageResult,
     SendMessageRequest,
     SendMessageResult,
 )
-from airflow_provider_globesms.client.phone import PhoneNumber, mask_number, parse_number
-from airflow_provider_globesms.client.retry import RetryPolicy
-from airflow_provider_globesms.client.segments import SegmentCount, count_segments
-from airflow_provider_globesms.client.signing import Credentials
-from airflow_provider_globesms.client.transport import Endpoint, Timeout
+from airflow_provider_globesms.client.rules.phone import PhoneNumber, mask_number, parse_number
+from airflow_provider_globesms.client.rules.segments import SegmentCount, count_segments
+from airflow_provider_globesms.client.wire.endpoint import Endpoint, Timeout
+from airflow_provider_globesms.client.wire.retry import RetryPolicy
+from airflow_provider_globesms.client.wire.signing import BATCH_SEND, QUERY, SEND, Credentials
 
 
 def __getattr__(name: str) -> Any:

@@ -18,21 +18,15 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from airflow_provider_globesms.client.blocking import QUERY, SEND, GlobeSmsClient
-from airflow_provider_globesms.client.call import Call
-from airflow_provider_globesms.client.http11 import RECV_SIZE, ReplyParser, encode_request, reset_error
-from airflow_provider_globesms.client.models import QueryMessageResult, SendMessageRequest, SendMessageResult
-from airflow_provider_globesms.client.phone import mask_number
-from airflow_provider_globesms.client.retry import RetryPolicy
-from airflow_provider_globesms.client.signing import SignedRequest
-from airflow_provider_globesms.client.transport import (
-    Endpoint,
-    ExchangeError,
-    Phase,
-    RawResponse,
-    Timeout,
-    default_ssl_context,
-)
+from airflow_provider_globesms.client.blocking import GlobeSmsClient
+from airflow_provider_globesms.client.rules.models import QueryMessageResult, SendMessageRequest, SendMessageResult
+from airflow_provider_globesms.client.rules.phone import mask_number
+from airflow_provider_globesms.client.wire.call import Call
+from airflow_provider_globesms.client.wire.endpoint import Endpoint, Timeout
+from airflow_provider_globesms.client.wire.http11 import RECV_SIZE, ReplyParser, encode_request, reset_error
+from airflow_provider_globesms.client.wire.retry import RetryPolicy
+from airflow_provider_globesms.client.wire.signing import QUERY, SEND, SignedRequest
+from airflow_provider_globesms.client.wire.transport import ExchangeError, Phase, RawResponse, default_ssl_context
 
 T = TypeVar("T")
 R = TypeVar("R", bound=BaseModel)

@@ -21,9 +21,8 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from airflow_provider_globesms import __version__
-from airflow_provider_globesms.client.call import Call
 from airflow_provider_globesms.client.errors import ConfigurationError, InvalidFieldError
-from airflow_provider_globesms.client.models import (
+from airflow_provider_globesms.client.rules.models import (
     BatchSendRequest,
     BatchSendResult,
     QueryMessageRequest,
@@ -31,31 +30,27 @@ from airflow_provider_globesms.client.models import (
     SendMessageRequest,
     SendMessageResult,
 )
-from airflow_provider_globesms.client.phone import check_region, mask_number
-from airflow_provider_globesms.client.ratelimit import RateLimiter
-from airflow_provider_globesms.client.retry import RetryPolicy
-from airflow_provider_globesms.client.signing import (
+from airflow_provider_globesms.client.rules.phone import check_region, mask_number
+from airflow_provider_globesms.client.rules.validation import DEFAULT_MAX_MESSAGE_LENGTH
+from airflow_provider_globesms.client.wire.call import Call
+from airflow_provider_globesms.client.wire.endpoint import Endpoint, Timeout, require_positive
+from airflow_provider_globesms.client.wire.ratelimit import RateLimiter
+from airflow_provider_globesms.client.wire.retry import RetryPolicy
+from airflow_provider_globesms.client.wire.signing import (
     API_VERSION,
+    BATCH_SEND,
+    QUERY,
+    SEND,
     SIGNATURE_VERSIONS,
     Credentials,
     SignedRequest,
     sign_v1,
     sign_v3,
 )
-from airflow_provider_globesms.client.transport import (
-    ConnectionPool,
-    Endpoint,
-    ExchangeError,
-    Timeout,
-    require_positive,
-)
-from airflow_provider_globesms.client.validation import DEFAULT_MAX_MESSAGE_LENGTH
+from airflow_provider_globesms.client.wire.transport import ConnectionPool, ExchangeError
 
 log = logging.getLogger(__name__)
 
-SEND = "SendMessageToGlobe"
-BATCH_SEND = "BatchSendMessageToGlobe"
-QUERY = "QueryMessage"
 
 DEFAULT_MAX_QPS = 2000.0  # SendMessageToGlobe cap per account on the newest API page
 BATCH_QPS = 1.0

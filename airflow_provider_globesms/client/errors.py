@@ -18,11 +18,7 @@ Texts never carry the secret, the signature or a full phone number.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from airflow_provider_globesms.client.lease import Holder
-    from airflow_provider_globesms.client.signing import SignedRequest
+from typing import Any
 
 
 class GlobeSmsError(Exception):
@@ -130,7 +126,7 @@ class OutcomeUnknownError(TransportError):
         *,
         request_id: str | None = None,
         code: str | None = None,
-        request: SignedRequest | None = None,
+        request: Any = None,  # a wire.signing.SignedRequest: typed loosely, errors import nothing above them
     ) -> None:
         self.reason = reason
         self.request_id = request_id
@@ -152,13 +148,19 @@ class ReceivedWithoutAnswerError(OutcomeUnknownError):
 class LeaseHeldError(GlobeSmsError):
     """Another copy of the task instance kept the ledger's lease beyond the wait: this copy must not send."""
 
-    def __init__(self, message: str, *, where: str, holder: Holder | None, expires_at: float | None = None) -> None:
+    def __init__(self, message: str, *, where: str, holder: Any, expires_at: float | None = None) -> None:
+        """``holder``: the ``ledger.lease.Holder`` that kept the lease, if known (typed loosely, as ``request``)."""
         self.where, self.holder, self.expires_at = where, holder, expires_at
         super().__init__(message)
 
 
 class LeaseLostError(GlobeSmsError):
     """The ledger's lease was ours but no longer certainly is: sending must stop now."""
+
+
+class CampaignRefusedError(GlobeSmsError):
+    """A campaign control refuses the send before anything goes (an unreadable or empty opt-out list, a bad
+    quiet-hours window, a budget exceeded); the message says why and what to change."""
 
 
 class SourceError(GlobeSmsError, ValueError):

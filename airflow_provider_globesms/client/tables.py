@@ -11,9 +11,9 @@ from typing import Any
 
 from tabulate import tabulate
 
-from airflow_provider_globesms.client.bulk.controls import Budget
 from airflow_provider_globesms.client.bulk.prepare import ValidationReport
-from airflow_provider_globesms.client.report import SendSummary
+from airflow_provider_globesms.client.campaign.budget import Budget
+from airflow_provider_globesms.client.results.report import SendSummary
 
 
 def invalid_rows_table(report: ValidationReport) -> str:

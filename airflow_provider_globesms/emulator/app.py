@@ -22,8 +22,8 @@ import msgspec
 from fastapi import APIRouter, Body, FastAPI, HTTPException, Query
 
 from airflow_provider_globesms.client.errors import InvalidFieldError
-from airflow_provider_globesms.client.phone import parse_number
-from airflow_provider_globesms.client.transport import is_loopback
+from airflow_provider_globesms.client.rules.phone import parse_number
+from airflow_provider_globesms.client.wire.endpoint import is_loopback
 from airflow_provider_globesms.emulator.gateway import Gateway
 from airflow_provider_globesms.emulator.inbox import UI, access, inbox_router
 from airflow_provider_globesms.emulator.store import MessageFilter

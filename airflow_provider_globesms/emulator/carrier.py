@@ -9,9 +9,9 @@ from typing import Any
 from phonenumbers import PhoneNumber as PhoneNumberObject
 from phonenumbers import carrier as phone_carrier
 
-from airflow_provider_globesms.client.models import DeliveryStatus
-from airflow_provider_globesms.client.phone import PhoneNumber
-from airflow_provider_globesms.client.segments import count_segments
+from airflow_provider_globesms.client.rules.models import DeliveryStatus
+from airflow_provider_globesms.client.rules.phone import PhoneNumber
+from airflow_provider_globesms.client.rules.segments import count_segments
 from airflow_provider_globesms.emulator.config import EmulatorConfig
 from airflow_provider_globesms.emulator.store import StoredMessage
 

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from airflow_provider_globesms.client.transport import is_loopback
+from airflow_provider_globesms.client.wire.endpoint import is_loopback
 from airflow_provider_globesms.emulator.config import DEFAULT_KEYS, REQUEST_TIMEOUT, EmulatorConfig, Faults
 
 

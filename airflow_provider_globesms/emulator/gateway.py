@@ -16,8 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_globesms.client.blocking import BATCH_SEND, QUERY, SEND
-from airflow_provider_globesms.client.signing import API_VERSION
+from airflow_provider_globesms.client.wire.signing import API_VERSION, BATCH_SEND, QUERY, SEND
 from airflow_provider_globesms.emulator.carrier import FAILURE_CODES, Carrier
 from airflow_provider_globesms.emulator.config import EmulatorConfig
 from airflow_provider_globesms.emulator.operations import GatewayReply, Operations

@@ -9,17 +9,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_provider_globesms.client.blocking import BATCH_SEND, SEND
 from airflow_provider_globesms.client.errors import InvalidFieldError
-from airflow_provider_globesms.client.models import MAX_BATCH_NUMBERS, DeliveryStatus
-from airflow_provider_globesms.client.phone import parse_number
-from airflow_provider_globesms.client.validation import (
+from airflow_provider_globesms.client.rules.models import MAX_BATCH_NUMBERS, DeliveryStatus
+from airflow_provider_globesms.client.rules.phone import parse_number
+from airflow_provider_globesms.client.rules.validation import (
     check_channel_id,
     check_sender,
     check_sms_type,
     check_task_id,
     check_validity_period,
 )
+from airflow_provider_globesms.client.wire.signing import BATCH_SEND, SEND
 from airflow_provider_globesms.emulator.carrier import Carrier
 from airflow_provider_globesms.emulator.config import EmulatorConfig
 from airflow_provider_globesms.emulator.store import MessageStore, StoredMessage, receipt_date

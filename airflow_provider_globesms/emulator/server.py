@@ -15,7 +15,7 @@ from typing import Any
 
 import uvicorn
 
-from airflow_provider_globesms.client.transport import is_loopback
+from airflow_provider_globesms.client.wire.endpoint import is_loopback
 from airflow_provider_globesms.emulator.app import EmulatorApp
 from airflow_provider_globesms.emulator.config import REQUEST_TIMEOUT, EmulatorConfig
 from airflow_provider_globesms.emulator.gateway import Gateway

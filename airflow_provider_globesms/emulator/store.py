@@ -17,8 +17,8 @@ from datetime import datetime, timedelta, timezone
 from email.utils import format_datetime
 from typing import Any
 
-from airflow_provider_globesms.client.models import DeliveryStatus
-from airflow_provider_globesms.client.sqlite import WriteBehind, open_sqlite
+from airflow_provider_globesms.client.files.sqlite import WriteBehind, open_sqlite
+from airflow_provider_globesms.client.rules.models import DeliveryStatus
 from airflow_provider_globesms.emulator import search, totals
 
 _log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from airflow_provider_globesms.client.models import DeliveryStatus
+from airflow_provider_globesms.client.rules.models import DeliveryStatus
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS status_totals (

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import unquote_plus
 
-from airflow_provider_globesms.client.signing import (
+from airflow_provider_globesms.client.wire.signing import (
     V3_ALGORITHM,
     canonical_query,
     v1_signature,

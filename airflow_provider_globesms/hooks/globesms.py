@@ -30,8 +30,8 @@ from airflow_provider_globesms.client import (
     SendMessageResult,
     mask_number,
 )
-from airflow_provider_globesms.client.signing import SIGNATURE_VERSIONS
-from airflow_provider_globesms.client.transport import DEFAULT_REGION, Endpoint, require_positive
+from airflow_provider_globesms.client.wire.endpoint import DEFAULT_REGION, Endpoint, require_positive
+from airflow_provider_globesms.client.wire.signing import SIGNATURE_VERSIONS
 
 ALIBABA_CLOUD_CONN_TYPE = "alibaba_cloud"
 ENV_ACCESS_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"

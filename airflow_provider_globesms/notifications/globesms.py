@@ -28,8 +28,8 @@ from airflow_provider_globesms.client import (
     mask_number,
 )
 from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
-from airflow_provider_globesms.client.segments import GSM7_SINGLE, count_segments
-from airflow_provider_globesms.client.validation import shorten
+from airflow_provider_globesms.client.rules.segments import GSM7_SINGLE, count_segments
+from airflow_provider_globesms.client.rules.validation import shorten
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
 from airflow_provider_globesms.operators.campaign_controls import open_suppression
 

@@ -1,13 +1,11 @@
-"""The gates before the first send: invalid rows, the budget, the suppression list. The operator's controls
-are read from where the DAG says: the suppression list (a list, or a text,
-CSV or JSON Lines file at a path or any ``ObjectStoragePath`` URI, streamed) and the prices (a mapping or a
-CSV ``country,price``). The rules themselves are in ``client/bulk/controls.py``."""
+"""The campaign controls, as the operator and the notifier read them from the DAG: the opt-out list (a list, or
+a text, CSV or JSON Lines file at a path or any ``ObjectStoragePath`` URI, streamed), the prices, quiet hours
+(deferring to the triggerer while messages are held) and the budget. The rules and the gates are the client's
+(``client/campaign/``); this module opens the files, fails the task with the gates' words and defers."""
 
 from __future__ import annotations
 
-import csv
 import os
-import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -17,37 +15,29 @@ from airflow.providers.standard.triggers.temporal import DateTimeTrigger
 from airflow.sdk import BaseOperator, ObjectStoragePath
 
 from airflow_provider_globesms._compat import AirflowFailException
-from airflow_provider_globesms.client import quiet_hours
 from airflow_provider_globesms.client.bulk import ValidationReport
-from airflow_provider_globesms.client.bulk.controls import (
-    Budget,
-    SuppressionList,
-    check_max_segments,
-    prices_from,
-    suppression_entries,
-    suppression_from_values,
-)
-from airflow_provider_globesms.client.errors import ConfigurationError
-from airflow_provider_globesms.client.quiet_hours import QuietHours, QuietSchedule
-from airflow_provider_globesms.client.recipients import MAX_SHOWN
-from airflow_provider_globesms.client.report import LineLogger, SendSummary
+from airflow_provider_globesms.client.campaign import gates, quiet_hours
+from airflow_provider_globesms.client.campaign.budget import Budget
+from airflow_provider_globesms.client.campaign.gates import unknown_zones_text
+from airflow_provider_globesms.client.campaign.quiet_hours import QuietSchedule
+from airflow_provider_globesms.client.campaign.suppression import SuppressionList
+from airflow_provider_globesms.client.errors import CampaignRefusedError
+from airflow_provider_globesms.client.results.report import LineLogger, SendSummary
 from airflow_provider_globesms.client.tables import cost_table, invalid_rows_table
-from airflow_provider_globesms.client.transport import require_positive
 from airflow_provider_globesms.operators.recipient_source import open_text
 from airflow_provider_globesms.operators.rendering import NO_LIST, ShownMasked
 
 
-def _is_location(source: Any) -> bool:
-    return isinstance(source, str | os.PathLike | ObjectStoragePath)
+@contextmanager
+def _refusals_fail_the_task() -> Iterator[None]:
+    try:
+        yield
+    except CampaignRefusedError as exc:
+        raise AirflowFailException(str(exc)) from None
 
 
-def checked_limits(max_segments: object, prices: object, max_qps: float | None) -> tuple[int | None, float | None]:
-    """``max_segments`` and ``max_qps`` checked when the DAG is parsed, and prices given as numbers (text may be
-    a template, checked when rendered): ``ConfigurationError`` naming the argument (nan, inf, a negative, a
-    string...), which would otherwise disable a cap."""
-    if isinstance(prices, Mapping):
-        prices_from({k: v for k, v in prices.items() if not isinstance(v, str)})
-    return check_max_segments(max_segments), require_positive("max_qps", max_qps) if max_qps is not None else None
+def _location(source: Any) -> str | None:
+    return str(source) if isinstance(source, str | os.PathLike | ObjectStoragePath) else None
 
 
 def given_suppression(suppression: Any) -> bool:
@@ -57,112 +47,49 @@ def given_suppression(suppression: Any) -> bool:
     return suppression is not NO_LIST
 
 
-RENDERED_TO_NOTHING = ("", "None", "null", "[]", "()")  # what a template renders for a missing or empty XCom
-
-
 @contextmanager
 def open_suppression(
     source: Any, default_region: str | None, workdir: str, log: LineLogger, *, may_be_empty: bool = False
 ) -> Iterator[SuppressionList | None]:
     """The suppression list indexed on disk for this try, or ``None`` without one. Before anything is sent,
     the task fails on a list that cannot be read, one where nothing is a phone number, and (unless
-    ``may_be_empty``) an empty one: a failed export (0 bytes, a header only) or a template or XCom that
-    rendered to nothing protects nobody. The caller passes ``[]`` for a source that was given but rendered
-    to ``None``."""
+    ``may_be_empty``) an empty one (``gates.check_suppression``). The caller passes ``[]`` for a source that
+    was given but rendered to ``None``."""
     source = source.value if isinstance(source, ShownMasked) else source
     if source is None:
         yield None
         return
     with SuppressionList(workdir, default_region) as suppression:
-        if isinstance(source, str) and source.strip() in RENDERED_TO_NOTHING:
-            pass  # nothing to read: the emptiness check below decides
-        elif _is_location(source):
-            _load_file(suppression, str(source))
-        else:
-            suppression.load(suppression_from_values([source] if isinstance(source, str | int) else source))
-        log.info("Suppression list: %d numbers", suppression.entries)
-        _check_loaded(suppression, source, may_be_empty, log)
+        location = _location(source)
+        with _refusals_fail_the_task():
+            gates.load_suppression(suppression, source, location, open_text)
+            log.info("Suppression list: %d numbers", suppression.entries)
+            gates.check_suppression(suppression, location, may_be_empty, log)
         yield suppression
-
-
-def _check_loaded(suppression: SuppressionList, source: Any, may_be_empty: bool, log: LineLogger) -> None:
-    lines = ", ".join(map(str, suppression.first_unreadable))
-    if suppression.unreadable and not suppression.entries:
-        raise AirflowFailException(
-            f"suppression: none of its {suppression.unreadable} entries is a phone number (first at lines "
-            f"{lines}): a list that matches nobody protects nobody"
-        )
-    if not suppression.entries and not may_be_empty:
-        where = f"{str(source)[:MAX_SHOWN]!r}" if _is_location(source) else "(the list given)"
-        raise AirflowFailException(
-            f"suppression {where} is empty (no entries, or only a header): a failed export or an XCom that "
-            "rendered to nothing protects nobody, so nothing was sent. If the list may be empty (a new opt-out "
-            "list on its first day), set allow_empty_suppression=True"
-        )
-    if not suppression.entries:
-        log.warning("Suppression list is empty (allowed by allow_empty_suppression): it suppresses nobody")
-    if suppression.unreadable:
-        log.warning(
-            "Suppression list: %d entries are not phone numbers and match nobody (first at lines %s)",
-            suppression.unreadable,
-            lines,
-        )
-
-
-def _load_file(suppression: SuppressionList, location: str) -> None:
-    try:
-        with open_text(location) as handle:
-            suppression.load(suppression_entries(handle, location))
-    except (OSError, EOFError, UnicodeError, ValueError, ImportError, zlib.error, csv.Error, ConfigurationError) as exc:
-        reason = f"{type(exc).__name__}: {str(exc)[:MAX_SHOWN]}"
-        raise AirflowFailException(f"suppression {location[:MAX_SHOWN]}: cannot be read ({reason})") from None
 
 
 def read_prices(source: Mapping[str, Any] | str | os.PathLike[str] | None) -> dict[str, float]:
     """Price per segment by country, from a mapping or a CSV at a path or URI; a bad one fails the task."""
-    try:
-        if source is None or isinstance(source, Mapping):
-            return prices_from(source)
-        with open_text(str(source)) as handle:
-            return prices_from(handle)
-    except (ConfigurationError, OSError, EOFError, UnicodeError, ValueError, ImportError, zlib.error) as exc:
-        raise AirflowFailException(f"prices: {exc}") from None
+    with _refusals_fail_the_task():
+        return gates.read_prices(source if source is None or isinstance(source, Mapping) else str(source), open_text)
 
 
 def quiet_schedule(window: Any, on_unknown: str) -> QuietSchedule | None:
     """Quiet hours as of now (``quiet_hours.utc_now``, which tests replace), or ``None`` without them."""
-    if not window:
-        return None
-    if on_unknown not in ("hold", "send", "skip"):
-        raise AirflowFailException(f"on_unknown_timezone must be 'hold', 'send' or 'skip', not {on_unknown!r}")
-    try:
-        hours = QuietHours.parse(window)
-    except ConfigurationError as exc:
-        raise AirflowFailException(str(exc)) from None
-    return QuietSchedule(hours, quiet_hours.utc_now(), on_unknown)
+    with _refusals_fail_the_task():
+        return gates.quiet_schedule(window, on_unknown, quiet_hours.utc_now())
 
 
 def budget_for(max_segments: int | None, prices: Any, *, dry_run: bool) -> Budget | None:
     """The budget to count in the validation pass: with a cap or prices, and in every dry run (its table)."""
-    if max_segments is None and prices is None and not dry_run:
-        return None
-    return Budget(max_segments=max_segments, prices=read_prices(prices))
+    with _refusals_fail_the_task():
+        return gates.budget_for(max_segments, prices, open_text, dry_run=dry_run)
 
 
 def check_budget(budget: Budget | None, log: LineLogger, *, dry_run: bool) -> None:
     """Log the cost table; over ``max_segments`` the task fails before the first send (a dry run says so)."""
-    if budget is None:
-        return
-    try:
-        table = cost_table(budget)
-    except ConfigurationError as exc:  # a total too large to count
-        raise AirflowFailException(f"{exc}; nothing was sent") from None
-    log.info("Segments and estimated cost by country:\n%s", table)
-    over = budget.over()
-    if over and dry_run:
-        log.warning("Over budget: %s; a real run would send nothing", over)
-    elif over:
-        raise AirflowFailException(f"{over}; nothing was sent\n{table}")
+    with _refusals_fail_the_task():
+        gates.check_budget(budget, cost_table, log, dry_run=dry_run)
 
 
 def refuse_invalid(report: ValidationReport, described: str, on_invalid: str, log: LineLogger) -> None:
@@ -215,16 +142,6 @@ def defer_while_held(
         context["ti"].xcom_push(key=ROUNDS_KEY, value=done)
         operator.defer(trigger=DateTimeTrigger(moment=wake), method_name="resume_after_quiet_hours")
     return done
-
-
-def unknown_zones_text(summary: SendSummary, on_unknown: str) -> str:
-    """With ``on_unknown_timezone="hold"``, what was never sent for want of a time zone (else "")."""
-    if not (summary.held_unknown_zone and on_unknown == "hold"):
-        return ""
-    return (
-        f"{summary.held_unknown_zone} message(s) not sent: the recipient's time zone is unknown, so quiet hours "
-        "cannot be kept. Give the rows a time zone (tz_field), or set on_unknown_timezone to 'send' or 'skip'"
-    )
 
 
 def refuse_unknown_zones(summary: SendSummary, on_unknown: str) -> None:

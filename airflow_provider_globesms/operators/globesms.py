@@ -20,20 +20,19 @@ from airflow.sdk import BaseOperator, XComArg, literal
 
 from airflow_provider_globesms._compat import AirflowException, AirflowFailException
 from airflow_provider_globesms.client.bulk import BulkSender, Spill, ValidationReport, validate
+from airflow_provider_globesms.client.campaign.gates import checked_limits, unknown_zones_text
 from airflow_provider_globesms.client.errors import SealedRequestError, SourceError
-from airflow_provider_globesms.client.report import ResultsWriter, SendSummary
+from airflow_provider_globesms.client.results.report import ResultsWriter, SendSummary
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
 from airflow_provider_globesms.links import SandboxLinks
 from airflow_provider_globesms.operators.campaign_controls import (
     check_budget,
-    checked_limits,
     defer_while_held,
     given_suppression,
     open_suppression,
     refuse_invalid,
     refuse_unknown_zones,
     rounds_so_far,
-    unknown_zones_text,
 )
 from airflow_provider_globesms.operators.rendering import (
     LITERAL,

@@ -14,8 +14,8 @@ import json
 from typing import Any
 
 from airflow_provider_globesms._compat import AirflowFailException
-from airflow_provider_globesms.client.ledger import Status
-from airflow_provider_globesms.client.private import private_file
+from airflow_provider_globesms.client.files.private import private_file
+from airflow_provider_globesms.client.ledger.sqlite_ledger import Status
 from airflow_provider_globesms.storage import (
     is_local,
     local_path,

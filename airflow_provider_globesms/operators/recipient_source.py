@@ -11,7 +11,7 @@ from typing import IO, Any, cast
 from airflow.sdk import ObjectStoragePath, XComArg
 
 from airflow_provider_globesms.client.errors import SourceError
-from airflow_provider_globesms.client.recipients import (
+from airflow_provider_globesms.client.rules.recipients import (
     MAX_SHOWN,
     Row,
     file_format,

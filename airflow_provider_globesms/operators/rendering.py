@@ -13,7 +13,7 @@ from airflow.sdk import literal
 
 from airflow_provider_globesms.client import mask_number
 from airflow_provider_globesms.client.bulk import RenderError
-from airflow_provider_globesms.client.phone import scrub_numbers
+from airflow_provider_globesms.client.rules.phone import scrub_numbers
 
 LITERAL = type(literal(None))  # what airflow.sdk.literal() wraps a value in (its class is not public)
 

@@ -25,10 +25,10 @@ from typing import Any
 
 from airflow_provider_globesms._compat import AirflowException, AirflowFailException, conf
 from airflow_provider_globesms.client.errors import LeaseHeldError
-from airflow_provider_globesms.client.lease import FileLease, Holder, ObjectLease
-from airflow_provider_globesms.client.ledger import Cipher, SqliteLedger
-from airflow_provider_globesms.client.private import narrow_path, private_dirs
-from airflow_provider_globesms.client.segment_ledger import SegmentLedger
+from airflow_provider_globesms.client.files.private import narrow_path, private_dirs
+from airflow_provider_globesms.client.ledger.lease import FileLease, Holder, ObjectLease
+from airflow_provider_globesms.client.ledger.object_ledger import SegmentLedger
+from airflow_provider_globesms.client.ledger.sqlite_ledger import Cipher, SqliteLedger
 from airflow_provider_globesms.operators.ledger_place import (
     WITNESS_KEY,
     claim,

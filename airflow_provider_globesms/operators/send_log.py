@@ -9,8 +9,8 @@ from typing import Any
 from airflow_provider_globesms._compat import conf
 from airflow_provider_globesms.client import mask_number
 from airflow_provider_globesms.client.bulk import Budget, Held, PreparedRow, RowError, Suppressed, ValidationReport
-from airflow_provider_globesms.client.ledger import Status
-from airflow_provider_globesms.client.report import LineLogger, ResultsWriter, SendSummary
+from airflow_provider_globesms.client.ledger.sqlite_ledger import Status
+from airflow_provider_globesms.client.results.report import LineLogger, ResultsWriter, SendSummary
 from airflow_provider_globesms.client.tables import invalid_rows_table, send_table
 from airflow_provider_globesms.storage import is_local, storage_path
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from airflow_provider_globesms.client.bulk import Budget, Campaign
-from airflow_provider_globesms.client.quiet_hours import QuietSchedule
-from airflow_provider_globesms.client.recipients import Row
+from airflow_provider_globesms.client.campaign.quiet_hours import QuietSchedule
+from airflow_provider_globesms.client.rules.recipients import Row
+from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
 from airflow_provider_globesms.operators.campaign_controls import budget_for, quiet_schedule
 from airflow_provider_globesms.operators.ledger_place import ledger_location
 from airflow_provider_globesms.operators.recipient_source import open_rows
@@ -19,11 +20,44 @@ from airflow_provider_globesms.storage import default_campaign_id, task_instance
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
-
 MAX_CONCURRENCY = 512
 # Sends in flight needed to hold the cap: rate x latency. 0.3 s covers Alibaba's 100-300 ms.
 LATENCY_BUDGET = 0.3
+
+
+class SendTask(Protocol):
+    """What a plan reads of the operator (``SendGlobeSmsOperator``), which imports this module."""
+
+    campaign_id: str | None
+    to: Any
+    recipients: Any
+    to_field: str
+    sender: str | None
+    sms_type: str | None
+    validity_period: Any
+    channel_id: str | None
+    ledger_uri: str | None
+    results_uri: str | None
+    concurrency: int | None
+    max_segments: int | None
+    prices: Any
+    quiet_hours: Any
+
+    @property
+    def on_unknown_timezone(self) -> str:
+        """``hold``, ``send`` or ``skip``."""
+
+    @property
+    def hook(self) -> GlobeSmsHook:
+        """The task's hook."""
+
+    @property
+    def log(self) -> Any:
+        """The task's logger."""
+
+    @property
+    def is_dry_run(self) -> bool:
+        """Whether this run validates only."""
 
 
 @dataclass(frozen=True)
@@ -41,7 +75,7 @@ class SendPlan:
     quiet: QuietSchedule | None  # quiet hours as of this execution's start
 
 
-def make_plan(op: SendGlobeSmsOperator, context: Context, render: Callable[[Mapping[str, Any]], str]) -> SendPlan:
+def make_plan(op: SendTask, context: Context, render: Callable[[Mapping[str, Any]], str]) -> SendPlan:
     """Everything decided before the first row is read; a bad sender ID fails here, once."""
     ti = context["ti"]
     scope = task_instance_scope(ti)

@@ -15,7 +15,7 @@ from airflow.sdk import BaseSensorOperator
 from airflow_provider_globesms._compat import AirflowSensorTimeout, AirflowSkipException, conf
 from airflow_provider_globesms.client import aio
 from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
-from airflow_provider_globesms.client.delivery import DeliveryTracker, Round
+from airflow_provider_globesms.client.receipts.tracker import DeliveryTracker, Round
 from airflow_provider_globesms.client.tables import receipts_table
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
 from airflow_provider_globesms.storage import local_work_dir, store_file, task_instance_location

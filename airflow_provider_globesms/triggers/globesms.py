@@ -21,7 +21,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
-from airflow_provider_globesms.client.delivery import DeliveryTracker, read_jsonl
+from airflow_provider_globesms.client.receipts.tracker import DeliveryTracker, read_jsonl
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
 from airflow_provider_globesms.storage import storage_path, store_file
 

@@ -11,7 +11,6 @@ Nothing here imports Airflow; the operator passes in the renderer, the rows and 
 """
 
 from airflow_provider_globesms.client.bulk.commit import SendGuard
-from airflow_provider_globesms.client.bulk.controls import Budget, SuppressionList
 from airflow_provider_globesms.client.bulk.prepare import (
     MAX_REASONS,
     Campaign,
@@ -26,6 +25,8 @@ from airflow_provider_globesms.client.bulk.prepare import (
 )
 from airflow_provider_globesms.client.bulk.sender import BulkSender
 from airflow_provider_globesms.client.bulk.spill import Spill
+from airflow_provider_globesms.client.campaign.budget import Budget
+from airflow_provider_globesms.client.campaign.suppression import SuppressionList
 from airflow_provider_globesms.client.errors import LedgerError, RenderError
 
 __all__ = [

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from airflow_provider_globesms.client.errors import LedgerError
-from airflow_provider_globesms.client.ledger import LedgerEntry, SqliteLedger
+from airflow_provider_globesms.client.ledger.sqlite_ledger import LedgerEntry, SqliteLedger
 
 
 class SendGuard(Protocol):

@@ -11,20 +11,20 @@ from datetime import datetime
 from typing import Any
 
 from airflow_provider_globesms.client.blocking import GlobeSmsClient
-from airflow_provider_globesms.client.bulk.controls import Budget
+from airflow_provider_globesms.client.campaign.budget import Budget
+from airflow_provider_globesms.client.campaign.quiet_hours import QuietSchedule
 from airflow_provider_globesms.client.errors import (
     InvalidFieldError,
     RenderError,
 )
-from airflow_provider_globesms.client.ledger import (
+from airflow_provider_globesms.client.files.sqlite import open_sqlite
+from airflow_provider_globesms.client.ledger.sqlite_ledger import (
     message_key,
 )
-from airflow_provider_globesms.client.phone import mask_number, parse_number, scrub_numbers
-from airflow_provider_globesms.client.quiet_hours import QuietSchedule
-from airflow_provider_globesms.client.recipients import Row, UnreadableRow
-from airflow_provider_globesms.client.segments import count_segments
-from airflow_provider_globesms.client.sqlite import open_sqlite
-from airflow_provider_globesms.client.validation import check_message
+from airflow_provider_globesms.client.rules.phone import mask_number, parse_number, scrub_numbers
+from airflow_provider_globesms.client.rules.recipients import Row, UnreadableRow
+from airflow_provider_globesms.client.rules.segments import count_segments
+from airflow_provider_globesms.client.rules.validation import check_message
 
 MAX_REASONS = 1000  # distinct invalid-row reasons counted (for "the most common reason")
 

@@ -8,8 +8,8 @@ from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime, timezone
 
-from airflow_provider_globesms.client import quiet_hours
 from airflow_provider_globesms.client.bulk.prepare import Held, PreparedMessage, PreparedRow, Suppressed, message_of
+from airflow_provider_globesms.client.campaign import quiet_hours
 from airflow_provider_globesms.client.errors import GlobeSmsError
 
 

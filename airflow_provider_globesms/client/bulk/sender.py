@@ -37,16 +37,16 @@ from airflow_provider_globesms.client.errors import (
     ReceivedWithoutAnswerError,
     RequestNotSentError,
 )
-from airflow_provider_globesms.client.ledger import (
+from airflow_provider_globesms.client.ledger.object_ledger import SegmentLedger
+from airflow_provider_globesms.client.ledger.sqlite_ledger import (
     SENT_STATES,
     UNCONFIRMED_STATES,
     LedgerEntry,
     SqliteLedger,
     Status,
 )
-from airflow_provider_globesms.client.report import LineLogger, Progress, ResultsWriter, SendSummary
-from airflow_provider_globesms.client.segment_ledger import SegmentLedger
-from airflow_provider_globesms.client.signing import SignedRequest
+from airflow_provider_globesms.client.results.report import LineLogger, Progress, ResultsWriter, SendSummary
+from airflow_provider_globesms.client.wire.signing import SignedRequest
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from airflow_provider_globesms.client.bulk.prepare import (
     Suppressed,
     message_of,
 )
-from airflow_provider_globesms.client.ledger import Status
+from airflow_provider_globesms.client.ledger.sqlite_ledger import Status
 
 
 class Spill:

@@ -23,7 +23,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from airflow_provider_globesms.client.errors import InvalidFieldError
-from airflow_provider_globesms.client.phone import ascii_digits, parse_number
+from airflow_provider_globesms.client.rules.phone import ascii_digits, parse_number
 from airflow_provider_globesms.emulator import search
 from airflow_provider_globesms.emulator.gateway import Gateway
 from airflow_provider_globesms.emulator.store import STATUSES, MessageFilter

@@ -25,8 +25,8 @@ from airflow_provider_globesms.client.errors import (
     ConfigurationError,
     GlobeSmsError,
 )
-from airflow_provider_globesms.client.models import DeliveryStatus, QueryMessageResult
-from airflow_provider_globesms.client.sqlite import open_sqlite
+from airflow_provider_globesms.client.files.sqlite import open_sqlite
+from airflow_provider_globesms.client.rules.models import DeliveryStatus, QueryMessageResult
 
 # A receipt's state: the API's final statuses by their DeliveryStatus names, and the tracker's own.
 DELIVERED, FAILED, EXPIRED = DeliveryStatus.DELIVERED.label, DeliveryStatus.FAILED.label, DeliveryStatus.EXPIRED.label

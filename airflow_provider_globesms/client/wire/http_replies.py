@@ -24,8 +24,8 @@ from airflow_provider_globesms.client.errors import (
     ServiceUnavailableError,
     ThrottlingError,
 )
-from airflow_provider_globesms.client.phone import mask_number, scrub_numbers
-from airflow_provider_globesms.client.transport import RawResponse
+from airflow_provider_globesms.client.rules.phone import mask_number, scrub_numbers
+from airflow_provider_globesms.client.wire.transport import RawResponse
 
 R = TypeVar("R", bound=BaseModel)
 

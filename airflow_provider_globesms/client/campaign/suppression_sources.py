@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import IO
 
 from airflow_provider_globesms.client.errors import ConfigurationError
-from airflow_provider_globesms.client.phone import scrub_numbers
+from airflow_provider_globesms.client.rules.phone import scrub_numbers
 
 # A column or key is a number when its name, lower-cased without separators, is one of these, or has one of
 # the words in it: "MobilePhone", "Mobile Phone Number", "alt_phone", "Tel.", "phone_e164". "from", "sender"

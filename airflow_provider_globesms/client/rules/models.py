@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from airflow_provider_globesms.client.errors import InvalidFieldError
-from airflow_provider_globesms.client.phone import parse_number
-from airflow_provider_globesms.client.validation import (
+from airflow_provider_globesms.client.rules.phone import parse_number
+from airflow_provider_globesms.client.rules.validation import (
     check_channel_id,
     check_message,
     check_message_id,

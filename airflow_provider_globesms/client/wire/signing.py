@@ -22,6 +22,10 @@ from urllib.parse import parse_qs, quote, urlsplit
 from airflow_provider_globesms.client.errors import ConfigurationError
 
 API_VERSION = "2018-05-01"
+# The actions this client calls (the emulator answers them too).
+SEND = "SendMessageToGlobe"
+BATCH_SEND = "BatchSendMessageToGlobe"
+QUERY = "QueryMessage"
 V3_ALGORITHM = "ACS3-HMAC-SHA256"
 EMPTY_BODY_SHA256 = hashlib.sha256(b"").hexdigest()
 SIGNATURE_VERSIONS = ("v3", "v1")

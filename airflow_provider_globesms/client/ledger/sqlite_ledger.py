@@ -32,9 +32,9 @@ from typing import Any, Protocol
 import msgspec
 
 from airflow_provider_globesms.client.errors import SealedRequestError
-from airflow_provider_globesms.client.phone import mask_number
-from airflow_provider_globesms.client.signing import SignedRequest
-from airflow_provider_globesms.client.sqlite import WriteBehind, open_sqlite
+from airflow_provider_globesms.client.files.sqlite import WriteBehind, open_sqlite
+from airflow_provider_globesms.client.rules.phone import mask_number
+from airflow_provider_globesms.client.wire.signing import SignedRequest
 
 
 class Status(str, enum.Enum):

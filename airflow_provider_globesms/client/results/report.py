@@ -13,7 +13,7 @@ from typing import IO, Any, Protocol
 
 import msgspec
 
-from airflow_provider_globesms.client.ledger import SENT_STATES, Status
+from airflow_provider_globesms.client.ledger.sqlite_ledger import SENT_STATES, Status
 
 
 class LineLogger(Protocol):

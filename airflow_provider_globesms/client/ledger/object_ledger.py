@@ -17,7 +17,7 @@ from typing import IO, Any, Protocol
 
 import msgspec
 
-from airflow_provider_globesms.client.ledger import Cipher, LedgerEntry, SqliteLedger
+from airflow_provider_globesms.client.ledger.sqlite_ledger import Cipher, LedgerEntry, SqliteLedger
 
 _encode = msgspec.json.Encoder().encode
 

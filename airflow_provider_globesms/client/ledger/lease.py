@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from airflow_provider_globesms.client.errors import LeaseHeldError, LeaseLostError
-from airflow_provider_globesms.client.segment_ledger import StoragePath, forget_listings
+from airflow_provider_globesms.client.ledger.object_ledger import StoragePath, forget_listings
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from airflow_provider_globesms.client.private import narrow_path, private_file
+from airflow_provider_globesms.client.files.private import narrow_path, private_file
 
 
 def open_sqlite(

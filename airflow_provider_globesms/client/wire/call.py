@@ -67,11 +67,11 @@ from airflow_provider_globesms.client.errors import (
     ServiceUnavailableError,
     ThrottlingError,
 )
-from airflow_provider_globesms.client.phone import scrub_numbers
-from airflow_provider_globesms.client.replies import UnreadableReply, parse_reply
-from airflow_provider_globesms.client.retry import RetryPolicy
-from airflow_provider_globesms.client.signing import SignedRequest
-from airflow_provider_globesms.client.transport import ExchangeError, Phase, RawResponse
+from airflow_provider_globesms.client.rules.phone import scrub_numbers
+from airflow_provider_globesms.client.wire.http_replies import UnreadableReply, parse_reply
+from airflow_provider_globesms.client.wire.retry import RetryPolicy
+from airflow_provider_globesms.client.wire.signing import SignedRequest
+from airflow_provider_globesms.client.wire.transport import ExchangeError, Phase, RawResponse
 
 log = logging.getLogger(__name__)
 

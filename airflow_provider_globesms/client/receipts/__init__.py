@@ -1,0 +1,1 @@
+"""Delivery receipts: QueryMessage polled until every message is final, in constant memory."""
