@@ -15,7 +15,7 @@ import pkgutil
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -194,3 +194,70 @@ def test_the_old_client_names_still_work_and_say_they_go() -> None:
 def test_the_public_import_paths_hold(module: str, name: str) -> None:
     """What users import, from where the docs say; rooms inside the core may move, these may not."""
     assert getattr(importlib.import_module(module), name)
+
+
+def test_no_module_imports_itself_back_through_a_package() -> None:
+    """No cycle at all in the module graph, a package's ``__init__`` and its own modules included (which
+    ``acyclic_siblings`` does not look at), type-checking and lazy imports counted."""
+    import grimp
+
+    graph = grimp.build_graph(PACKAGE.name)
+    cycles = strongly_connected(graph.modules, graph.find_modules_directly_imported_by)
+    assert [sorted(c) for c in cycles if len(c) > 1] == []
+
+
+def strongly_connected(nodes: set[str], edges: Callable[[str], set[str]]) -> list[set[str]]:
+    """Tarjan's strongly connected components, without recursion (a long chain of imports is no stack)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[set[str]] = []
+    for root in sorted(nodes):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges(root) & nodes)))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = set()
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.add(member)
+                        if member == node:
+                            break
+                    found.append(component)
+            elif child not in index:
+                index[child] = low[child] = len(index)
+                stack.append(child)
+                on_stack.add(child)
+                work.append((child, iter(sorted(edges(child) & nodes))))
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+    return found
+
+
+def test_importing_the_whole_core_loads_nothing_of_airflow() -> None:
+    """What no static check sees (``importlib.import_module("airflow")``): every module of the core imported
+    in a fresh interpreter, and then nothing of Airflow, of the adapters or of the emulator is loaded."""
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import airflow_provider_globesms.client as core\n"
+        "for info in pkgutil.walk_packages(core.__path__, core.__name__ + '.'):\n"
+        "    importlib.import_module(info.name)\n"
+        "outside = ('airflow_provider_globesms.client', 'airflow_provider_globesms')\n"
+        "print('\\n'.join(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')\n"
+        "    or (m.startswith('airflow_provider_globesms.') and not m.startswith(outside[0]))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == []

@@ -19,8 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from airflow_provider_globesms.client import Credentials, GlobeSmsClient, quiet_hours
+from airflow_provider_globesms.client import Credentials, GlobeSmsClient
 from airflow_provider_globesms.client.bulk import BulkSender, Campaign, PreparedMessage, Spill, validate
+from airflow_provider_globesms.client.campaign import quiet_hours
 from airflow_provider_globesms.client.campaign.quiet_hours import MARGIN, QuietHours, QuietSchedule, number_zones
 from airflow_provider_globesms.client.campaign.suppression import SuppressionList
 from airflow_provider_globesms.client.errors import ConfigurationError

@@ -77,7 +77,7 @@ def read_prices(source: Mapping[str, Any] | str | os.PathLike[str] | None) -> di
 def quiet_schedule(window: Any, on_unknown: str) -> QuietSchedule | None:
     """Quiet hours as of now (``quiet_hours.utc_now``, which tests replace), or ``None`` without them."""
     with _refusals_fail_the_task():
-        return gates.quiet_schedule(window, on_unknown, quiet_hours.utc_now())
+        return gates.quiet_schedule(window, on_unknown, quiet_hours.utc_now)
 
 
 def budget_for(max_segments: int | None, prices: Any, *, dry_run: bool) -> Budget | None:

@@ -1,7 +1,7 @@
 """Opening a task instance's send ledger: one holder at a time, and never an empty one in place of a record.
 
 Two copies of one task instance (a zombie and its replacement) would both send everything: the ledger is
-held under a lease (``client.lease``) for the whole send, and a second copy waits ``lease_wait`` seconds,
+held under a lease (``client.ledger.lease``) for the whole send, and a second copy waits ``lease_wait`` seconds,
 then fails naming the holder, having sent nothing.
 
 A ledger that was truncated, wiped or left on another worker's disk would make a retry send everything

@@ -27,8 +27,9 @@ from airflow_provider_globesms.client.wire.endpoint import require_positive
 # Opens a path or URI as text (the operator's: local paths and any ObjectStoragePath, gzip read through).
 TextOpener = Callable[[str], AbstractContextManager[IO[str]]]
 RENDERED_TO_NOTHING = ("", "None", "null", "[]", "()")  # what a template renders for a missing or empty XCom
-# What reading a list or a price file may raise: each is the source's fault, said with its reason.
-UNREADABLE = (OSError, EOFError, UnicodeError, ValueError, ImportError, zlib.error, csv.Error, ConfigurationError)
+# What reading an opt-out list or a price file may raise: each is the source's fault, said with its reason.
+UNREADABLE_PRICES = (ConfigurationError, OSError, EOFError, UnicodeError, ValueError, ImportError, zlib.error)
+UNREADABLE_LIST = (*UNREADABLE_PRICES, csv.Error)
 
 
 def checked_limits(max_segments: object, prices: object, max_qps: float | None) -> tuple[int | None, float | None]:
@@ -51,7 +52,7 @@ def load_suppression(suppression: SuppressionList, source: object, location: str
     try:
         with open_text(location) as handle:
             suppression.load(suppression_entries(handle, location))
-    except UNREADABLE as exc:
+    except UNREADABLE_LIST as exc:
         reason = f"{type(exc).__name__}: {str(exc)[:MAX_SHOWN]}"
         raise CampaignRefusedError(f"suppression {location[:MAX_SHOWN]}: cannot be read ({reason})") from None
 
@@ -89,12 +90,13 @@ def read_prices(source: Mapping[str, Any] | str | None, open_text: TextOpener) -
             return prices_from(source)
         with open_text(str(source)) as handle:
             return prices_from(handle)
-    except UNREADABLE as exc:
+    except UNREADABLE_PRICES as exc:
         raise CampaignRefusedError(f"prices: {exc}") from None
 
 
-def quiet_schedule(window: Any, on_unknown: str, now: datetime) -> QuietSchedule | None:
-    """Quiet hours as of ``now``, or ``None`` without them; a bad window or choice refuses the campaign."""
+def quiet_schedule(window: Any, on_unknown: str, now: Callable[[], datetime]) -> QuietSchedule | None:
+    """Quiet hours as of ``now()`` (read once the window is known good), or ``None`` without them; a bad window
+    or choice refuses the campaign."""
     if not window:
         return None
     if on_unknown not in ("hold", "send", "skip"):
@@ -103,7 +105,7 @@ def quiet_schedule(window: Any, on_unknown: str, now: datetime) -> QuietSchedule
         hours = QuietHours.parse(window)
     except ConfigurationError as exc:
         raise CampaignRefusedError(str(exc)) from None
-    return QuietSchedule(hours, now, on_unknown)
+    return QuietSchedule(hours, now(), on_unknown)
 
 
 def budget_for(max_segments: int | None, prices: Any, open_text: TextOpener, *, dry_run: bool) -> Budget | None:
