@@ -134,6 +134,17 @@ def test_every_code_block_on_the_site_says_its_language_and_python_is_tested_cod
     assert seen >= 10  # the examples were found
 
 
+def test_no_page_shows_markdown_it_failed_to_read(site: Path) -> None:
+    """Markdown that Python-Markdown reads otherwise than GitHub does (a list nested by two spaces, a heading
+    inside a list item) builds without a warning and shows its marks as text: none may reach a page."""
+    marks = re.compile(r"(^|\s)(- \*\*|#{2,6} |```)|\*\*\w[^*]*$|(^|\s)\*\*(\s|$)", re.M)
+    for page in site_pages(site):
+        shown = re.sub(r"<pre.*?</pre>|<code>.*?</code>", "", page.read_text(encoding="utf-8"), flags=re.S)
+        text = html.unescape(re.sub(r"<[^>]+>", "\n", shown))
+        found = [line.strip() for line in text.splitlines() if marks.search(line)]
+        assert found == [], f"{page.relative_to(site).parent}: {found[:3]}"
+
+
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(DOCS).as_posix())
 def test_every_include_is_a_file_the_tests_run_or_a_shown_output(page: Path) -> None:
     allowed = {p.resolve() for p in [*RUN, *SHOWN_OUTPUTS]}
