@@ -6,7 +6,7 @@ a text, CSV or JSON Lines file at a path or any ``ObjectStoragePath`` URI, strea
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -66,12 +66,6 @@ def open_suppression(
             log.info("Suppression list: %d numbers", suppression.entries)
             gates.check_suppression(suppression, location, may_be_empty, log)
         yield suppression
-
-
-def read_prices(source: Mapping[str, Any] | str | os.PathLike[str] | None) -> dict[str, float]:
-    """Price per segment by country, from a mapping or a CSV at a path or URI; a bad one fails the task."""
-    with _refusals_fail_the_task():
-        return gates.read_prices(source if source is None or isinstance(source, Mapping) else str(source), open_text)
 
 
 def quiet_schedule(window: Any, on_unknown: str) -> QuietSchedule | None:
