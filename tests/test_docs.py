@@ -37,6 +37,7 @@ INCLUDE = re.compile(r'-{2}8<-{2}\s*"(?P<path>[^":]+)(?::(?P<section>[^"]+))?"')
 HIGHLIGHTED = re.compile(r'<div class="(?P<cls>[^"]*\bhighlight\b[^"]*)"[^>]*>\s*<pre>(?P<body>.*?)</pre>', re.S)
 EMULATOR_COMMAND = re.compile(r"(?:globesms-emulator|python3? -m airflow_provider_globesms\.emulator)\b([^`\n#]*)")
 MAKE_COMMAND = re.compile(r"(?<![\w-])make ((?:[A-Za-z_]+=\S+ )*)([\w-]+)((?: [A-Z]+=\S+)*)")
+FENCED_BLOCK = re.compile(r"^\s*(?:```|~~~)[^\n]*\n(.*?)^\s*(?:```|~~~)\s*$", re.S | re.M)
 PYTHON_FENCE = re.compile(r"^\s*(```|~~~)\s*\{?\s*\.?(python3?|py3?|pycon)\b", re.I | re.M)
 
 
@@ -200,10 +201,8 @@ def test_commands_on_the_pages_and_in_the_readme_exist() -> None:
 def code_on(page: Path) -> str:
     """The code on a page: its fenced blocks (of any spelling) and its inline code, continuation lines joined."""
     text = page.read_text(encoding="utf-8").replace("\\\n", " ")
-    fenced = re.findall(r"^\s*(?:```|~~~)[^\n]*\n(.*?)^\s*(?:```|~~~)\s*$", text, flags=re.S | re.M)
-    inline = re.findall(
-        r"`([^`\n]+)`", re.sub(r"^\s*(?:```|~~~)[^\n]*\n.*?^\s*(?:```|~~~)\s*$", "", text, flags=re.S | re.M)
-    )
+    fenced = FENCED_BLOCK.findall(text)
+    inline = re.findall(r"`([^`\n]+)`", FENCED_BLOCK.sub("", text))
     return "\n".join([*fenced, *inline])
 
 
