@@ -76,7 +76,7 @@ _MODULES = {
     "hooks": ["airflow_provider_globesms.hooks.globesms"],
     "operators": ["airflow_provider_globesms.operators.globesms"],
     "sensors": ["airflow_provider_globesms.sensors.globesms"],
-    "triggers": ["airflow_provider_globesms.triggers.globesms"],
+    "triggers": ["airflow_provider_globesms.triggers.globesms", "airflow_provider_globesms.triggers.alert_digests"],
 }
 
 CONFIG = {
@@ -92,6 +92,23 @@ CONFIG = {
                 "type": "string",
                 "example": "s3://my-bucket/globesms",
                 "default": None,
+            },
+            "alerts_uri": {
+                "description": "Where GlobeSmsNotifier's storm control keeps its alert windows: a local "
+                "directory or an ObjectStoragePath URI every process that runs callbacks can reach (workers, "
+                "the dag-processor, the triggerer). Unset: 'alerts' under ledger_uri.",
+                "version_added": "0.3.0",
+                "type": "string",
+                "example": "s3://my-bucket/globesms/alerts",
+                "default": None,
+            },
+            "alert_window": {
+                "description": "Seconds between two texts to one recipient for GlobeSmsNotifier's storm control, "
+                "for notifiers that do not set storm_window (the alerts in between fold into one digest).",
+                "version_added": "0.3.0",
+                "type": "float",
+                "example": "300",
+                "default": "600",
             },
             "sandbox_url": {
                 "description": "URL of a globesms-emulator whose SMS sandbox inbox the Airflow UI should show: "

@@ -84,6 +84,15 @@ def run_dag(airflow_db: Path) -> Callable[..., Any]:
     return testing.run_dag
 
 
+@pytest.fixture(autouse=True)
+def own_alert_windows(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test its own alert storm windows (``[globesms] alerts_uri``): one test's alerts never fold
+    another's, whichever order xdist runs them in."""
+    folder = tmp_path_factory.mktemp("alerts")
+    monkeypatch.setenv("AIRFLOW__GLOBESMS__ALERTS_URI", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session", autouse=True)
 def memory_object_storage() -> None:
     """``memory://`` as an ObjectStoragePath scheme: a stand-in for s3:// that never leaves the process.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from airflow.sdk import DAG
 
 from airflow_provider_globesms._compat import conf, dag_bag
+from airflow_provider_globesms.alerting import storm_control
 from airflow_provider_globesms.testing import task_states, xcom_values
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
@@ -36,6 +38,8 @@ def test_every_example_imports_without_dagbag_errors() -> None:
         "globesms_failure_alerts",
         "globesms_fan_out",
         "globesms_weekly_promotion",
+        "globesms_alert_storm",
+        "globesms_alert_digests",
     }
 
 
@@ -67,21 +71,49 @@ def test_templated_campaign_with_receipts(run_dag: Callable[..., Any], globesms_
     [
         ("none", "success", 0),
         ("transient", "success", 1),  # the retry alert
-        ("outage", "failed", 3),  # the retry alert, the task's failure alert, the DAG's failure alert
+        # The retry alert goes at once; the task's and the DAG's failure alerts come within the window (storm
+        # control, on by default): they fold into its digest, sent when it ends.
+        ("outage", "failed", 1),
     ],
 )
 def test_failure_alerts(
-    run_dag: Callable[..., Any], globesms_conn: Any, simulate: str, state: str, alerts: int
+    run_dag: Callable[..., Any],
+    globesms_conn: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    simulate: str,
+    state: str,
+    alerts: int,
 ) -> None:
     emulator = globesms_conn()
+    monkeypatch.setenv("AIRFLOW__GLOBESMS__ALERT_WINDOW", "2")
     dag_run = run_dag(load("globesms_failure_alerts"), run_conf={"simulate": simulate})
     assert dag_run.state == state
     texts = [m["message"] for m in emulator.messages()]
     assert len(texts) == alerts
     if simulate == "outage":
-        assert texts[0] == "globesms_failure_alerts.load failed, retrying (try 1)"
-        assert texts[1].startswith("Airflow: globesms_failure_alerts.load failed (try 2)")
-        assert texts[2].startswith("DAG globesms_failure_alerts failed, run after 20")
+        assert texts == ["globesms_failure_alerts.load failed, retrying (try 1)"]
+        time.sleep(2.5)  # the window ends; the sweeper's work, done here by hand
+        (digest,) = [v.text for v in storm_control().sweep() if v.text]
+        assert digest.body.startswith("Airflow: +2 more since ")
+        assert "globesms_failure_alerts x1, globesms_failure_alerts.load x1" in digest.body
+
+
+def test_alert_storm(run_dag: Callable[..., Any], globesms_conn: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twelve shards fail: each on-call phone gets the first alert, and one digest of the other eleven."""
+    emulator = globesms_conn()
+    monkeypatch.setenv("AIRFLOW__GLOBESMS__ALERT_WINDOW", "2")
+    dag_run = run_dag(load("globesms_alert_storm"), run_conf={"failures": 12})
+    assert dag_run.state == "failed"
+    first = {m["to"]: m["message"] for m in emulator.messages()}
+    assert sorted(first) == ["85291234567", "85291234568"]  # the emulator keeps numbers as sent: no "+"
+    assert all(t.startswith("Airflow: globesms_alert_storm.load failed (try 1)") for t in first.values())
+    time.sleep(2.5)  # the window ends; the sweeper's work, done here by hand
+    digests = [v.text for v in storm_control().sweep() if v.text]
+    assert sorted(d.route.to for d in digests) == ["85291234567", "85291234568"]
+    assert all(
+        d.body.startswith("Airflow: +11 more since ") and "globesms_alert_storm.load x11" in d.body for d in digests
+    )
+    assert storm_control().sweep() == []  # once
 
 
 def test_fan_out(run_dag: Callable[..., Any], globesms_conn: Any) -> None:

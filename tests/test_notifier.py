@@ -72,8 +72,9 @@ def test_retry_and_success_callbacks(run_dag: Callable[..., Any], globesms_conn:
         @task(
             retries=1,
             retry_delay=0,
-            on_retry_callback=GlobeSmsNotifier(to=ON_CALL, message="{{ ti.task_id }} retrying"),
-            on_success_callback=GlobeSmsNotifier(to=ON_CALL, message="{{ ti.task_id }} recovered"),
+            # storm_window=None: every callback texts (the recovery would otherwise fold into a digest)
+            on_retry_callback=GlobeSmsNotifier(to=ON_CALL, message="{{ ti.task_id }} retrying", storm_window=None),
+            on_success_callback=GlobeSmsNotifier(to=ON_CALL, message="{{ ti.task_id }} recovered", storm_window=None),
         )
         def flaky() -> None:
             attempts.append(1)

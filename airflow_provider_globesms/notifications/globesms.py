@@ -12,11 +12,14 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from collections.abc import Sequence
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseNotifier
 
+from airflow_provider_globesms._compat import conf
+from airflow_provider_globesms.alerting import asend_text, send_text, storm_control
 from airflow_provider_globesms.client import (
     GlobeSmsClient,
     GlobeSmsError,
@@ -28,57 +31,24 @@ from airflow_provider_globesms.client import (
     mask_number,
 )
 from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
-from airflow_provider_globesms.client.rules.segments import GSM7_SINGLE, count_segments
-from airflow_provider_globesms.client.rules.validation import shorten
+from airflow_provider_globesms.client.alerts import Route, StormControl, Text
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
+from airflow_provider_globesms.notifications.alert_facts import alert_of, default_message
 from airflow_provider_globesms.operators.campaign_controls import open_suppression
+from airflow_provider_globesms.storage import CONFIG_SECTION
+
+__all__ = ["GlobeSmsNotifier", "default_message", "send_globe_sms_notification"]
+
+DEFAULT_STORM_WINDOW = timedelta(minutes=10)
 
 if TYPE_CHECKING:
     import jinja2
     from airflow.sdk import Context
 
 
-def _get(obj: Any, name: str) -> Any:
-    """An attribute of an Airflow object, or a key of its serialized (dict) form."""
-    if obj is None:
-        return None
-    if isinstance(obj, dict):
-        return obj.get(name)
-    return getattr(obj, name, None)
-
-
 def _with_jinja(dag: Any) -> Any:
     """``dag`` if it can give a Jinja environment, else None: the scheduler's serialized DAG cannot."""
     return dag if hasattr(dag, "get_template_env") else None
-
-
-def default_message(context: Context | dict[str, Any]) -> str:
-    """``Airflow: etl.load failed (try 2) run scheduled__2026-11-21 <log URL>``, in one segment if it can."""
-    ti = context.get("task_instance") or context.get("ti")
-    dag_run = context.get("dag_run")
-    dag_id = _get(ti, "dag_id") or _get(context.get("dag"), "dag_id") or _get(dag_run, "dag_id") or "?"
-    task_id = _get(ti, "task_id")
-    what = f"{dag_id}.{task_id}" if task_id else str(dag_id)
-    state = _get(ti, "state") if ti is not None else _get(dag_run, "state")
-    if context.get("deadline") is not None or context.get("deadline_alert") is not None:
-        state = "missed its deadline"
-    state_text = str(getattr(state, "value", state) or "needs attention")
-    try_number = _get(ti, "try_number")
-    run_id = _get(ti, "run_id") or _get(dag_run, "run_id") or ""
-    url = str(_get(ti, "log_url") or "").removeprefix("https://").removeprefix("http://")
-
-    head = f"Airflow: {what} {state_text}" + (f" (try {try_number})" if try_number else "")
-    for candidate in (
-        f"{head} run {run_id} {url}",
-        f"{head} {url}",
-        f"{head} {url.split('?', 1)[0]}",
-        f"{head} run {run_id}",
-        head,
-    ):
-        text = " ".join(candidate.split())
-        if count_segments(text).units <= GSM7_SINGLE and count_segments(text).encoding == "GSM-7":
-            return text
-    return shorten(" ".join(head.split()), GSM7_SINGLE, ellipsis="...")  # "…" would make it UCS-2
 
 
 class GlobeSmsNotifier(BaseNotifier):
@@ -97,6 +67,18 @@ class GlobeSmsNotifier(BaseNotifier):
     :param allow_empty_suppression: let ``suppression`` be empty without an error in the log.
     :param default_region: read numbers without ``+`` in their national form for this country (an ISO code
         such as ``HK``); by default the connection's.
+    :param storm_window: at most one text per recipient per window (a ``timedelta`` or seconds; by default
+        ``[globesms] alert_window``, else 10 minutes). The first alert of a quiet spell goes at once; the
+        alerts after it in the window fold into one digest ("+37 more since 03:02 UTC: etl.load x12, ...")
+        sent when the window ends, by the digest sweeper (``alert_digest_dag``) or by the next alert. The
+        same alert (DAG, task, run, try, map index, kind) is sent once however often its callback runs.
+        ``None`` turns storm control off: every call texts, and nothing is stored.
+    :param daily_cap: at most this many texts per recipient per UTC day, then one "muted until" text and
+        silence until midnight (the alerts are still logged); ``None`` (default): no cap.
+    :param alerts_uri: where the windows are kept: a local folder or an object storage URI every process
+        that runs callbacks can reach; by default ``[globesms] alerts_uri``, else ``alerts`` under
+        ``[globesms] ledger_uri`` (local: ``$AIRFLOW_HOME/globesms/alerts``). Workers on several machines
+        need a shared one.
     :param context: Airflow's own (``BaseNotifier``): the callback context, when called directly.
     """
 
@@ -115,9 +97,19 @@ class GlobeSmsNotifier(BaseNotifier):
         default_region: str | None = None,
         suppression: str | Sequence[str] | None = None,
         allow_empty_suppression: bool = False,
+        storm_window: timedelta | float | None = DEFAULT_STORM_WINDOW,
+        daily_cap: int | None = None,
+        alerts_uri: str | None = None,
         context: Context | None = None,
     ) -> None:
         super().__init__(context=context)
+        seconds = storm_window.total_seconds() if isinstance(storm_window, timedelta) else storm_window
+        if seconds is not None and (isinstance(seconds, bool) or not 0 <= seconds <= 86400):
+            raise ValueError(f"storm_window must be between 0 and 1 day, or None (off); got {storm_window!r}")
+        if daily_cap is not None and (isinstance(daily_cap, bool) or not isinstance(daily_cap, int) or daily_cap < 1):
+            raise ValueError(f"daily_cap must be a whole number of texts, 1 or more, or None; got {daily_cap!r}")
+        self.storm_seconds, self.daily_cap, self.alerts_uri = seconds, daily_cap, alerts_uri
+        self.storm_window_configured = storm_window is DEFAULT_STORM_WINDOW  # read [globesms] alert_window
         self.suppression = suppression
         # Given, then rendered to None (an XCom of nothing): an empty list, never "no list".
         self.suppression_given, self.allow_empty_suppression = suppression is not None, allow_empty_suppression
@@ -202,6 +194,69 @@ class GlobeSmsNotifier(BaseNotifier):
                 )
         return [r for r in requests if r.to not in suppressed]
 
+    @cached_property
+    def storm(self) -> StormControl | None:
+        """Storm control over the alerts store; None when ``storm_window`` is None."""
+        return None if self.storm_seconds is None else storm_control(self.alerts_uri)
+
+    def _route(self, to: str) -> Route:
+        return Route(
+            to=to,
+            conn_id=self.globesms_conn_id,
+            sender=self.sender,
+            sms_type=self.sms_type,
+            region=self.default_region,
+            window=self._window_seconds(),
+            daily_cap=self.daily_cap,
+        )
+
+    def _window_seconds(self) -> float:
+        if not self.storm_window_configured:
+            return float(self.storm_seconds or 0)
+        configured = conf.get(CONFIG_SECTION, "alert_window", fallback=None)
+        try:
+            seconds = float(configured) if configured not in (None, "") else float(self.storm_seconds or 0)
+        except ValueError:
+            self.log.error("[globesms] alert_window %r is not a number of seconds; using 600", configured)
+            return 600.0
+        return min(max(seconds, 0.0), 86400.0)
+
+    def _through_storm(self, context: Context | dict[str, Any], request: SendMessageRequest) -> str | None:
+        """The text to send this recipient now (the alert, or the window's backlog with it), or None."""
+        if self.storm is None:
+            return request.message
+        try:
+            alert = alert_of(context, request.message, custom=bool(self.message))
+            verdict = self.storm.admit(alert, self._route(request.to))
+        except Exception as exc:  # a storage failure never silences an alert
+            self.log.error(
+                "Alert storm control unavailable (%s: %s): sending the alert to %s as it is",
+                type(exc).__name__,
+                str(exc)[:300],
+                mask_number(request.to),
+            )
+            return request.message
+        if verdict.text is None:
+            self.log.info("Alert SMS to %s not sent now: %s", mask_number(request.to), verdict.reason)
+            return None
+        self.log.info("Alert SMS to %s: the %s text; %s", mask_number(request.to), verdict.text.kind, verdict.reason)
+        return verdict.text.body
+
+    def _rebuilt(self, client: GlobeSmsClient, request: SendMessageRequest, body: str) -> SendMessageRequest:
+        if body == request.message:
+            return request
+        return client.build_send_request(request.to, body, sender=self.sender, sms_type=self.sms_type)
+
+    def _due_digests(self) -> list[Text]:
+        """Digests of windows that have ended with no later alert to carry them (any recipient's)."""
+        if self.storm is None:
+            return []
+        try:
+            return [verdict.text for verdict in self.storm.sweep() if verdict.text is not None]
+        except Exception as exc:
+            self.log.warning("Alert digests not swept (%s: %s); the sweeper DAG will", type(exc).__name__, exc)
+            return []
+
     def notify(self, context: Context) -> None:
         """Send the alert SMS; failures are logged, never raised over the error being reported."""
         try:
@@ -209,12 +264,23 @@ class GlobeSmsNotifier(BaseNotifier):
             requests = self._requests(context, client)
             suppressed = self._suppressed([r.to for r in requests], client.default_region)
             for request in self._allowed(requests, suppressed):
+                body = self._through_storm(context, request)
+                if body is None:
+                    continue
                 try:
-                    self._accepted(request, client.send(request))
+                    self._accepted(request, client.send(self._rebuilt(client, request, body)))
                 except GlobeSmsError as exc:
                     self._refused(request, exc)
+            for digest in self._due_digests():
+                self._send_digest(digest)
         except Exception as exc:  # never hide the error that triggered the alert
             self.log.error("Alert SMS not sent: %s: %s", type(exc).__name__, exc)
+
+    def _send_digest(self, text: Text) -> None:
+        try:
+            send_text(text)
+        except Exception as exc:
+            self.log.error("Alert %s SMS to %s not sent: %s", text.kind, mask_number(text.route.to), exc)
 
     async def async_notify(self, context: Context) -> None:
         """``notify`` without blocking the event loop."""
@@ -226,12 +292,20 @@ class GlobeSmsNotifier(BaseNotifier):
                 numbers = [r.to for r in requests]
                 suppressed = await asyncio.to_thread(self._suppressed, numbers, client.default_region)
                 for request in self._allowed(requests, suppressed):
+                    body = await asyncio.to_thread(self._through_storm, context, request)
+                    if body is None:
+                        continue
                     try:
-                        self._accepted(request, await aclient.send(request))
+                        self._accepted(request, await aclient.send(self._rebuilt(client, request, body)))
                     except GlobeSmsError as exc:
                         self._refused(request, exc)
             finally:
                 await aclient.aclose()
+            for digest in await asyncio.to_thread(self._due_digests):
+                try:
+                    await asend_text(digest)
+                except Exception as exc:
+                    self.log.error("Alert %s SMS to %s not sent: %s", digest.kind, mask_number(digest.route.to), exc)
         except Exception as exc:  # never hide the error that triggered the alert
             self.log.error("Alert SMS not sent: %s: %s", type(exc).__name__, exc)
 

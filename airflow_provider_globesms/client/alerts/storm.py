@@ -1,0 +1,305 @@
+"""Alert storm control: each alert once, at most one text per window per recipient, the rest in a digest.
+
+Per recipient (a folder named by a keyed digest of the number, never the number), a chain of **windows**.
+A window is a folder of numbered **slots**, each created exclusively, so the slots of a window are one
+ordered log that every worker agrees on:
+
+- slot 1 opens the window: ``opened_at``, ``closes_at`` (store time) and the route to the recipient. Only
+  the process that creates it sends a text: the first alert of a quiet spell, or the digest of the
+  window before;
+- an alert inside the window takes the next slot (**folded**: no text now);
+- once the store's clock has passed ``closes_at``, the next slot is a **close**, taken by a late alert or by
+  the sweeper. Every alert in a slot before the close is in the backlog, and a slot after it belongs to
+  the next window. Whoever creates slot 1 of the next window sends one text covering the backlog. Of two
+  racers, exclusive creation lets one win, so the backlog goes out in exactly one text.
+
+The fast path needs no reads of other slots: a slot created before ``closes_at`` (by the store's clock)
+cannot come after a close, because a close is only ever created after ``closes_at``. Times are always the
+store's (the modification time of an object just created), so workers whose clocks disagree agree anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import re
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Literal
+
+from airflow_provider_globesms.client.alerts.digest import Alert, backlog_text, clock_text, muted_text
+from airflow_provider_globesms.client.alerts.store import AlertStore, Record
+
+log = logging.getLogger(__name__)
+
+TAKEOVER = 60.0  # store seconds after a close whose closer has not opened the next window: it died
+_TRIES, _PAUSE = 40, 0.05
+_WINDOW, _SLOT = re.compile(r"w-(\d{8})"), re.compile(r"s-(\d{6})\.json")
+_NUMBERED = re.compile(r"[a-z]+-(\d{6})\.json")
+_DUE = re.compile(r"(\d{15})-(r-[0-9a-f]{32})-(\d{8})\.json")
+_DAY_KEEP = 2  # days of "seen" claims and daily counts kept
+
+
+@dataclass(frozen=True)
+class Route:
+    """How to text one recipient, kept with each window so that the sweeper can send its digest.
+
+    :param to: the number, as sent (``+85291234567``).
+    :param conn_id: the connection to send with.
+    :param window: seconds between texts to this recipient.
+    :param daily_cap: texts per UTC day before one "muted" text and silence until midnight; None: no cap.
+    """
+
+    to: str
+    conn_id: str
+    sender: str | None = None
+    sms_type: str | None = None
+    region: str | None = None
+    window: float = 600.0
+    daily_cap: int | None = None
+
+
+@dataclass(frozen=True)
+class Text:
+    """A text to send now: ``alerts`` counts the alerts it reports; ``kind`` is alert, digest or muted."""
+
+    route: Route
+    body: str
+    alerts: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What became of an alert for one recipient: a text to send now, or why none (for the log)."""
+
+    text: Text | None
+    reason: str
+
+
+class StormControl:
+    """The windows of every recipient in one ``AlertStore``.
+
+    :param store: where the claims live (shared by every process that runs callbacks).
+    :param secret: keys the digest that names a recipient's folder (Airflow's Fernet key, so a listing of
+        the store does not reveal numbers by trying them all).
+    :param seal: seals the number kept in a window's route (Fernet), ``unseal`` opens it; identity by default.
+    """
+
+    def __init__(
+        self,
+        store: AlertStore,
+        *,
+        secret: bytes = b"globesms-alerts",
+        seal: Callable[[str], str] = str,
+        unseal: Callable[[str], str] = str,
+    ) -> None:
+        self.store, self._secret, self._seal, self._unseal = store, secret, seal, unseal
+
+    def folder(self, to: str) -> str:
+        """The recipient's folder: ``r-`` and a keyed digest of the number."""
+        return "r-" + hmac.new(self._secret, to.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def admit(self, alert: Alert, route: Route) -> Verdict:
+        """Decide one alert for one recipient; store errors propagate (the caller then sends it plain)."""
+        folder = self.folder(route.to)
+        now = self._claim_once(folder, alert)
+        if now is None:
+            return Verdict(None, "already alerted (the callback ran again)")
+        for _ in range(_TRIES):
+            verdict, now = self._step(folder, alert, route, now)
+            if verdict is not None:
+                return verdict
+            time.sleep(_PAUSE)
+        return Verdict(Text(route, alert.text, 1, "alert"), "the window could not be settled: sent as it is")
+
+    def sweep(self) -> list[Verdict]:
+        """Close every window past its end that holds folded alerts: the digests to send now (the sweeper's
+        work, and every callback's on the side: a digest goes out even when no later alert comes)."""
+        now, verdicts = self.store.now(), []
+        for name in self.store.children("due"):
+            match = _DUE.fullmatch(name)
+            if match is None or int(match.group(1)) / 1000 > now:
+                continue
+            try:
+                verdict = self._sweep_one(match.group(2), int(match.group(3)), now)
+            except (OSError, KeyError, TypeError, ValueError) as exc:  # one bad window must not block the rest
+                log.warning("Alert digest for window %s not settled: %s", name, exc)
+                continue
+            if verdict is not False:
+                self.store.delete(f"due/{name}")
+                if verdict is not None:
+                    verdicts.append(verdict)
+        return verdicts
+
+    def _sweep_one(self, folder: str, number: int, now: float) -> Verdict | Literal[False] | None:
+        """Close one due window: its verdict; None when the next window exists; False: look again later."""
+        if self.store.read(f"{folder}/w-{number + 1:08d}/s-000001.json") is None:
+            opener = self.store.read(f"{folder}/w-{number:08d}/s-000001.json")
+            if opener is None:
+                return False
+            route = Route(**{**opener["route"], "to": self._unseal(str(opener["route"]["to"]))})
+            verdict = self._close_and_open(folder, number, opener, route, now, None)
+            return False if verdict is None else verdict  # None: another process is closing it
+        return None
+
+    def _claim_once(self, folder: str, alert: Alert) -> float | None:
+        """Claim the alert for this recipient today; the claim's store time, or None if claimed before."""
+        digest = hashlib.sha256(alert.key.encode()).hexdigest()[:40]
+        now = self.store.now()
+        if self.store.read(f"{folder}/seen-{_day(now - 86400)}/{digest}.json") is not None:
+            return None  # a callback run again across midnight
+        return self.store.create(f"{folder}/seen-{_day(now)}/{digest}.json", {"label": alert.label})
+
+    def _step(self, folder: str, alert: Alert, route: Route, now: float) -> tuple[Verdict | None, float]:
+        """One look at the latest window (None: it changed under us, look again) and the time to go on with."""
+        latest = self._latest(folder)
+        if latest is None:
+            return self._open(folder, 1, route, now, alert, [], since=now), now
+        number, opener = latest
+        closes_at = float(opener["closes_at"])
+        if now < closes_at:
+            slot, stamped = self._append(folder, number, {"alert": alert.to_record(), "at": now})
+            if stamped >= closes_at and self._close_in(self._records(folder, number, slot)) is not None:
+                return None, stamped  # our slot came after a close: the alert belongs to the next window
+            self._mark_due(folder, number, closes_at)
+            return Verdict(None, f"folded into the digest of the window until {clock_text(closes_at)}"), now
+        return self._close_and_open(folder, number, opener, route, now, alert), now
+
+    def _close_and_open(
+        self, folder: str, number: int, opener: Record, route: Route, now: float, lead: Alert | None
+    ) -> Verdict | None:
+        """Close window ``number`` (if no one has) and open the next with one text for its backlog."""
+        since, slots = float(opener["opened_at"]), self._slot_numbers(folder, number)
+        records = self._records(folder, number, (slots[-1] if slots else 1) + 1)
+        close = self._close_in(records)
+        if close is None:
+            record: Record = {"close": True, "at": now, **({"alert": lead.to_record()} if lead else {})}
+            slot, _ = self._append(folder, number, record)
+            records += self._records(folder, number, slot, start=len(records) + 2)
+            if self._close_in(records) is not None:
+                return None  # someone closed it first: look again
+            backlog = _alerts(records[: slot - 2])
+            if lead is None and not backlog:
+                return Verdict(None, "the window closed quiet")
+            return self._open(folder, number + 1, route, now, lead, backlog, since) or Verdict(
+                None, "reported by the text of the next window (opened by another process)"
+            )
+        close_record = records[close - 2]
+        backlog = _alerts(records[: close - 2]) + ([close_record["alert"]] if "alert" in close_record else [])
+        if lead is None and not backlog:
+            return Verdict(None, "the window closed quiet")
+        if backlog and now < float(close_record["at"]) + TAKEOVER:
+            return None  # its closer is opening the next window: wait for it
+        return self._open(folder, number + 1, route, now, lead, backlog, since)
+
+    def _open(
+        self,
+        folder: str,
+        number: int,
+        route: Route,
+        now: float,
+        lead: Alert | None,
+        backlog: list[Record],
+        since: float,
+    ) -> Verdict | None:
+        """Create slot 1 of window ``number``; the one process that does sends the text. None: lost the race."""
+        count = len(backlog) + (1 if lead else 0)
+        opener = {
+            "opened_at": now,
+            "closes_at": now + route.window,
+            "route": {**asdict(route), "to": self._seal(route.to)},
+            "alerts": count,
+        }
+        if self.store.create(f"{folder}/w-{number:08d}/s-000001.json", opener) is None:
+            return None
+        text = Text(route, backlog_text(lead, backlog, since), count, "digest" if backlog else "alert")
+        capped = self._within_cap(folder, route, now, text, lead)
+        self._prune(folder, number, now)
+        if capped is None:
+            return Verdict(None, f"muted: the daily cap of {route.daily_cap} texts was reached")
+        return Verdict(capped, f"the next text no sooner than {clock_text(now + route.window)}")
+
+    def _within_cap(self, folder: str, route: Route, now: float, text: Text, lead: Alert | None) -> Text | None:
+        """``text``; the muted notice instead when it is the day's first over the cap; None after that."""
+        if route.daily_cap is None:
+            return text
+        slot, _ = self._append_to(f"{folder}/day-{_day(now)}", "n-", {"kind": text.kind})
+        if slot <= route.daily_cap:
+            return text
+        if slot == route.daily_cap + 1:
+            midnight = datetime.fromtimestamp(now, timezone.utc).date() + timedelta(days=1)
+            until = datetime(midnight.year, midnight.month, midnight.day, tzinfo=timezone.utc).timestamp()
+            return Text(route, muted_text(until, route.daily_cap, lead), text.alerts, "muted")
+        return None
+
+    def _latest(self, folder: str) -> tuple[int, Record] | None:
+        """The newest window with its opener written: its number and opener; None when there is none."""
+        numbers = sorted(int(m.group(1)) for m in map(_WINDOW.fullmatch, self.store.children(folder)) if m)
+        for number in reversed(numbers):
+            opener = self.store.read(f"{folder}/w-{number:08d}/s-000001.json")
+            if opener is not None:
+                return number, opener
+        return None
+
+    def _slot_numbers(self, folder: str, number: int) -> list[int]:
+        names = self.store.children(f"{folder}/w-{number:08d}")
+        return sorted(int(m.group(1)) for m in map(_SLOT.fullmatch, names) if m)
+
+    def _append(self, folder: str, number: int, record: Record) -> tuple[int, float]:
+        """Take the next free slot of a window: its number and store time."""
+        return self._append_to(f"{folder}/w-{number:08d}", "s-", record)
+
+    def _append_to(self, folder: str, prefix: str, record: Record) -> tuple[int, float]:
+        """Create ``<prefix><n>.json`` for the lowest free ``n`` above every one listed: ``n`` and its time."""
+        slot = 0
+        for _ in range(10_000):
+            taken = [int(m.group(1)) for m in map(_NUMBERED.fullmatch, self.store.children(folder)) if m]
+            slot = max([slot, *taken]) + 1  # jump past every slot taken meanwhile
+            stamped = self.store.create(f"{folder}/{prefix}{slot:06d}.json", record)
+            if stamped is not None:
+                return slot, stamped
+        raise OSError(f"no free slot in {folder} after 10000 tries")
+
+    def _records(self, folder: str, number: int, upto: int, start: int = 2) -> list[Record]:
+        """Slots ``start`` .. ``upto - 1`` of window ``number``, in order."""
+        records = []
+        for index in range(start, upto):
+            name = f"{folder}/w-{number:08d}/s-{index:06d}.json"
+            record = self.store.read(name)
+            if record is None:
+                raise OSError(f"alert slot {name} is listed but cannot be read")
+            records.append(record)
+        return records
+
+    @staticmethod
+    def _close_in(records: list[Record]) -> int | None:
+        """The slot number of the first close among records of slots 2, 3, ...; None when there is none."""
+        return next((index + 2 for index, record in enumerate(records) if record.get("close")), None)
+
+    def _mark_due(self, folder: str, number: int, closes_at: float) -> None:
+        """Tell the sweeper this window has a backlog to send when it closes (once; later folds find it)."""
+        self.store.create(f"due/{int(closes_at * 1000):015d}-{folder}-{number:08d}.json", {})
+
+    def _prune(self, folder: str, number: int, now: float) -> None:
+        """Forget old windows, claims and counts (best effort: a failure here loses nothing that matters)."""
+        try:
+            keep = {f"seen-{_day(now - d * 86400)}" for d in range(_DAY_KEEP)}
+            keep |= {f"day-{_day(now - d * 86400)}" for d in range(_DAY_KEEP)}
+            for name in self.store.children(folder):
+                window = _WINDOW.fullmatch(name)
+                if (window and int(window.group(1)) < number - 2) or (not window and name not in keep):
+                    self.store.delete(f"{folder}/{name}")
+        except OSError as exc:
+            log.warning("Old alert windows not pruned: %s", exc)
+
+
+def _alerts(records: list[Record]) -> list[Record]:
+    return [dict(record["alert"]) for record in records if "alert" in record]
+
+
+def _day(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y%m%d")
