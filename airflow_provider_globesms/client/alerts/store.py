@@ -175,7 +175,7 @@ class ObjectAlertStore:
         stored = self.read(name)
         if stored is None or stored.get("_token") != token:
             return None
-        return float(path.stat().st_mtime)
+        return _stamp(path.stat())
 
     def read(self, name: str) -> Record | None:
         """The record, retried a few times (an object being written reads as missing or torn)."""
@@ -216,6 +216,26 @@ class ObjectAlertStore:
     def now(self) -> float:
         """The store's clock (S3 stamps objects to the second)."""
         return _probe_time(self)
+
+
+_STAMP_KEYS = ("mtime", "LastModified", "last_modified", "created", "timeCreated")
+
+
+def _stamp(status: Any) -> float:
+    """An object's modification time in epoch seconds, from whichever field its store fills (S3's
+    ``LastModified``, fsspec memory's ``created``...); the local clock, and a warning, if none."""
+    for key in _STAMP_KEYS:
+        value = status.get(key) if hasattr(status, "get") else None
+        if value is None:
+            continue
+        stamp = value.timestamp() if hasattr(value, "timestamp") else float(value)
+        if stamp > 0:
+            return float(stamp)
+    stamp = float(getattr(status, "st_mtime", 0) or 0)
+    if stamp > 0:
+        return stamp
+    log.warning("The alerts store gives no modification time: deciding windows by this machine's clock")
+    return time.time()
 
 
 def _probe_time(store: LocalAlertStore | ObjectAlertStore) -> float:

@@ -217,7 +217,11 @@ class StormControl:
         if self.store.create(f"{folder}/w-{number:08d}/s-000001.json", opener) is None:
             return None
         text = Text(route, backlog_text(lead, backlog, since), count, "digest" if backlog else "alert")
-        capped = self._within_cap(folder, route, now, text, lead)
+        try:  # the window is ours now: nothing after this may raise, or its backlog would be lost
+            capped = self._within_cap(folder, route, now, text, lead)
+        except Exception as exc:
+            log.warning("Daily alert cap not checked (%s); sending", exc)
+            capped = text
         self._prune(folder, number, now)
         if capped is None:
             return Verdict(None, f"muted: the daily cap of {route.daily_cap} texts was reached")
@@ -293,7 +297,7 @@ class StormControl:
                 window = _WINDOW.fullmatch(name)
                 if (window and int(window.group(1)) < number - 2) or (not window and name not in keep):
                     self.store.delete(f"{folder}/{name}")
-        except OSError as exc:
+        except Exception as exc:  # pruning is housekeeping: never at the cost of the text
             log.warning("Old alert windows not pruned: %s", exc)
 
 
