@@ -148,7 +148,7 @@ def test_the_sweeper_trigger_sends_each_digest_once(globesms_conn: Any) -> None:
         event = await asyncio.wait_for(anext(first), 10)
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(anext(second), 1)  # the second sweeper finds nothing to send
-        await first.aclose()
+        await first.aclose()  # type: ignore[attr-defined]  # run() is an async generator
         return [event]
 
     (event,) = asyncio.run(two_sweepers())
