@@ -58,7 +58,9 @@ typecheck: install
 	$(BIN)/mypy
 
 # The unit suite on both cores (pytest-xdist), then the live Airflow test alone (it starts its own processes).
+# The live test runs Airflow on PostgreSQL (installed with apt by cluster-parts when root; else on SQLite).
 pytest: install node-deps browser
+	@$(MAKE) --no-print-directory cluster-parts || echo "PostgreSQL not installed: the live test runs on SQLite"
 	$(BIN)/pytest -n 2 -m "not live"
 	$(BIN)/pytest -m live
 
@@ -87,6 +89,7 @@ FLOOR_PY  := 3.10
 NEWEST_PY := 3.13
 FLOOR_PINS  := "fastapi>=0.116,<0.117"
 CELL_TESTS := tests/test_provider.py tests/test_example_dags.py tests/test_operator.py tests/test_notifier.py \
+	tests/test_notifier_storms.py \
 	tests/test_delivery.py tests/test_hook.py tests/test_sandbox_airflow.py tests/test_honest_evidence.py \
 	tests/test_opt_outs.py tests/test_sandbox_origin.py tests/test_house.py tests/test_docs_examples.py \
 	tests/test_sandbox_browser.py::test_a_page_on_another_loopback_port_cannot_change_a_fault

@@ -199,6 +199,26 @@ def test_a_custom_message_leads_its_backlog_as_written() -> None:
     assert text == "DB is down, page Ana +1 more since 08:00 UTC: etl.x x1"
 
 
+def test_a_window_that_cannot_be_opened_does_not_block_the_others(tmp_path: Path) -> None:
+    """A window sealed with a key that is gone (a rotation without the old key kept): logged, skipped; the
+    other recipients' digests still go."""
+
+    def unseal(sealed: str) -> str:
+        if sealed == "sealed:" + BOB:
+            raise ValueError("InvalidToken: sealed with another key")
+        return sealed.removeprefix("sealed:")
+
+    storm = StormControl(LocalAlertStore(tmp_path), seal=lambda n: "sealed:" + n, unseal=unseal)
+    for to in (BOB, ALICE):
+        for n in range(3):
+            storm.admit(alert(n), Route(to=to, conn_id="c", window=0.3))
+    time.sleep(0.35)
+    (digest,) = storm.sweep()
+    assert digest.text is not None
+    assert digest.text.route.to == ALICE
+    assert storm.sweep() == []  # Bob's window stays due (logged each sweep), Alice's went once
+
+
 # Generated schedules: alerts (some repeated), sweeps and clock steps, for three recipients. The model checks
 # every alert is reported exactly once, and texts to one recipient are at least a window apart.
 EVENTS = st.lists(

@@ -10,9 +10,12 @@ holds the secret or a full number. About two minutes; `-m "not live"` leaves it 
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import re
 import shutil
+import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -26,6 +29,7 @@ from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_globesms.links import campaign_url
 from airflow_provider_globesms.operators.globesms import default_campaign_id
 from tests.live_airflow import LiveAirflow
+from tests_cluster import parts
 
 pytestmark = [pytest.mark.live, pytest.mark.timeout(900)]
 
@@ -47,10 +51,18 @@ def emulator() -> Iterator[EmulatorServer]:
 def airflow(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAirflow]:
     home = tmp_path_factory.mktemp("live-airflow")
     shutil.copytree(EXAMPLES, home / "dags")  # a copied examples folder, as a user would deploy it
+    (home / "dags" / "alert_twice.py").write_text(ALERT_TWICE)
     connection = {"conn_type": "globesms", "login": KEY_ID, "password": SECRET, "extra": {"endpoint": emulator.url}}
-    env = {"AIRFLOW_CONN_GLOBESMS_DEFAULT": json.dumps(connection), "AIRFLOW__GLOBESMS__SANDBOX_URL": emulator.url}
-    with LiveAirflow(home, home / "dags", env) as live:
-        live.wait_for_dags([p.stem for p in EXAMPLES.glob("globesms_*.py")])
+    env = {
+        "AIRFLOW_CONN_GLOBESMS_DEFAULT": json.dumps(connection),
+        "AIRFLOW__GLOBESMS__SANDBOX_URL": emulator.url,
+        "AIRFLOW__GLOBESMS__ALERT_WINDOW": str(ALERT_WINDOW),
+    }
+    with contextlib.ExitStack() as stack:
+        if parts.postgres_installed():
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = stack.enter_context(parts.postgres())
+        live = stack.enter_context(LiveAirflow(home, home / "dags", env))
+        live.wait_for_dags([p.stem for p in EXAMPLES.glob("globesms_*.py")] + ["alert_twice"])
         yield live
 
 
@@ -159,13 +171,116 @@ def test_each_recipient_exactly_once_per_run(
     assert len(set(fan_out_numbers)) == FAN_OUT_ROWS
 
 
-def test_the_alerts_match_each_simulated_failure(emulator: EmulatorServer, runs: dict[str, Any]) -> None:
-    texts = [m["message"] for m in emulator.messages(limit=100_000) if m["task_id"] is None]
-    assert (
-        sum(t.startswith("globesms_failure_alerts.load failed, retrying") for t in texts) == 3
-    )  # transient, 2 outages
-    assert sum(t.startswith("DAG globesms_failure_alerts failed, run after 20") for t in texts) == 2
-    assert sum(t.startswith("Airflow: globesms_failure_alerts.load failed (try 2)") for t in texts) == 2
+def reported(text: str) -> int:
+    """How many alerts a text reports: itself, and the "+N more" of a digest."""
+    more = re.search(r"\+(\d+) more since \d\d:\d\d UTC", text)
+    return (0 if text.startswith("Airflow: +") else 1) + (int(more.group(1)) if more else 0)
+
+
+def texts_to(emulator: EmulatorServer, number: str) -> list[dict[str, Any]]:
+    return [m for m in emulator.messages(limit=100_000) if m["to"] == number and m["task_id"] is None]
+
+
+def test_the_alerts_of_every_simulated_failure_are_reported_once_without_a_storm(
+    airflow: LiveAirflow, emulator: EmulatorServer, runs: dict[str, Any]
+) -> None:
+    """Seven alerts to one phone within the window (3 retries, 2 task and 2 DAG failures): the first at once,
+    the other six in one digest, sent by the sweeper DAG's watcher in the triggerer (no later alert came)."""
+
+    def digest_sent() -> list[dict[str, Any]]:
+        sent = texts_to(emulator, "85291234567")
+        return sent if sum(reported(m["message"]) for m in sent) >= 7 else []
+
+    sent = airflow.wait_for("the failure alerts' digest", digest_sent, timeout=ALERT_WINDOW + 120)
+    messages = [m["message"] for m in sent]
+    assert sum(map(reported, messages)) == 7, messages  # each alert once, none lost
+    # Two texts when the seven fall in one window (as they do unless the machine stalls for minutes).
+    assert len(sent) <= 3, messages
+    assert messages[-1].startswith("Airflow: +"), messages  # the last is a digest: nothing came after it
+    times = [m["submitted_at"] for m in sent]
+    assert all(b - a >= ALERT_WINDOW - 1 for a, b in itertools.pairwise(times)), (
+        times
+    )  # arrival times, give or take a send
+    swept = airflow.wait_for("the sweeper DAG's run", lambda: sweeper_lines(airflow), timeout=120)
+    assert any("'to': '+852****4567', 'kind': 'digest'" in line for line in swept), swept
+
+
+def sweeper_lines(airflow: LiveAirflow) -> list[str]:
+    """What the digest sweeper DAG's runs logged: one line per digest the watcher's trigger sent."""
+    logs = (airflow.home / "logs" / "dag_id=globesms_alert_digests").rglob("attempt=1.log")
+    return [line for path in logs for line in path.read_text(errors="replace").splitlines() if "Alert digest:" in line]
+
+
+# Storm control: each phone one text per window. A short window for the test; the storm's fifty tasks fail
+# well within it even on a loaded 2-core machine (eight at a time).
+ALERT_WINDOW = 120
+STORM, SPACED, TWICE = ["+85291230001", "+85291230002"], "+85291230003", "+85291230004"
+ALERT_TWICE = f"""
+from datetime import datetime
+from airflow.sdk import DAG, task
+from airflow_provider_globesms.notifications.globesms import GlobeSmsNotifier
+
+alert = GlobeSmsNotifier(to="{TWICE}")
+with DAG("alert_twice", schedule=None, start_date=datetime(2026, 1, 1), catchup=False):
+    # The same callback twice for one failure, as Airflow itself may run a callback again.
+    @task(retries=0, on_failure_callback=[alert, alert])
+    def load():
+        raise ConnectionError("warehouse down")
+
+    load()
+"""
+
+
+@pytest.fixture(scope="module")
+def storms(airflow: LiveAirflow, emulator: EmulatorServer, runs: dict[str, Any]) -> dict[str, Any]:
+    """After the examples: a 50-task storm to two phones, one failure twice in one callback list, and two
+    single failures to a third phone a window apart."""
+    airflow.api("PATCH", "/dags/alert_twice", {"is_paused": False})
+    storm = airflow.trigger("globesms_alert_storm", {"failures": 50, "on_call": STORM})
+    twice = airflow.trigger("alert_twice")
+    first = airflow.trigger("globesms_alert_storm", {"failures": 1, "on_call": [SPACED]})
+    spaced = SPACED.lstrip("+")
+    alerted = airflow.wait_for("the first spaced alert", lambda: texts_to(emulator, spaced), timeout=180)
+    time.sleep(max(0.0, alerted[0]["submitted_at"] + ALERT_WINDOW + 2 - time.time()))
+    second = airflow.trigger("globesms_alert_storm", {"failures": 1, "on_call": [SPACED]})
+    ended = {
+        "storm": airflow.wait_for_run("globesms_alert_storm", storm, 300),
+        "twice": airflow.wait_for_run("alert_twice", twice, 300),
+        "first": airflow.wait_for_run("globesms_alert_storm", first, 300),
+        "second": airflow.wait_for_run("globesms_alert_storm", second, 300),
+    }
+
+    def digests() -> bool:
+        return all(len(texts_to(emulator, n.lstrip("+"))) >= 2 for n in STORM)
+
+    airflow.wait_for("the storm's digests", digests, timeout=ALERT_WINDOW + 120)
+    return ended
+
+
+def test_a_storm_of_fifty_failures_is_one_alert_and_one_digest_per_phone(
+    airflow: LiveAirflow, emulator: EmulatorServer, storms: dict[str, Any]
+) -> None:
+    assert {name: run["state"] for name, run in storms.items()} == dict.fromkeys(storms, "failed")
+    for number in STORM:
+        sent = [m["message"] for m in texts_to(emulator, number.lstrip("+"))]
+        assert len(sent) == 2, sent
+        assert sent[0].startswith("Airflow: globesms_alert_storm.load failed (try 1)")
+        assert sent[1].startswith("Airflow: +49 more since ")
+        assert "globesms_alert_storm.load x49" in sent[1]
+
+
+def test_two_failures_a_window_apart_are_two_alerts_and_no_digest(
+    emulator: EmulatorServer, storms: dict[str, Any]
+) -> None:
+    sent = texts_to(emulator, SPACED.lstrip("+"))
+    assert [m["message"].startswith("Airflow: globesms_alert_storm.load failed (try 1)") for m in sent] == [True] * 2
+    assert sent[1]["submitted_at"] - sent[0]["submitted_at"] >= ALERT_WINDOW - 1
+    assert not any("more since" in m["message"] for m in sent)
+
+
+def test_a_callback_run_twice_sends_once(emulator: EmulatorServer, storms: dict[str, Any]) -> None:
+    (sent,) = texts_to(emulator, TWICE.lstrip("+"))
+    assert sent["message"].startswith("Airflow: alert_twice.load failed (try 1)")
 
 
 def test_the_receipts_sensor_deferred_to_the_triggerer(airflow: LiveAirflow, runs: dict[str, Any]) -> None:

@@ -84,6 +84,13 @@ def test_the_store_unavailable_still_sends_every_alert(
     assert logged.count("sending the alert to +852****4567 as it is") == 3
 
 
+def test_an_alerts_uri_airflow_cannot_open_still_sends(globesms_conn: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    emulator = globesms_conn()
+    GlobeSmsNotifier(to=ON_CALL, alerts_uri="nosuch://bucket/alerts").notify(failure("load"))  # type: ignore[arg-type]
+    assert len(texts(emulator)) == 1
+    assert "Alert storm control unavailable" in capfd.readouterr().out
+
+
 def test_storm_control_off_texts_every_call(globesms_conn: Any, own_alert_windows: Path) -> None:
     emulator = globesms_conn()
     alert = GlobeSmsNotifier(to=ON_CALL, storm_window=None)

@@ -19,6 +19,11 @@ from tests.live_airflow import free_port
 PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name), default=Path("/nonexistent"))
 
 
+def postgres_installed() -> bool:
+    """Whether Debian's PostgreSQL server binaries are here (``make cluster-parts`` installs them as root)."""
+    return (PG_BIN / "initdb").exists() and shutil.which("runuser" if os.geteuid() == 0 else "true") is not None
+
+
 def _wait(what: str, ready: Callable[[], bool], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -33,6 +33,8 @@ pytestmark = pytest.mark.timeout(1200)
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
 DAG_ID, BUCKET = "globesms_fan_out", "globesms-ledgers"
+STORM_DAG, SWEEPER_DAG, ALERT_WINDOW = "globesms_alert_storm", "globesms_alert_digests", 90
+ON_CALL = ["+85291230011", "+85291230012"]
 KEY_ID, SECRET = "CLUSTERKEY", "cluster-Secret-5a4b3c2d1e"
 
 
@@ -67,6 +69,7 @@ def cluster(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) 
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "15",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
             "AIRFLOW__GLOBESMS__LEDGER_URI": f"s3://{BUCKET}/globesms",
+            "AIRFLOW__GLOBESMS__ALERT_WINDOW": str(ALERT_WINDOW),
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws),
             "AIRFLOW_CONN_GLOBESMS_DEFAULT": json.dumps(sms),
             "AWS_ACCESS_KEY_ID": "testing",
@@ -82,8 +85,9 @@ def cluster(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) 
             for n in (1, 2)
         }
         with LiveAirflow(home, home / "dags", env, extra_components=workers) as airflow:
-            airflow.wait_for_dags([DAG_ID], timeout=180)
-            airflow.api("PATCH", f"/dags/{DAG_ID}", {"is_paused": False})
+            airflow.wait_for_dags([DAG_ID, STORM_DAG, SWEEPER_DAG], timeout=180)
+            for dag_id in (DAG_ID, STORM_DAG, SWEEPER_DAG):
+                airflow.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
             yield airflow
 
 
@@ -125,6 +129,34 @@ def shard_summary(airflow: LiveAirflow, run_id: str, map_index: int, key: str) -
     return dict(airflow.api("GET", path)["value"])
 
 
+def alerts_to(emulator: EmulatorServer, number: str) -> list[str]:
+    return [m["message"] for m in emulator.messages(limit=100_000) if m["to"] == number.lstrip("+")]
+
+
+def test_a_storm_on_two_workers_is_one_alert_and_one_digest_per_phone(
+    cluster: LiveAirflow, emulator: EmulatorServer
+) -> None:
+    """Fifty tasks fail on two Celery workers at once, their callbacks sharing the alert windows in S3 (moto):
+    each phone gets the first alert, then one digest of the other 49 from the sweeper in the triggerer.
+    Runs before the kill test, while both workers are up."""
+    run_id = cluster.trigger(STORM_DAG, {"failures": 50, "on_call": ON_CALL})
+    assert cluster.wait_for_run(STORM_DAG, run_id, timeout=300)["state"] == "failed"
+    cluster.wait_for(
+        "the storm's digests",
+        lambda: all(len(alerts_to(emulator, n)) >= 2 for n in ON_CALL),
+        timeout=ALERT_WINDOW + 120,
+    )
+    time.sleep(20)  # a second digest, were one to come, would come by the next sweeps
+    for number in ON_CALL:
+        sent = alerts_to(emulator, number)
+        assert len(sent) == 2, sent
+        assert sent[0].startswith("Airflow: globesms_alert_storm.load failed (try 1)"), sent
+        assert sent[1].startswith("Airflow: +49 more since "), sent
+        assert "globesms_alert_storm.load x49" in sent[1], sent
+    assert not (cluster.home / "globesms" / "alerts").exists()  # the windows are in S3, shared
+    print(f"cluster storm: 50 failures, 2 texts per phone: {[alerts_to(emulator, n) for n in ON_CALL]}")
+
+
 @pytest.mark.parametrize("shards", [4])
 def test_a_killed_worker_costs_no_message_and_sends_none_twice(
     cluster: LiveAirflow, emulator: EmulatorServer, shards: int
@@ -141,7 +173,8 @@ def test_a_killed_worker_costs_no_message_and_sends_none_twice(
     retried = sorted(n for (task, n), t in tis.items() if task == "send_shard" and t["try_number"] > 1)
     assert retried, "the killed shard should have been retried"
     assert shard_counts(emulator, run_id, shards) == [rows // shards] * shards  # nobody lost
-    numbers = Counter(m["to"] for m in emulator.messages(limit=100_000))  # this module's emulator: this run only
+    # This module's emulator: this run's messages, and the storm test's alerts (no TaskId).
+    numbers = Counter(m["to"] for m in emulator.messages(limit=100_000) if m["task_id"] is not None)
     assert len(numbers) == rows
     assert max(numbers.values()) == 1  # every recipient exactly once, whichever try and worker sent it
     arrived = {}

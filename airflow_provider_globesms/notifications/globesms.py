@@ -223,9 +223,9 @@ class GlobeSmsNotifier(BaseNotifier):
 
     def _through_storm(self, context: Context | dict[str, Any], request: SendMessageRequest) -> str | None:
         """The text to send this recipient now (the alert, or the window's backlog with it), or None."""
-        if self.storm is None:
-            return request.message
         try:
+            if self.storm is None:
+                return request.message
             alert = alert_of(context, request.message, custom=bool(self.message))
             verdict = self.storm.admit(alert, self._route(request.to))
         except Exception as exc:  # a storage failure never silences an alert
@@ -249,9 +249,9 @@ class GlobeSmsNotifier(BaseNotifier):
 
     def _due_digests(self) -> list[Text]:
         """Digests of windows that have ended with no later alert to carry them (any recipient's)."""
-        if self.storm is None:
-            return []
         try:
+            if self.storm is None:
+                return []
             return [verdict.text for verdict in self.storm.sweep() if verdict.text is not None]
         except Exception as exc:
             self.log.warning("Alert digests not swept (%s: %s); the sweeper DAG will", type(exc).__name__, exc)

@@ -53,7 +53,7 @@ class AlertDigestTrigger(BaseEventTrigger):
 
     async def _sweep(self) -> list[dict[str, Any]]:
         try:
-            verdicts = await asyncio.to_thread(storm_control(self.alerts_uri).sweep)
+            verdicts = await asyncio.to_thread(lambda: storm_control(self.alerts_uri).sweep())
         except Exception as exc:  # the store unreachable: the next sweep tries again
             log.warning("Alert digests not swept (%s: %s); trying again in %g s", type(exc).__name__, exc, self.every)
             return []

@@ -126,8 +126,8 @@ class StormControl:
                 continue
             try:
                 verdict = self._sweep_one(match.group(2), int(match.group(3)), now)
-            except (OSError, KeyError, TypeError, ValueError) as exc:  # one bad window must not block the rest
-                log.warning("Alert digest for window %s not settled: %s", name, exc)
+            except Exception as exc:  # one bad window (unreadable, sealed with a key gone) must not block the rest
+                log.warning("Alert digest for window %s not settled: %s: %s", name, type(exc).__name__, exc)
                 continue
             if verdict is not False:
                 self.store.delete(f"due/{name}")
@@ -162,10 +162,10 @@ class StormControl:
         number, opener = latest
         closes_at = float(opener["closes_at"])
         if now < closes_at:
+            self._mark_due(folder, number, closes_at)  # first: a fold whose process dies next is still swept
             slot, stamped = self._append(folder, number, {"alert": alert.to_record(), "at": now})
             if stamped >= closes_at and self._close_in(self._records(folder, number, slot)) is not None:
                 return None, stamped  # our slot came after a close: the alert belongs to the next window
-            self._mark_due(folder, number, closes_at)
             return Verdict(None, f"folded into the digest of the window until {clock_text(closes_at)}"), now
         return self._close_and_open(folder, number, opener, route, now, alert), now
 
