@@ -213,7 +213,7 @@ def sweeper_lines(airflow: LiveAirflow) -> list[str]:
 
 # Storm control: each phone one text per window. A short window for the test; the storm's fifty tasks fail
 # well within it even on a loaded 2-core machine (eight at a time).
-ALERT_WINDOW = 120
+ALERT_WINDOW = 90
 STORM, SPACED, TWICE = ["+85291230001", "+85291230002"], "+85291230003", "+85291230004"
 ALERT_TWICE = f"""
 from datetime import datetime
