@@ -69,6 +69,21 @@ def test_a_storm_in_one_window_is_one_alert_then_one_digest(
     assert "91234567" not in logged
 
 
+def test_a_failure_read_as_still_running_is_the_same_alert(globesms_conn: Any) -> None:
+    """The dag-processor's failure callback for a task whose heartbeat timed out may see the state it had
+    (running) while the worker's own callback sees failed: one failure, one alert."""
+    emulator = globesms_conn()
+    alert = GlobeSmsNotifier(to=ON_CALL, storm_window=0)
+    alert.notify(failure("load"))  # type: ignore[arg-type]
+    stale = failure("load")
+    stale["ti"]["state"] = "running"
+    alert.notify(stale)  # type: ignore[arg-type]
+    retry = failure("load")
+    retry["ti"]["state"] = "up_for_retry"
+    alert.notify(retry)  # type: ignore[arg-type]  # a retry alert is another kind: sent
+    assert len(texts(emulator)) == 2
+
+
 def test_the_store_unavailable_still_sends_every_alert(
     tmp_path: Path, globesms_conn: Any, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -74,8 +74,12 @@ def alert_of(context: Context | dict[str, Any], text: str, *, custom: bool) -> A
     """The alert a callback reports, for storm control: the same DAG, task, run, try, map index and kind
     make the same key (a callback that runs twice is one alert)."""
     facts = _facts(context)
+    # The kind, not the state as read: a failure callback that the dag-processor runs for a task whose
+    # heartbeat timed out may read a stale "running" while the worker's own callback read "failed".
+    kind = facts["state"] if facts["state"] in ("success", "up_for_retry", "missed its deadline") else "failed"
     key = "|".join(
-        str(facts[k]) for k in ("dag_id", "task_id", "run_id", "try_number", "map_index", "state", "deadline")
+        str(facts[k]) if k != "state" else kind
+        for k in ("dag_id", "task_id", "run_id", "try_number", "map_index", "state", "deadline")
     )
     dag_level = "reason" in context  # Airflow gives a DAG callback the reason, and the last task instance
     key = ("dag|" if dag_level else "task|") + key
