@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -22,6 +23,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +287,19 @@ def _descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
+
+
+def reported(text: str) -> int:
+    """How many alerts an alert text reports: itself (unless it is a digest), and a digest's "+N more"."""
+    more = re.search(r"\+(\d+) more since \d\d:\d\d UTC", text)
+    return (0 if text.startswith("Airflow: +") else 1) + (int(more.group(1)) if more else 0)
+
+
+def storm_spread(airflow: LiveAirflow, dag_id: str, run_id: str, task_id: str = "load") -> float:
+    """Seconds from the first to the last end of a storm's failing tasks."""
+    ends = [
+        datetime.fromisoformat(ti["end_date"]).timestamp()
+        for ti in airflow.task_instances(dag_id, run_id)
+        if ti["task_id"] == task_id and ti["end_date"]
+    ]
+    return max(ends) - min(ends)

@@ -42,7 +42,7 @@ def _facts(context: Context | dict[str, Any]) -> dict[str, Any]:
         "state": str(getattr(state, "value", state) or "needs attention"),
         "try_number": _get(ti, "try_number"),
         "map_index": _get(ti, "map_index"),
-        "run_id": str(_get(ti, "run_id") or _get(dag_run, "run_id") or ""),
+        "run_id": str(_get(ti, "run_id") or _get(dag_run, "run_id") or context.get("run_id") or ""),
         "deadline": str(_get(deadline, "id") or _get(deadline, "name") or "") if deadline is not None else "",
         "url": str(_get(ti, "log_url") or "").removeprefix("https://").removeprefix("http://"),
     }

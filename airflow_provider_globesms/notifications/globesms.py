@@ -40,6 +40,7 @@ from airflow_provider_globesms.storage import CONFIG_SECTION
 __all__ = ["GlobeSmsNotifier", "default_message", "send_globe_sms_notification"]
 
 DEFAULT_STORM_WINDOW = timedelta(minutes=10)
+_MOST_DIGESTS = 20  # digests a callback sends on the side (of windows that ended); the sweeper sends the rest
 
 if TYPE_CHECKING:
     import jinja2
@@ -243,19 +244,36 @@ class GlobeSmsNotifier(BaseNotifier):
         return verdict.text.body
 
     def _rebuilt(self, client: GlobeSmsClient, request: SendMessageRequest, body: str) -> SendMessageRequest:
+        """The request with the window's text; the alert alone, logged, if that text cannot be sent."""
         if body == request.message:
             return request
-        return client.build_send_request(request.to, body, sender=self.sender, sms_type=self.sms_type)
+        try:
+            return client.build_send_request(request.to, body, sender=self.sender, sms_type=self.sms_type)
+        except InvalidFieldError as exc:
+            self.log.error(
+                "The text with the window's backlog to %s cannot be sent (%s); sending the alert alone, "
+                "instead of: %s",
+                mask_number(request.to),
+                exc,
+                body[:300],
+            )
+            return request
 
-    def _due_digests(self) -> list[Text]:
-        """Digests of windows that have ended with no later alert to carry them (any recipient's)."""
+    def _due_digest(self) -> Text | bool | None:
+        """Settle one window that has ended with no later alert to carry it (any recipient's): its digest to
+        send, None when one settled without a text, False when none is due (or the store cannot be read)."""
         try:
             if self.storm is None:
-                return []
-            return [verdict.text for verdict in self.storm.sweep() if verdict.text is not None]
+                return False
+            verdicts = self.storm.sweep(limit=1)
         except Exception as exc:
             self.log.warning("Alert digests not swept (%s: %s); the sweeper DAG will", type(exc).__name__, exc)
-            return []
+            return False
+        for verdict in verdicts:
+            if verdict.text is None:
+                self.log.info("Alert window closed with no text: %s", verdict.reason)
+            return verdict.text
+        return False
 
     def notify(self, context: Context) -> None:
         """Send the alert SMS; failures are logged, never raised over the error being reported."""
@@ -271,8 +289,12 @@ class GlobeSmsNotifier(BaseNotifier):
                     self._accepted(request, client.send(self._rebuilt(client, request, body)))
                 except GlobeSmsError as exc:
                     self._refused(request, exc)
-            for digest in self._due_digests():
-                self._send_digest(digest)
+            for _ in range(_MOST_DIGESTS):  # each sent before the next is settled: a kill loses one at most
+                digest = self._due_digest()
+                if digest is False:
+                    break
+                if isinstance(digest, Text):
+                    self._send_digest(digest)
         except Exception as exc:  # never hide the error that triggered the alert
             self.log.error("Alert SMS not sent: %s: %s", type(exc).__name__, exc)
 
@@ -301,7 +323,12 @@ class GlobeSmsNotifier(BaseNotifier):
                         self._refused(request, exc)
             finally:
                 await aclient.aclose()
-            for digest in await asyncio.to_thread(self._due_digests):
+            for _ in range(_MOST_DIGESTS):
+                digest = await asyncio.to_thread(self._due_digest)
+                if digest is False:
+                    break
+                if not isinstance(digest, Text):
+                    continue
                 try:
                     await asend_text(digest)
                 except Exception as exc:

@@ -19,8 +19,11 @@ from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from airflow_provider_globesms.alerting import asend_text, storm_control
 from airflow_provider_globesms.client import mask_number
+from airflow_provider_globesms.client.alerts import Text
 
 log = logging.getLogger(__name__)
+
+_MOST_PER_SWEEP = 1000  # windows settled in one sweep; the next sweep goes on
 
 
 class AlertDigestTrigger(BaseEventTrigger):
@@ -47,27 +50,32 @@ class AlertDigestTrigger(BaseEventTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Sweep for ever; one event per digest sent."""
         while True:
-            for event in await self._sweep():
+            async for event in self._sweep():
                 yield TriggerEvent(event)  # type: ignore[no-untyped-call]
             await asyncio.sleep(self.every)
 
-    async def _sweep(self) -> list[dict[str, Any]]:
-        try:
-            verdicts = await asyncio.to_thread(lambda: storm_control(self.alerts_uri).sweep())
-        except Exception as exc:  # the store unreachable: the next sweep tries again
-            log.warning("Alert digests not swept (%s: %s); trying again in %g s", type(exc).__name__, exc, self.every)
-            return []
-        events = []
-        for verdict in verdicts:
-            text = verdict.text
-            if text is None:
-                continue
-            event = {"to": mask_number(text.route.to), "kind": text.kind, "alerts": text.alerts}
+    async def _sweep(self) -> AsyncIterator[dict[str, Any]]:
+        """Settle one due window at a time and send its digest before the next: stopped (a triggerer
+        restarting), the sweeper loses at most the digest in flight."""
+        for _ in range(_MOST_PER_SWEEP):
             try:
-                result = await asend_text(text)
-                event["message_id"] = result.message_id
-            except Exception as exc:  # sent at most once: a digest whose send failed is not retried
-                log.error("Alert %s SMS to %s not sent: %s: %s", text.kind, event["to"], type(exc).__name__, exc)
-                event["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
-            events.append(event)
-        return events
+                verdicts = await asyncio.to_thread(lambda: storm_control(self.alerts_uri).sweep(limit=1))
+            except Exception as exc:  # the store unreachable: the next sweep tries again
+                log.warning("Alert digests not swept (%s: %s); again in %g s", type(exc).__name__, exc, self.every)
+                return
+            if not verdicts:
+                return
+            for verdict in verdicts:
+                if verdict.text is None:
+                    log.info("Alert window closed with no text: %s", verdict.reason)
+                    continue
+                yield await self._send(verdict.text)
+
+    async def _send(self, text: Text) -> dict[str, Any]:
+        event: dict[str, Any] = {"to": mask_number(text.route.to), "kind": text.kind, "alerts": text.alerts}
+        try:
+            event["message_id"] = (await asend_text(text)).message_id
+        except Exception as exc:  # sent at most once: a digest whose send failed is not retried
+            log.error("Alert %s SMS to %s not sent: %s: %s", text.kind, event["to"], type(exc).__name__, exc)
+            event["error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
+        return event

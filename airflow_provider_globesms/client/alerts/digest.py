@@ -13,6 +13,8 @@ from datetime import datetime, timezone
 
 from airflow_provider_globesms.client.rules.segments import GSM7_SINGLE, count_segments
 
+_CUSTOM_LEAD = 1500  # characters of a custom message that may lead a backlog (the API takes 2,000 at most)
+
 
 @dataclass(frozen=True)
 class Alert:
@@ -71,7 +73,8 @@ def backlog_text(lead: Alert | None, backlog: Sequence[dict[str, object]], since
     labels = [f"{label} x{n}" for label, n in sorted(counts.items(), key=lambda item: (-item[1], item[0]))]
     links = [str(r.get("link")) if r.get("link") else None for r in backlog]
     link = _common_link([*links, lead.link if lead else None])
-    start = "Airflow:" if lead is None else (lead.text if lead.custom else f"Airflow: {lead.head}")
+    custom = lead is not None and lead.custom and len(lead.text) <= _CUSTOM_LEAD  # room left for the backlog
+    start = "Airflow:" if lead is None else (lead.text if custom else f"Airflow: {lead.head}")
     more = f"+{len(backlog)} more since {clock_text(since)}"
     candidates = []
     for with_link in (True, False) if link else (False,):

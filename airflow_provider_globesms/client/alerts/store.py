@@ -173,7 +173,9 @@ class ObjectAlertStore:
             return None
         time.sleep(_SETTLE)  # a loose store lets a racer overwrite us within moments: let it, then look
         stored = self.read(name)
-        if stored is None or stored.get("_token") != token:
+        if stored is None:  # written, but whose it is cannot be told: never guess "someone else's"
+            raise OSError(f"alert claim {name} was written but cannot be read back")
+        if stored.get("_token") != token:
             return None
         return _stamp(path.stat())
 
@@ -242,6 +244,6 @@ def _probe_time(store: LocalAlertStore | ObjectAlertStore) -> float:
     name = f"clock/{uuid.uuid4().hex}.json"
     stamped = store.create(name, {"probe": True})
     store.delete(name)
-    if stamped is None:  # a uuid taken: cannot happen, but never decide on no time at all
-        return time.time()
+    if stamped is None:  # a uuid taken: cannot happen; never decide on this machine's clock instead
+        raise OSError("the alerts store's clock could not be read")
     return stamped

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import re
 import time
 from collections.abc import Callable
@@ -35,12 +36,15 @@ from airflow_provider_globesms.client.alerts.store import AlertStore, Record
 
 log = logging.getLogger(__name__)
 
-TAKEOVER = 60.0  # store seconds after a close whose closer has not opened the next window: it died
+# Store seconds after a close whose closer has not opened the next window: it died. Safe however short (the
+# next window's first slot is created exclusively, and a taker reports the closer's own alert too); short, so
+# that alerts waiting on a dead closer do not fall back to plain texts for long.
+TAKEOVER = 10.0
+_KEEP = 2 * 86400.0  # store seconds that windows, claims and daily counts are kept
 _TRIES, _PAUSE = 40, 0.05
 _WINDOW, _SLOT = re.compile(r"w-(\d{8})"), re.compile(r"s-(\d{6})\.json")
 _NUMBERED = re.compile(r"[a-z]+-(\d{6})\.json")
 _DUE = re.compile(r"(\d{15})-(r-[0-9a-f]{32})-(\d{8})\.json")
-_DAY_KEEP = 2  # days of "seen" claims and daily counts kept
 
 
 @dataclass(frozen=True)
@@ -116,16 +120,23 @@ class StormControl:
             time.sleep(_PAUSE)
         return Verdict(Text(route, alert.text, 1, "alert"), "the window could not be settled: sent as it is")
 
-    def sweep(self) -> list[Verdict]:
-        """Close every window past its end that holds folded alerts: the digests to send now (the sweeper's
-        work, and every callback's on the side: a digest goes out even when no later alert comes)."""
-        now, verdicts = self.store.now(), []
+    def sweep(self, limit: int | None = None) -> list[Verdict]:
+        """Close the windows past their end that hold folded alerts: the digests to send now (the sweeper's
+        work, and every callback's on the side: a digest goes out even when no later alert comes).
+
+        :param limit: settle at most this many windows: a caller that sends each digest before sweeping for
+            the next (``limit=1`` in a loop) loses at most the one in flight if it is stopped.
+        """
+        verdicts: list[Verdict] = []
+        now = self.store.now()
         for name in self.store.children("due"):
             match = _DUE.fullmatch(name)
             if match is None or int(match.group(1)) / 1000 > now:
                 continue
+            if limit is not None and len(verdicts) >= limit:
+                break
             try:
-                verdict = self._sweep_one(match.group(2), int(match.group(3)), now)
+                verdict = self._sweep_one(match.group(2), int(match.group(3)), self.store.now())
             except Exception as exc:  # one bad window (unreadable, sealed with a key gone) must not block the rest
                 log.warning("Alert digest for window %s not settled: %s: %s", name, type(exc).__name__, exc)
                 continue
@@ -139,7 +150,7 @@ class StormControl:
         """Close one due window: its verdict; None when the next window exists; False: look again later."""
         if self.store.read(f"{folder}/w-{number + 1:08d}/s-000001.json") is None:
             opener = self.store.read(f"{folder}/w-{number:08d}/s-000001.json")
-            if opener is None:
+            if opener is None or now < float(opener["closes_at"]):
                 return False
             route = Route(**{**opener["route"], "to": self._unseal(str(opener["route"]["to"]))})
             verdict = self._close_and_open(folder, number, opener, route, now, None)
@@ -147,12 +158,21 @@ class StormControl:
         return None
 
     def _claim_once(self, folder: str, alert: Alert) -> float | None:
-        """Claim the alert for this recipient today; the claim's store time, or None if claimed before."""
+        """Claim the alert for this recipient: the claim's store time, or None if it was claimed before.
+
+        Claims are kept by day (so they can be forgotten); a claim in the day before or after is the same
+        claim (a callback run twice around midnight), and of two the earlier one wins.
+        """
         digest = hashlib.sha256(alert.key.encode()).hexdigest()[:40]
         now = self.store.now()
-        if self.store.read(f"{folder}/seen-{_day(now - 86400)}/{digest}.json") is not None:
-            return None  # a callback run again across midnight
-        return self.store.create(f"{folder}/seen-{_day(now)}/{digest}.json", {"label": alert.label})
+        stamped = self.store.create(f"{folder}/seen-{_day(now)}/{digest}.json", {"at": now})
+        if stamped is None:
+            return None
+        for day in (now - 86400, now + 86400):
+            other = self.store.read(f"{folder}/seen-{_day(day)}/{digest}.json")
+            if other is not None and float(other.get("at", 0)) < now:
+                return None
+        return stamped
 
     def _step(self, folder: str, alert: Alert, route: Route, now: float) -> tuple[Verdict | None, float]:
         """One look at the latest window (None: it changed under us, look again) and the time to go on with."""
@@ -207,6 +227,7 @@ class StormControl:
         since: float,
     ) -> Verdict | None:
         """Create slot 1 of window ``number``; the one process that does sends the text. None: lost the race."""
+        now = max(now, self.store.now())  # the window starts when its text is decided, not when we looked
         count = len(backlog) + (1 if lead else 0)
         opener = {
             "opened_at": now,
@@ -274,8 +295,9 @@ class StormControl:
         for index in range(start, upto):
             name = f"{folder}/w-{number:08d}/s-{index:06d}.json"
             record = self.store.read(name)
-            if record is None:
-                raise OSError(f"alert slot {name} is listed but cannot be read")
+            if record is None:  # never torn (slots appear whole): garbage, or a store gone wrong
+                log.warning("Alert slot %s cannot be read: counted as empty", name)
+                record = {}
             records.append(record)
         return records
 
@@ -286,17 +308,24 @@ class StormControl:
 
     def _mark_due(self, folder: str, number: int, closes_at: float) -> None:
         """Tell the sweeper this window has a backlog to send when it closes (once; later folds find it)."""
-        self.store.create(f"due/{int(closes_at * 1000):015d}-{folder}-{number:08d}.json", {})
+        self.store.create(f"due/{math.ceil(closes_at * 1000):015d}-{folder}-{number:08d}.json", {})
 
     def _prune(self, folder: str, number: int, now: float) -> None:
-        """Forget old windows, claims and counts (best effort: a failure here loses nothing that matters)."""
+        """Forget windows, claims and counts older than two days (best effort: a failure here loses nothing
+        that matters). A window is forgotten only when it opened that long ago: a process stalled in it may
+        still be at work, and a window deleted under it would lose or repeat alerts."""
         try:
-            keep = {f"seen-{_day(now - d * 86400)}" for d in range(_DAY_KEEP)}
-            keep |= {f"day-{_day(now - d * 86400)}" for d in range(_DAY_KEEP)}
-            for name in self.store.children(folder):
-                window = _WINDOW.fullmatch(name)
-                if (window and int(window.group(1)) < number - 2) or (not window and name not in keep):
+            days = {f"{kind}-{_day(now + d * 86400)}" for kind in ("seen", "day") for d in (-2, -1, 0, 1)}
+            names = self.store.children(folder)
+            for name in names:
+                if name.startswith(("seen-", "day-")) and name not in days:
                     self.store.delete(f"{folder}/{name}")
+            old = sorted(int(m.group(1)) for m in map(_WINDOW.fullmatch, names) if m and int(m.group(1)) < number - 2)
+            for window in old:  # oldest first: stop at the first one young enough to keep
+                opener = self.store.read(f"{folder}/w-{window:08d}/s-000001.json")
+                if opener is not None and float(opener["opened_at"]) > now - _KEEP:
+                    break
+                self.store.delete(f"{folder}/w-{window:08d}")
         except Exception as exc:  # pruning is housekeeping: never at the cost of the text
             log.warning("Old alert windows not pruned: %s", exc)
 
