@@ -155,13 +155,14 @@ def test_a_storm_on_two_workers_is_one_alert_and_one_digest_per_phone(
         assert sum(map(reported, messages)) == 50, (spread, messages)  # each alert once, none lost
         assert messages[0].startswith("Airflow: globesms_alert_storm.load failed (try 1)"), messages
         assert messages[-1].startswith("Airflow: +"), messages  # the last window's backlog, in its digest
-        assert len(sent) == (2 if spread < ALERT_WINDOW - 5 else len(sent)) <= 3, (spread, messages)
+        assert len(sent) <= 3, (spread, messages)
+        if spread < ALERT_WINDOW - 5:  # all fifty within one window: one alert, one digest
+            assert len(sent) == 2, (spread, messages)
         times = [m["submitted_at"] for m in sent]
         assert all(b - a >= ALERT_WINDOW - 1 for a, b in itertools.pairwise(times)), times
     assert not (cluster.home / "globesms" / "alerts").exists()  # the windows are in S3, shared
-    print(
-        f"cluster storm: 50 failures within {spread:.0f} s, texts per phone {[len(alerts_to(emulator, n)) for n in ON_CALL]}"
-    )
+    texts = [len(alerts_to(emulator, n)) for n in ON_CALL]
+    print(f"cluster storm: 50 failures within {spread:.0f} s; texts per phone {texts}")
 
 
 @pytest.mark.parametrize("shards", [4])
