@@ -380,3 +380,96 @@ def test_a_store_failing_at_any_step_never_silences_an_alert(
         assert before + 1 <= reported <= before + 2
     else:
         assert reported == before + 1
+
+
+def test_a_callback_run_twice_either_side_of_midnight_is_one_alert(tmp_path: Path) -> None:
+    """Run A reads the clock at 23:59:59.9 and stalls before its claim; run B, at 00:00:00.1, claims and
+    sends; A then finds the alert claimed (claims have one name, whatever the day)."""
+
+    class Pausing(ClockedStore):
+        def create(self, name: str, record: dict[str, Any]) -> float | None:
+            if threading.current_thread().name == "A" and "/seen/" in name:
+                paused.set()
+                resume.wait(10)
+            return super().create(name, record)
+
+    clock = Clock(t=1_800_057_599.9)
+    storm = StormControl(Pausing(tmp_path, clock))
+    route = Route(to=ALICE, conn_id="c", window=0)
+    paused, resume = threading.Event(), threading.Event()
+    verdicts: dict[str, Verdict] = {}
+    run_a = threading.Thread(target=lambda: verdicts.update(A=storm.admit(alert(1), route)), name="A")
+    run_a.start()
+    assert paused.wait(10)
+    clock.t = 1_800_057_600.1
+    verdicts["B"] = storm.admit(alert(1), route)
+    resume.set()
+    run_a.join()
+    assert sorted(v.text is not None for v in verdicts.values()) == [False, True]
+
+
+def test_windows_and_claims_are_kept_two_days_then_forgotten(tmp_path: Path) -> None:
+    """Never deleted under a process that may still be at work in them (a stalled one); gone after two days."""
+    clock = Clock()
+    storm = StormControl(ClockedStore(tmp_path, clock))
+    route = Route(to=ALICE, conn_id="c", window=0)
+    for n in range(6):
+        storm.admit(alert(n), route)
+        clock.t += 1
+    folder = tmp_path / storm.folder(ALICE)
+    assert len(list(folder.glob("w-*"))) == 6  # all young: kept
+    assert storm.admit(alert(0), route).text is None  # claimed
+    clock.t += 3 * 86400
+    assert storm.admit(alert(100), route).text is not None
+    assert sorted(p.name for p in folder.glob("w-*")) == ["w-00000005", "w-00000006", "w-00000007"]
+    assert len(list((folder / "seen").iterdir())) == 1  # only the new claim: the old ones are forgotten
+
+
+def test_the_sweeper_never_closes_a_window_before_it_ends(tmp_path: Path) -> None:
+    clock = Clock(t=1_800_000_000.0)
+    storm = StormControl(ClockedStore(tmp_path, clock))
+    route = Route(to=ALICE, conn_id="c", window=600.0004)  # the due mark's name is in milliseconds
+    storm.admit(alert(0), route)
+    storm.admit(alert(1), route)
+    clock.t += 600.0002  # past the millisecond the name rounds to, not past closes_at
+    assert storm.sweep() == []
+    assert storm.admit(alert(2), route).text is None  # still folds
+    clock.t += 1
+    (digest,) = storm.sweep()
+    assert digest.text is not None
+    assert digest.text.alerts == 2
+
+
+def test_sweep_settles_one_window_at_a_time_when_asked(tmp_path: Path) -> None:
+    """The sweeper sends each digest before it settles the next: a stop costs one digest at most."""
+    clock = Clock()
+    storm = StormControl(ClockedStore(tmp_path, clock))
+    for to in (ALICE, BOB, "+61412345678"):
+        for n in range(3):
+            storm.admit(alert(n), Route(to=to, conn_id="c", window=60))
+    clock.t += 61
+    settled = [storm.sweep(limit=1) for _ in range(4)]
+    assert [len(batch) for batch in settled] == [1, 1, 1, 0]
+    assert sorted(batch[0].text.route.to for batch in settled[:3] if batch[0].text) == sorted(
+        [ALICE, BOB, "+61412345678"]
+    )
+
+
+def test_an_object_that_cannot_be_read_back_is_never_taken_for_someone_elses(tmp_path: Path) -> None:
+    """A PUT that landed but cannot be read back: whose it is is unknown, so the store raises (the notifier
+    then sends the alert as it is) rather than answer "already claimed" and silence it."""
+    from airflow.sdk import ObjectStoragePath
+
+    class Unreadable(ObjectAlertStore):
+        def read(self, name: str) -> dict[str, Any] | None:
+            return None if "/seen/" in name else super().read(name)
+
+    storm = StormControl(Unreadable(ObjectStoragePath("memory://readback/alerts")))
+    with pytest.raises(OSError, match="cannot be read back"):
+        storm.admit(alert(1), Route(to=ALICE, conn_id="c"))
+
+
+def test_a_long_custom_message_leads_its_backlog_by_its_head() -> None:
+    long = Alert(key="k", label="etl.load", head="etl.load failed (try 1)", text="x" * 1995, custom=True)
+    text = backlog_text(long, [{"label": "etl.x", "link": None}] * 3, 1_800_000_000.0)
+    assert text == "Airflow: etl.load failed (try 1) +3 more since 08:00 UTC: etl.x x3"

@@ -181,3 +181,29 @@ def test_the_sweeper_trigger_sends_each_digest_once(globesms_conn: Any) -> None:
     assert len(sent) == 2
     assert sent[1].startswith("Airflow: +3 more since ")
     assert storm_control().sweep() == []
+
+
+def test_dag_callbacks_with_the_minimal_context_are_one_alert_per_run(globesms_conn: Any) -> None:
+    """Airflow gives a DAG callback only the DAG, run id and reason when no task instance is left."""
+    emulator = globesms_conn()
+    alert = GlobeSmsNotifier(to=ON_CALL, storm_window=0)
+    for run_id in ("scheduled__2026-11-20", "scheduled__2026-11-21", "scheduled__2026-11-21"):
+        alert.notify({"dag": None, "run_id": run_id, "reason": "task_failure"})  # type: ignore[typeddict-item]
+    assert len(texts(emulator)) == 2  # two runs; the second run's callback ran twice
+
+
+def test_a_muted_digest_is_logged(globesms_conn: Any, capfd: pytest.CaptureFixture[str]) -> None:
+    """A cap of one text a day: the first alert; the next window's digest becomes the muted notice; the one
+    after that is silent, and the log says so."""
+    emulator = globesms_conn()
+    alert = GlobeSmsNotifier(to=ON_CALL, storm_window=0.5, daily_cap=1)
+    other = GlobeSmsNotifier(to="+447911123456", storm_window=0)
+    for batch in (range(3), range(3, 6)):
+        for n in batch:
+            alert.notify(failure(f"load_{n}"))  # type: ignore[arg-type]
+        time.sleep(0.6)
+        other.notify(failure(f"other_{batch[0]}"))  # type: ignore[arg-type]  # sweeps on the side
+    to_on_call = [m["message"] for m in emulator.messages() if m["to"] == ON_CALL.lstrip("+")]
+    assert len(to_on_call) == 2
+    assert "muted until" in to_on_call[1]
+    assert "Alert window closed with no text: muted: the daily cap of 1 texts was reached" in capfd.readouterr().out

@@ -251,8 +251,7 @@ class GlobeSmsNotifier(BaseNotifier):
             return client.build_send_request(request.to, body, sender=self.sender, sms_type=self.sms_type)
         except InvalidFieldError as exc:
             self.log.error(
-                "The text with the window's backlog to %s cannot be sent (%s); sending the alert alone, "
-                "instead of: %s",
+                "The text with the window's backlog to %s cannot be sent (%s); sending the alert alone, instead of: %s",
                 mask_number(request.to),
                 exc,
                 body[:300],

@@ -160,18 +160,18 @@ class StormControl:
     def _claim_once(self, folder: str, alert: Alert) -> float | None:
         """Claim the alert for this recipient: the claim's store time, or None if it was claimed before.
 
-        Claims are kept by day (so they can be forgotten); a claim in the day before or after is the same
-        claim (a callback run twice around midnight), and of two the earlier one wins.
+        One name per alert (``seen/<digest>``), whatever the day: two runs of a callback either side of
+        midnight meet on it. A second, empty name under the day (``seen-<day>/<digest>``) is how claims are
+        forgotten after two days.
         """
         digest = hashlib.sha256(alert.key.encode()).hexdigest()[:40]
         now = self.store.now()
-        stamped = self.store.create(f"{folder}/seen-{_day(now)}/{digest}.json", {"at": now})
-        if stamped is None:
-            return None
-        for day in (now - 86400, now + 86400):
-            other = self.store.read(f"{folder}/seen-{_day(day)}/{digest}.json")
-            if other is not None and float(other.get("at", 0)) < now:
-                return None
+        stamped = self.store.create(f"{folder}/seen/{digest}.json", {"at": now})
+        if stamped is not None:
+            try:
+                self.store.create(f"{folder}/seen-{_day(stamped)}/{digest}.json", {})
+            except OSError as exc:  # the claim holds; only its forgetting is lost
+                log.warning("Alert claim not indexed for pruning: %s", exc)
         return stamped
 
     def _step(self, folder: str, alert: Alert, route: Route, now: float) -> tuple[Verdict | None, float]:
@@ -319,6 +319,8 @@ class StormControl:
             names = self.store.children(folder)
             for name in names:
                 if name.startswith(("seen-", "day-")) and name not in days:
+                    for claim in self.store.children(f"{folder}/{name}") if name.startswith("seen-") else []:
+                        self.store.delete(f"{folder}/seen/{claim}")
                     self.store.delete(f"{folder}/{name}")
             old = sorted(int(m.group(1)) for m in map(_WINDOW.fullmatch, names) if m and int(m.group(1)) < number - 2)
             for window in old:  # oldest first: stop at the first one young enough to keep
