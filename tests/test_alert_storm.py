@@ -422,7 +422,7 @@ def test_windows_and_claims_are_kept_two_days_then_forgotten(tmp_path: Path) -> 
     clock.t += 3 * 86400
     assert storm.admit(alert(100), route).text is not None
     assert sorted(p.name for p in folder.glob("w-*")) == ["w-00000005", "w-00000006", "w-00000007"]
-    assert len(list((folder / "seen").iterdir())) == 1  # only the new claim: the old ones are forgotten
+    assert [p.name for p in (folder / "seen").glob("*.json")] == [f"{alert(100).digest}.json"]  # old: forgotten
 
 
 def test_the_sweeper_never_closes_a_window_before_it_ends(tmp_path: Path) -> None:
@@ -473,3 +473,55 @@ def test_a_long_custom_message_leads_its_backlog_by_its_head() -> None:
     long = Alert(key="k", label="etl.load", head="etl.load failed (try 1)", text="x" * 1995, custom=True)
     text = backlog_text(long, [{"label": "etl.x", "link": None}] * 3, 1_800_000_000.0)
     assert text == "Airflow: etl.load failed (try 1) +3 more since 08:00 UTC: etl.x x3"
+
+
+class Killed(BaseException):
+    """A task process killed mid-callback (Airflow's heartbeat timeout kills it, then reruns the callback)."""
+
+
+def test_a_callback_killed_after_its_claim_is_placed_by_its_rerun(tmp_path: Path) -> None:
+    """Killed between claiming the alert and folding it: a rerun within 10 s leaves it to the first run (it
+    may be alive); after, the rerun takes over and places it. Every alert reported once."""
+
+    class KillAtFold(ClockedStore):
+        kill = True
+
+        def create(self, name: str, record: dict[str, Any]) -> float | None:
+            if self.kill and "alert" in record and "/w-" in name:
+                raise Killed
+            return super().create(name, record)
+
+    clock = Clock()
+    store = KillAtFold(tmp_path, clock)
+    storm = StormControl(store)
+    route = Route(to=ALICE, conn_id="c", window=600)
+    store.kill = False
+    storm.admit(alert(0), route)  # opens the window
+    store.kill = True
+    with pytest.raises(Killed):
+        storm.admit(alert(1), route)
+    store.kill = False
+    clock.t += 5
+    assert storm.admit(alert(1), route).reason.startswith("already alerted")  # the first may still be at work
+    clock.t += 6
+    assert storm.admit(alert(1), route).reason.startswith("folded")  # taken over
+    assert storm.admit(alert(1), route).reason.startswith("already alerted")  # and done
+    clock.t += 600
+    (digest,) = storm.sweep()
+    assert digest.text is not None
+    assert digest.text.alerts == 1
+
+
+def test_a_takeover_finds_an_alert_placed_by_a_slow_first_run(tmp_path: Path) -> None:
+    clock = Clock()
+    storm = StormControl(ClockedStore(tmp_path, clock))
+    route = Route(to=ALICE, conn_id="c", window=600)
+    storm.admit(alert(0), route)
+    storm.admit(alert(1), route)
+    (tmp_path / storm.folder(ALICE) / "seen" / f"{alert(1).digest}.done").unlink()  # placed, not yet marked
+    clock.t += 11
+    assert storm.admit(alert(1), route).reason.startswith("already alerted")
+    clock.t += 600
+    (digest,) = storm.sweep()
+    assert digest.text is not None
+    assert digest.text.alerts == 1

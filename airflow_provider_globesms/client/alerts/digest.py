@@ -6,6 +6,7 @@ fewest alerts are dropped first, then the link; a text that cannot fit (a long c
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,9 +37,14 @@ class Alert:
     link: str | None = None
     custom: bool = False
 
+    @property
+    def digest(self) -> str:
+        """The key's digest: how claims and windows name the alert."""
+        return hashlib.sha256(self.key.encode()).hexdigest()[:40]
+
     def to_record(self) -> dict[str, object]:
         """The fields a window keeps of a folded alert (no number, no secret)."""
-        return {"label": self.label, "head": self.head, "link": self.link}
+        return {"label": self.label, "head": self.head, "link": self.link, "key": self.digest}
 
 
 def clock_text(epoch: float) -> str:

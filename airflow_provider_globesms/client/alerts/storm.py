@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
+from airflow_provider_globesms.client.alerts import claims
 from airflow_provider_globesms.client.alerts.digest import Alert, backlog_text, clock_text, muted_text
 from airflow_provider_globesms.client.alerts.store import AlertStore, Record
 
@@ -110,15 +111,18 @@ class StormControl:
     def admit(self, alert: Alert, route: Route) -> Verdict:
         """Decide one alert for one recipient; store errors propagate (the caller then sends it plain)."""
         folder = self.folder(route.to)
-        now = self._claim_once(folder, alert)
+        now = claims.claim(self.store, folder, alert.digest, lambda: self._placed(folder, alert.digest))
         if now is None:
             return Verdict(None, "already alerted (the callback ran again)")
+        verdict = Verdict(Text(route, alert.text, 1, "alert"), "the window could not be settled: sent as it is")
         for _ in range(_TRIES):
-            verdict, now = self._step(folder, alert, route, now)
-            if verdict is not None:
-                return verdict
+            decided, now = self._step(folder, alert, route, now)
+            if decided is not None:
+                verdict = decided
+                break
             time.sleep(_PAUSE)
-        return Verdict(Text(route, alert.text, 1, "alert"), "the window could not be settled: sent as it is")
+        claims.mark_placed(self.store, folder, alert.digest)
+        return verdict
 
     def sweep(self, limit: int | None = None) -> list[Verdict]:
         """Close the windows past their end that hold folded alerts: the digests to send now (the sweeper's
@@ -157,22 +161,18 @@ class StormControl:
             return False if verdict is None else verdict  # None: another process is closing it
         return None
 
-    def _claim_once(self, folder: str, alert: Alert) -> float | None:
-        """Claim the alert for this recipient: the claim's store time, or None if it was claimed before.
-
-        One name per alert (``seen/<digest>``), whatever the day: two runs of a callback either side of
-        midnight meet on it. A second, empty name under the day (``seen-<day>/<digest>``) is how claims are
-        forgotten after two days.
-        """
-        digest = hashlib.sha256(alert.key.encode()).hexdigest()[:40]
-        now = self.store.now()
-        stamped = self.store.create(f"{folder}/seen/{digest}.json", {"at": now})
-        if stamped is not None:
-            try:
-                self.store.create(f"{folder}/seen-{_day(stamped)}/{digest}.json", {})
-            except OSError as exc:  # the claim holds; only its forgetting is lost
-                log.warning("Alert claim not indexed for pruning: %s", exc)
-        return stamped
+    def _placed(self, folder: str, digest: str) -> bool:
+        """Whether an alert is in the recipient's last two windows (its opener, a fold or a close)."""
+        latest = self._latest(folder)
+        if latest is None:
+            return False
+        for number in (latest[0], latest[0] - 1):
+            opener = self.store.read(f"{folder}/w-{number:08d}/s-000001.json") or {}
+            slots = self._slot_numbers(folder, number)
+            records = [opener, *self._records(folder, number, (slots[-1] if slots else 1) + 1)]
+            if any(r.get("key") == digest or (r.get("alert") or {}).get("key") == digest for r in records):
+                return True
+        return False
 
     def _step(self, folder: str, alert: Alert, route: Route, now: float) -> tuple[Verdict | None, float]:
         """One look at the latest window (None: it changed under us, look again) and the time to go on with."""
@@ -234,6 +234,7 @@ class StormControl:
             "closes_at": now + route.window,
             "route": {**asdict(route), "to": self._seal(route.to)},
             "alerts": count,
+            **({"key": lead.digest} if lead else {}),
         }
         if self.store.create(f"{folder}/w-{number:08d}/s-000001.json", opener) is None:
             return None
@@ -318,9 +319,9 @@ class StormControl:
             days = {f"{kind}-{_day(now + d * 86400)}" for kind in ("seen", "day") for d in (-2, -1, 0, 1)}
             names = self.store.children(folder)
             for name in names:
-                if name.startswith(("seen-", "day-")) and name not in days:
-                    for claim in self.store.children(f"{folder}/{name}") if name.startswith("seen-") else []:
-                        self.store.delete(f"{folder}/seen/{claim}")
+                if name.startswith("seen-") and name not in days:
+                    claims.forget(self.store, folder, name)
+                elif name.startswith("day-") and name not in days:
                     self.store.delete(f"{folder}/{name}")
             old = sorted(int(m.group(1)) for m in map(_WINDOW.fullmatch, names) if m and int(m.group(1)) < number - 2)
             for window in old:  # oldest first: stop at the first one young enough to keep
@@ -336,5 +337,4 @@ def _alerts(records: list[Record]) -> list[Record]:
     return [dict(record["alert"]) for record in records if "alert" in record]
 
 
-def _day(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y%m%d")
+_day = claims.day
