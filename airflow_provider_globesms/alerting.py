@@ -15,11 +15,16 @@ from airflow_provider_globesms.client import SendMessageResult, mask_number
 from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
 from airflow_provider_globesms.client.alerts import LocalAlertStore, ObjectAlertStore, StormControl, Text
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
-from airflow_provider_globesms.storage import CONFIG_SECTION, base_location, is_local, local_path, storage_path
+from airflow_provider_globesms.storage import (
+    CONFIG_SECTION,
+    base_location,
+    configured_fernet_keys,
+    is_local,
+    local_path,
+    storage_path,
+)
 
 log = logging.getLogger(__name__)
-
-_UNSET_KEY = "{FERNET_KEY}"  # the configuration template's placeholder: no key configured
 
 
 def alerts_location(explicit: str | None = None) -> str:
@@ -28,15 +33,14 @@ def alerts_location(explicit: str | None = None) -> str:
     return explicit or configured or f"{base_location().rstrip('/')}/alerts"
 
 
-def _fernet() -> Any:
-    """Airflow's Fernet (``[core] fernet_key``), or None when there is none or it cannot be used."""
+def _fernet() -> tuple[Any, bytes] | None:
+    """Airflow's Fernet (``[core] fernet_key``) and its first key, or None when there is none or it cannot
+    be used."""
     from cryptography.fernet import Fernet, MultiFernet
 
     try:
-        configured = str(conf.get("core", "fernet_key", fallback="") or "")
-        if configured in ("", _UNSET_KEY):
-            return None
-        return MultiFernet([Fernet(part.encode()) for part in configured.split(",")])
+        keys = configured_fernet_keys()
+        return (MultiFernet([Fernet(key.encode()) for key in keys]), keys[0].encode()) if keys else None
     except Exception:  # an alert is never lost to a key: the number is then kept unsealed (owner-only)
         log.warning("[core] fernet_key is not usable: alert windows keep the number unsealed")
         return None
@@ -46,10 +50,10 @@ def storm_control(alerts_uri: str | None = None) -> StormControl:
     """Storm control over the configured store; the number sealed with Airflow's Fernet key when set."""
     location = alerts_location(alerts_uri)
     store = LocalAlertStore(local_path(location)) if is_local(location) else ObjectAlertStore(storage_path(location))
-    fernet = _fernet()
-    if fernet is None:
+    sealing = _fernet()
+    if sealing is None:
         return StormControl(store)
-    secret = str(conf.get("core", "fernet_key")).split(",")[0].encode()
+    fernet, secret = sealing
     return StormControl(
         store,
         secret=secret,

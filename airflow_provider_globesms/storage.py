@@ -24,6 +24,18 @@ from airflow_provider_globesms.client.rules.validation import MAX_TASK_ID_LENGTH
 CONFIG_SECTION = "globesms"
 
 
+# What the configuration holds for [core] fernet_key when none is configured anywhere: the template's
+# placeholder, unexpanded (no airflow.cfg was written, no variable set). Not configured, as an empty key is.
+UNSET_KEY_PLACEHOLDER = "{FERNET_KEY}"
+
+
+def configured_fernet_keys() -> list[str]:
+    """``[core] fernet_key`` as its comma-separated keys (the first seals, each opens); [] when none is
+    configured. Reading it may raise (a failing ``fernet_key_cmd``): each caller decides what that means."""
+    configured = str(conf.get("core", "fernet_key", fallback="") or "")
+    return [] if configured in ("", UNSET_KEY_PLACEHOLDER) else configured.split(",")
+
+
 def safe_segment(part: str) -> str:
     """An id with every character outside ``A-Za-z0-9._=-`` made ``_`` (for ``TaskId``; many ids to one)."""
     return re.sub(r"[^A-Za-z0-9._=-]", "_", part)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_provider_globesms._compat import AirflowException, AirflowFailException, conf
+from airflow_provider_globesms._compat import AirflowException, AirflowFailException
 from airflow_provider_globesms.client.errors import LeaseHeldError
 from airflow_provider_globesms.client.files.private import narrow_path, private_dirs
 from airflow_provider_globesms.client.ledger.lease import FileLease, Holder, ObjectLease
@@ -35,7 +35,7 @@ from airflow_provider_globesms.operators.ledger_place import (
     results_show_a_send,
     state_store,
 )
-from airflow_provider_globesms.storage import is_local, local_path, storage_path
+from airflow_provider_globesms.storage import configured_fernet_keys, is_local, local_path, storage_path
 
 LEASE_CHECK_EVERY = 1.0  # seconds between full lease checks while sending (an object lease costs a request)
 
@@ -80,11 +80,6 @@ def _damaged_local_ledger(location: str, resend: bool) -> str | None:
     return problem and f"{path} {problem}"
 
 
-# What the configuration holds for [core] fernet_key when none is configured anywhere: the template's
-# placeholder, unexpanded (no airflow.cfg was written, no variable set). Not configured, as an empty key is.
-UNSET_KEY_PLACEHOLDER = "{FERNET_KEY}"
-
-
 def airflow_cipher() -> Cipher | None:
     """A Fernet keyed as Airflow's own (``[core] fernet_key``: comma-separated keys, the first seals, each
     opens), to seal the ledger's stored requests; ``None`` when no key is configured (the requests are then
@@ -94,17 +89,17 @@ def airflow_cipher() -> Cipher | None:
     from cryptography.fernet import Fernet, MultiFernet
 
     try:
-        configured = str(conf.get("core", "fernet_key", fallback="") or "")
+        keys = configured_fernet_keys()
     except Exception:  # a failing fernet_key_cmd or _secret: its message may quote what it printed
         raise AirflowFailException("[core] fernet_key could not be read; nothing was sent") from None
-    if configured in ("", UNSET_KEY_PLACEHOLDER):
+    if not keys:
         logging.getLogger(__name__).warning(
             "Send ledger requests are not encrypted: no [core] fernet_key is configured. A request in doubt "
             "(its text, one-time codes, an STS token) is stored readable until it is settled"
         )
         return None
     try:
-        return MultiFernet([Fernet(part.encode()) for part in configured.split(",")])
+        return MultiFernet([Fernet(key.encode()) for key in keys])
     except (ValueError, TypeError) as exc:
         raise AirflowFailException(
             f"[core] fernet_key is set but unusable ({type(exc).__name__}: {str(exc)[:200]}); nothing was sent. "

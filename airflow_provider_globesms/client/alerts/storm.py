@@ -139,8 +139,8 @@ class StormControl:
                 continue
             if limit is not None and len(verdicts) >= limit:
                 break
-            try:
-                verdict = self._sweep_one(match.group(2), int(match.group(3)), self.store.now())
+            try:  # one clock reading serves the sweep: each window's opening reads its own (``_open``)
+                verdict = self._sweep_one(match.group(2), int(match.group(3)), now)
             except Exception as exc:  # one bad window (unreadable, sealed with a key gone) must not block the rest
                 log.warning("Alert digest for window %s not settled: %s: %s", name, type(exc).__name__, exc)
                 continue
@@ -152,8 +152,8 @@ class StormControl:
 
     def _sweep_one(self, folder: str, number: int, now: float) -> Verdict | Literal[False] | None:
         """Close one due window: its verdict; None when the next window exists; False: look again later."""
-        if self.store.read(f"{folder}/w-{number + 1:08d}/s-000001.json") is None:
-            opener = self.store.read(f"{folder}/w-{number:08d}/s-000001.json")
+        if self.store.read(self._opener(folder, number + 1)) is None:
+            opener = self.store.read(self._opener(folder, number))
             if opener is None or now < float(opener["closes_at"]):
                 return False
             route = Route(**{**opener["route"], "to": self._unseal(str(opener["route"]["to"]))})
@@ -166,10 +166,10 @@ class StormControl:
         latest = self._latest(folder)
         if latest is None:
             return False
-        for number in (latest[0], latest[0] - 1):
-            opener = self.store.read(f"{folder}/w-{number:08d}/s-000001.json") or {}
-            slots = self._slot_numbers(folder, number)
-            records = [opener, *self._records(folder, number, (slots[-1] if slots else 1) + 1)]
+        number, newest = latest
+        for window in (number, number - 1):
+            opener = newest if window == number else self.store.read(self._opener(folder, window)) or {}
+            records = [opener, *self._window_records(folder, window)]
             if any(r.get("key") == digest or (r.get("alert") or {}).get("key") == digest for r in records):
                 return True
         return False
@@ -193,8 +193,7 @@ class StormControl:
         self, folder: str, number: int, opener: Record, route: Route, now: float, lead: Alert | None
     ) -> Verdict | None:
         """Close window ``number`` (if no one has) and open the next with one text for its backlog."""
-        since, slots = float(opener["opened_at"]), self._slot_numbers(folder, number)
-        records = self._records(folder, number, (slots[-1] if slots else 1) + 1)
+        since, records = float(opener["opened_at"]), self._window_records(folder, number)
         close = self._close_in(records)
         if close is None:
             record: Record = {"close": True, "at": now, **({"alert": lead.to_record()} if lead else {})}
@@ -236,7 +235,7 @@ class StormControl:
             "alerts": count,
             **({"key": lead.digest} if lead else {}),
         }
-        if self.store.create(f"{folder}/w-{number:08d}/s-000001.json", opener) is None:
+        if self.store.create(self._opener(folder, number), opener) is None:
             return None
         text = Text(route, backlog_text(lead, backlog, since), count, "digest" if backlog else "alert")
         try:  # the window is ours now: nothing after this may raise, or its backlog would be lost
@@ -253,7 +252,7 @@ class StormControl:
         """``text``; the muted notice instead when it is the day's first over the cap; None after that."""
         if route.daily_cap is None:
             return text
-        slot, _ = self._append_to(f"{folder}/day-{_day(now)}", "n-", {"kind": text.kind})
+        slot, _ = self._append_to(f"{folder}/day-{claims.day(now)}", "n-", {"kind": text.kind})
         if slot <= route.daily_cap:
             return text
         if slot == route.daily_cap + 1:
@@ -266,14 +265,20 @@ class StormControl:
         """The newest window with its opener written: its number and opener; None when there is none."""
         numbers = sorted(int(m.group(1)) for m in map(_WINDOW.fullmatch, self.store.children(folder)) if m)
         for number in reversed(numbers):
-            opener = self.store.read(f"{folder}/w-{number:08d}/s-000001.json")
+            opener = self.store.read(self._opener(folder, number))
             if opener is not None:
                 return number, opener
         return None
 
-    def _slot_numbers(self, folder: str, number: int) -> list[int]:
+    @staticmethod
+    def _opener(folder: str, number: int) -> str:
+        return f"{folder}/w-{number:08d}/s-000001.json"
+
+    def _window_records(self, folder: str, number: int) -> list[Record]:
+        """Every slot of window ``number`` after its opener, in order, as listed now."""
         names = self.store.children(f"{folder}/w-{number:08d}")
-        return sorted(int(m.group(1)) for m in map(_SLOT.fullmatch, names) if m)
+        last = max((int(m.group(1)) for m in map(_SLOT.fullmatch, names) if m), default=1)
+        return self._records(folder, number, last + 1)
 
     def _append(self, folder: str, number: int, record: Record) -> tuple[int, float]:
         """Take the next free slot of a window: its number and store time."""
@@ -316,7 +321,7 @@ class StormControl:
         that matters). A window is forgotten only when it opened that long ago: a process stalled in it may
         still be at work, and a window deleted under it would lose or repeat alerts."""
         try:
-            days = {f"{kind}-{_day(now + d * 86400)}" for kind in ("seen", "day") for d in (-2, -1, 0, 1)}
+            days = {f"{kind}-{claims.day(now + d * 86400)}" for kind in ("seen", "day") for d in (-2, -1, 0, 1)}
             names = self.store.children(folder)
             for name in names:
                 if name.startswith("seen-") and name not in days:
@@ -325,7 +330,7 @@ class StormControl:
                     self.store.delete(f"{folder}/{name}")
             old = sorted(int(m.group(1)) for m in map(_WINDOW.fullmatch, names) if m and int(m.group(1)) < number - 2)
             for window in old:  # oldest first: stop at the first one young enough to keep
-                opener = self.store.read(f"{folder}/w-{window:08d}/s-000001.json")
+                opener = self.store.read(self._opener(folder, window))
                 if opener is not None and float(opener["opened_at"]) > now - _KEEP:
                     break
                 self.store.delete(f"{folder}/w-{window:08d}")
@@ -335,6 +340,3 @@ class StormControl:
 
 def _alerts(records: list[Record]) -> list[Record]:
     return [dict(record["alert"]) for record in records if "alert" in record]
-
-
-_day = claims.day
