@@ -77,6 +77,13 @@ class Phone:
     texts: list[tuple[float, Text]] = field(default_factory=list)
 
 
+def only_digest(storm: StormControl) -> Text:
+    """The one text a sweep sends now (a sweep that sends none, or more, fails the test)."""
+    (verdict,) = storm.sweep()
+    assert verdict.text is not None, verdict.reason
+    return verdict.text
+
+
 def deliver(verdicts: list[Verdict], phones: dict[str, Phone], at: float) -> None:
     for verdict in verdicts:
         if verdict.text is not None:
@@ -99,11 +106,10 @@ def test_fifty_alerts_at_once_make_one_text_now_and_one_digest(tmp_path: Path) -
     assert Counter(v.reason.split(" ")[0] for v in verdicts if not v.text) == {"folded": 49}
     assert storm.sweep() == []  # not yet: the window is open
     time.sleep(1.1)
-    (digest,) = storm.sweep()
-    assert digest.text is not None
-    assert digest.text.alerts == 49
-    assert digest.text.body.startswith("Airflow: +49 more since ")
-    assert "etl.load x49 host:8080/dags/etl" in digest.text.body
+    digest = only_digest(storm)
+    assert digest.alerts == 49
+    assert digest.body.startswith("Airflow: +49 more since ")
+    assert "etl.load x49 host:8080/dags/etl" in digest.body
     assert storm.sweep() == []  # once
 
 
@@ -213,9 +219,7 @@ def test_a_window_that_cannot_be_opened_does_not_block_the_others(tmp_path: Path
         for n in range(3):
             storm.admit(alert(n), Route(to=to, conn_id="c", window=0.3))
     time.sleep(0.35)
-    (digest,) = storm.sweep()
-    assert digest.text is not None
-    assert digest.text.route.to == ALICE
+    assert only_digest(storm).route.to == ALICE
     assert storm.sweep() == []  # Bob's window stays due (logged each sweep), Alice's went once
 
 
@@ -435,9 +439,7 @@ def test_the_sweeper_never_closes_a_window_before_it_ends(tmp_path: Path) -> Non
     assert storm.sweep() == []
     assert storm.admit(alert(2), route).text is None  # still folds
     clock.t += 1
-    (digest,) = storm.sweep()
-    assert digest.text is not None
-    assert digest.text.alerts == 2
+    assert only_digest(storm).alerts == 2
 
 
 def test_sweep_settles_one_window_at_a_time_when_asked(tmp_path: Path) -> None:
@@ -507,9 +509,7 @@ def test_a_callback_killed_after_its_claim_is_placed_by_its_rerun(tmp_path: Path
     assert storm.admit(alert(1), route).reason.startswith("folded")  # taken over
     assert storm.admit(alert(1), route).reason.startswith("already alerted")  # and done
     clock.t += 600
-    (digest,) = storm.sweep()
-    assert digest.text is not None
-    assert digest.text.alerts == 1
+    assert only_digest(storm).alerts == 1
 
 
 def test_a_takeover_finds_an_alert_placed_by_a_slow_first_run(tmp_path: Path) -> None:
@@ -522,6 +522,4 @@ def test_a_takeover_finds_an_alert_placed_by_a_slow_first_run(tmp_path: Path) ->
     clock.t += 11
     assert storm.admit(alert(1), route).reason.startswith("already alerted")
     clock.t += 600
-    (digest,) = storm.sweep()
-    assert digest.text is not None
-    assert digest.text.alerts == 1
+    assert only_digest(storm).alerts == 1
