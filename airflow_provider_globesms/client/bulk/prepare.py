@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Container, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -53,6 +53,7 @@ class PreparedMessage:
     # sender holds it from then until ``reopens_at`` (``None``: no shared window found; an unknown zone).
     closes_at: float | None = None
     reopens_at: float | None = None
+    country: str = ""  # where it is billed, as validation found it (not spilled: only the budget needs it)
 
     @property
     def text(self) -> str:
@@ -124,13 +125,14 @@ class Campaign:
         # The same checks as SendMessageRequest's, without building a model per row; the options
         # were checked once (check_options).
         try:
-            to = parse_number(raw_to, self.to_field, default_region=self.client.default_region).wire
+            number = parse_number(raw_to, self.to_field, default_region=self.client.default_region)
             check_message(text, self.client.max_message_length)
         except InvalidFieldError as exc:
             return RowError(row, mask_number(raw_to), exc.field, _storable(exc.reason))
-        count = count_segments(text)
+        count, to = count_segments(text), number.wire
         params = {**self.check_options(), "To": to, "Message": text}
-        return PreparedMessage(row, to, params, message_key(self.scope, to, text), count.segments, count.encoding)
+        key = message_key(self.scope, to, text)
+        return PreparedMessage(row, to, params, key, count.segments, count.encoding, country=number.country)
 
 
 def _storable(text: str) -> str:
@@ -184,7 +186,8 @@ class ValidationReport:
 
 
 class Deduplicator:
-    """Remembers every message key of a run on disk, to report a repeated number-and-text pair."""
+    """Remembers every message key of a run on disk, to report a repeated number-and-text pair. Keys are
+    looked up and written a batch at a time (one query per batch, not two per row)."""
 
     def __init__(self, directory: str | None = None) -> None:
         self._dir = tempfile.TemporaryDirectory(prefix="globesms-dedup-", dir=directory)
@@ -192,28 +195,41 @@ class Deduplicator:
             f"{self._dir.name}/keys.sqlite3",
             journal="OFF",  # scratch: thrown away with the task
             threads=False,
-            schema="CREATE TABLE keys (key TEXT PRIMARY KEY, row INTEGER NOT NULL) WITHOUT ROWID",
+            schema="CREATE TABLE keys (key BLOB PRIMARY KEY, row INTEGER NOT NULL) WITHOUT ROWID",
         )
-        self._db.execute("BEGIN")
-        self._since_commit = 0
 
-    def first_row(self, key: str, row: int) -> int | None:
-        """``None`` the first time ``key`` is seen, else the row that had it first."""
-        found = self._db.execute("SELECT row FROM keys WHERE key = ?", (key,)).fetchone()
-        if found:
-            return int(found[0])
-        self._db.execute("INSERT INTO keys VALUES (?, ?)", (key, row))
-        self._since_commit += 1
-        if self._since_commit >= 10_000:
-            self._db.execute("COMMIT")
-            self._db.execute("BEGIN")
-            self._since_commit = 0
-        return None
+    def first_rows(self, batch: Sequence[tuple[str, int]]) -> list[int | None]:
+        """For each ``(key, row)`` in order: ``None`` the first time its key is seen (in this run, earlier
+        in the batch included), else the row that had it first."""
+        # 16 bytes of the SHA-256 key: a collision is as likely as guessing a random 128-bit value.
+        digests = [bytes.fromhex(key[:32]) for key, _ in batch]
+        first: dict[bytes, int] = {}
+        unique = list(dict.fromkeys(digests))
+        for at in range(0, len(unique), _LOOKUP):
+            part = unique[at : at + _LOOKUP]
+            marks = ",".join("?" * len(part))
+            first.update(self._db.execute(f"SELECT key, row FROM keys WHERE key IN ({marks})", part))  # noqa: S608
+        found: list[int | None] = []
+        new: list[tuple[bytes, int]] = []
+        for digest, (_, row) in zip(digests, batch, strict=True):
+            earlier = first.get(digest)
+            if earlier is None:
+                first[digest] = row
+                new.append((digest, row))
+            found.append(earlier)
+        self._db.execute("BEGIN")  # one transaction per batch (the connection is in autocommit mode)
+        self._db.executemany("INSERT INTO keys VALUES (?, ?)", new)
+        self._db.execute("COMMIT")
+        return found
 
     def close(self) -> None:
         """Close the database and delete its directory."""
         self._db.close()
         self._dir.cleanup()
+
+
+_LOOKUP = 500  # keys per look-up query (SQLite's oldest limit on parameters is 999)
+BATCH = 1000  # rows validated together: one dedupe query and one write each; memory stays flat
 
 
 def validate(
@@ -230,25 +246,36 @@ def validate(
 ) -> ValidationReport:
     """Check and render every row, and find repeated number-and-text pairs, without sending anything.
     Numbers on ``suppression`` become ``Suppressed``; what is left to send is counted in ``budget``; a
-    recipient in ``quiet`` hours is ``Held`` (its zone from the number, or from the row's ``tz_field``)."""
+    recipient in ``quiet`` hours is ``Held`` (its zone from the number, or from the row's ``tz_field``).
+    ``on_row`` sees every outcome in the rows' order."""
     report = ValidationReport(max_errors=max_errors)
     seen = Deduplicator(workdir)
     try:
-        for number, data in rows:
-            outcome: PreparedRow = campaign.prepare(number, data)
-            if isinstance(outcome, PreparedMessage):
-                outcome = _controlled(outcome, campaign, seen, suppression)
-            if isinstance(outcome, PreparedMessage) and quiet is not None:
-                outcome = _in_quiet_hours(outcome, quiet, _field(data, tz_field))
-            going = _to_be_sent(outcome)
-            if budget is not None and going is not None:
-                budget.add(going.to, going.segments)
-            report.add(outcome)
-            if on_row is not None:
-                on_row(outcome)
+        for batch in _batches(rows):
+            outcomes = _controlled(campaign, [campaign.prepare(n, data) for n, data in batch], seen, suppression)
+            for (_, data), outcome in zip(batch, outcomes, strict=True):
+                if isinstance(outcome, PreparedMessage) and quiet is not None:
+                    outcome = _in_quiet_hours(outcome, quiet, _field(data, tz_field))
+                going = _to_be_sent(outcome)
+                if budget is not None and going is not None:
+                    budget.add(going.to, going.segments, going.country)
+                report.add(outcome)
+                if on_row is not None:
+                    on_row(outcome)
     finally:
         seen.close()
     return report
+
+
+def _batches(rows: Iterable[Row]) -> Iterator[list[Row]]:
+    batch: list[Row] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= BATCH:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _field(data: object, name: str | None) -> str | None:
@@ -279,13 +306,17 @@ def _to_be_sent(outcome: PreparedRow) -> PreparedMessage | None:
 
 
 def _controlled(
-    message: PreparedMessage, campaign: Campaign, seen: Deduplicator, suppression: Container[str] | None
-) -> PreparedRow:
+    campaign: Campaign, outcomes: list[PreparedRow], seen: Deduplicator, suppression: Container[str] | None
+) -> list[PreparedRow]:
     """A suppressed number is never sent (checked first: a repeated suppressed row is no error); a repeated
     number-and-text pair is an error."""
-    if suppression is not None and message.to in suppression:
-        return Suppressed(message)
-    first = seen.first_row(message.key, message.row)
-    if first is not None:
-        return RowError(message.row, mask_number(message.to), campaign.to_field, f"same number and text as row {first}")
-    return message
+    for at, outcome in enumerate(outcomes):
+        if isinstance(outcome, PreparedMessage) and suppression is not None and outcome.to in suppression:
+            outcomes[at] = Suppressed(outcome)
+    fresh = [(at, o) for at, o in enumerate(outcomes) if isinstance(o, PreparedMessage)]
+    firsts = seen.first_rows([(message.key, message.row) for _, message in fresh]) if fresh else []
+    for (at, message), first in zip(fresh, firsts, strict=True):
+        if first is not None:
+            reason = f"same number and text as row {first}"
+            outcomes[at] = RowError(message.row, mask_number(message.to), campaign.to_field, reason)
+    return outcomes

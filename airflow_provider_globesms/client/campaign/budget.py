@@ -13,6 +13,7 @@ from typing import IO
 import phonenumbers
 
 from airflow_provider_globesms.client.errors import ConfigurationError
+from airflow_provider_globesms.client.rules.phone import billing_country
 
 
 def region_of(wire: str) -> str:
@@ -23,10 +24,7 @@ def region_of(wire: str) -> str:
         parsed = phonenumbers.parse(f"+{wire}")
     except phonenumbers.NumberParseException:
         return "??"
-    region = phonenumbers.region_code_for_number(parsed)
-    if region in (None, "001", "ZZ"):
-        return str(parsed.country_code) if parsed.country_code else "??"
-    return str(region)
+    return billing_country(parsed.country_code, phonenumbers.region_code_for_number(parsed))
 
 
 def check_max_segments(value: object) -> int | None:
@@ -90,9 +88,9 @@ class Budget:
     recipients: Counter[str] = field(default_factory=Counter)
     segments: Counter[str] = field(default_factory=Counter)
 
-    def add(self, wire: str, segments: int) -> None:
-        """Count one message that is to be sent."""
-        region = region_of(wire)
+    def add(self, wire: str, segments: int, country: str = "") -> None:
+        """Count one message that is to be sent; ``country`` as validation found it (else read from ``wire``)."""
+        region = country or region_of(wire)
         self.recipients[region] += 1
         self.segments[region] += segments
 
