@@ -19,7 +19,7 @@ import jinja2
 from airflow.sdk import BaseOperator, XComArg, literal
 
 from airflow_provider_globesms._compat import AirflowException, AirflowFailException
-from airflow_provider_globesms.client.bulk import BulkSender, Spill, ValidationReport, validate
+from airflow_provider_globesms.client.bulk import BulkSender, Spill, ValidationReport, existing_objects_frozen, validate
 from airflow_provider_globesms.client.campaign.gates import checked_limits, unknown_zones_text
 from airflow_provider_globesms.client.errors import SealedRequestError, SourceError
 from airflow_provider_globesms.client.results.report import ResultsWriter, SendSummary
@@ -274,6 +274,7 @@ class SendGlobeSmsOperator(BaseOperator):
         """Validate every recipient, then send them unless a dry run; return the summary (for XCom)."""
         plan = self._plan(context)
         with ExitStack() as stack:
+            stack.enter_context(existing_objects_frozen())  # Airflow's heap: not walked per collection
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="globesms-"))
             results_file = Path(workdir) / "results.jsonl"
             handle = stack.enter_context(results_file.open("wb"))

@@ -5,11 +5,13 @@
 ``sender``: ``BulkSender`` streams them again, many in flight on one event loop (latency, not CPU, bounds a
 send), paced by the client's rate limiter at the account's QPS cap, and the ledger makes every message
 exactly-once across retries, killed workers and cleared tasks (see ``ledger``). Reporting (progress, the
-results file, the summary) is in ``report``.
+results file, the summary) is in ``report``. ``collector`` keeps the garbage collector off the task's
+existing heap while all this runs.
 
 Nothing here imports Airflow; the operator passes in the renderer, the rows and the stores.
 """
 
+from airflow_provider_globesms.client.bulk.collector import existing_objects_frozen
 from airflow_provider_globesms.client.bulk.commit import SendGuard
 from airflow_provider_globesms.client.bulk.prepare import (
     MAX_REASONS,
@@ -46,5 +48,6 @@ __all__ = [
     "Suppressed",
     "SuppressionList",
     "ValidationReport",
+    "existing_objects_frozen",
     "validate",
 ]
