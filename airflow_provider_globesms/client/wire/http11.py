@@ -75,7 +75,8 @@ class ReplyParser:
 
     def __init__(self) -> None:
         self.received = 0
-        self._llhttp = httptools.HttpResponseParser(self)
+        self._relay = _Relay()
+        self._llhttp = httptools.HttpResponseParser(self._relay)
         self._status = 0
         self._headers: dict[str, str] = {}
         self._body = bytearray()
@@ -89,12 +90,15 @@ class ReplyParser:
         self.received += len(data)
         if not self._head_done and self.received > MAX_HEAD_BYTES:
             raise ProtocolViolation("reply headers larger than 64 KiB")
+        self._relay.parser = self
         try:
             self._llhttp.feed_data(data)
         except httptools.HttpParserError as exc:
             if self._reply is None:
                 raise self._violation(exc) from None
             self._after_reply = True  # garbage after a whole reply: the reply stands, the connection does not
+        finally:
+            self._relay.parser = None
         if self._reply is not None and self._after_reply:
             self._reply.keep_alive = False
         return self._reply
@@ -151,6 +155,37 @@ class ReplyParser:
             return
         keep_alive = self._llhttp.should_keep_alive()
         self._reply = Reply(self._status, self._headers, bytes(self._body), keep_alive)
+
+
+class _Relay:
+    """llhttp's callbacks, passed on to the parser being fed. llhttp holds its callbacks for good: given the
+    parser's own methods it would make a reference cycle per reply, which only the garbage collector frees
+    (measured: a full collection of 25-60 ms every second at 2,000 sends/s, stalling the event loop)."""
+
+    __slots__ = ("parser",)
+
+    def __init__(self) -> None:
+        self.parser: ReplyParser | None = None
+
+    def on_message_begin(self) -> None:
+        assert self.parser is not None
+        self.parser.on_message_begin()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        assert self.parser is not None
+        self.parser.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        assert self.parser is not None
+        self.parser.on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        assert self.parser is not None
+        self.parser.on_body(body)
+
+    def on_message_complete(self) -> None:
+        assert self.parser is not None
+        self.parser.on_message_complete()
 
 
 def read_reply(sock: socket.socket, parser: ReplyParser) -> Reply:

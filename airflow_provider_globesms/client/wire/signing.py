@@ -100,10 +100,17 @@ class SignedRequest:
 _UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*")
 
 
+# Each ASCII character as RFC 3986 writes it: itself when unreserved, else %XX.
+_ASCII_ESCAPES = {c: chr(c) if _UNRESERVED.fullmatch(chr(c)) else f"%{c:02X}" for c in range(128)}
+
+
 def percent_encode(value: str) -> str:
     """RFC 3986: keep ``A-Z a-z 0-9 - _ . ~``, encode the rest as UTF-8 ``%XX`` (space is ``%20``)."""
-    # Most parameters (numbers, ids, dates) need no escaping; the regex is cheaper than quote().
-    return value if _UNRESERVED.fullmatch(value) else quote(value, safe="~")
+    # Most parameters (numbers, ids, dates) need no escaping; the regex is cheaper than quote(). An ASCII
+    # text (most messages) is one translate() in C; quote() works byte by byte in Python.
+    if _UNRESERVED.fullmatch(value):
+        return value
+    return value.translate(_ASCII_ESCAPES) if value.isascii() else quote(value, safe="~")
 
 
 def canonical_query(params: Mapping[str, str]) -> str:
