@@ -151,6 +151,7 @@ example: install
 bench: install
 	$(BIN)/python bench/client_cpu.py
 	$(BIN)/python bench/emulator_throughput.py
+	$(BIN)/python bench/bulk_send.py
 
 clean:
 	rm -rf $(VENV) $(CLUSTER_VENV) .venv-floor .venv-newest .demo site .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build

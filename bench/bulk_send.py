@@ -33,16 +33,28 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import phonenumbers
-from _common import ROOT, median, number, save, table
+from _common import ROOT, median, save, table
 from neutral_server import neutral_server, reset, stats
 
 CAP = 2000
 CHILD = Path(__file__).resolve().parent / "_operator_child.py"
 
 
+def valid_numbers(count: int) -> list[str]:
+    """``count`` distinct valid Hong Kong mobile numbers, as users write them (``+852...``)."""
+    found: list[str] = []
+    candidate = 0
+    while len(found) < count:
+        written = f"+8526{candidate:07d}"
+        candidate += 1
+        if phonenumbers.is_valid_number(phonenumbers.parse(written)):
+            found.append(written)
+    return found
+
+
 def write_recipients(path: Path, rows: int) -> list[str]:
-    """A CSV of ``rows`` distinct customers; returns their numbers as written."""
-    numbers = [f"+{number(n)}" for n in range(rows)]
+    """A CSV of ``rows`` distinct customers, every number valid; returns the numbers as written."""
+    numbers = valid_numbers(rows)
     with path.open("w") as handle:
         handle.write("to,name,parcel\n")
         handle.writelines(f"{to},Customer {n},HK{n:08d}\n" for n, to in enumerate(numbers))
@@ -63,7 +75,8 @@ def run_task(mode: str, recipients: Path, url: str) -> dict[str, Any]:
         raise RuntimeError(done.stdout[-3000:] + done.stderr[-3000:])
     result: dict[str, Any] = json.loads(done.stdout.split("RESULT ", 1)[1].splitlines()[0])
     if result["state"] != "success":
-        raise RuntimeError(f"{mode} of {recipients.name} did not succeed: {result}")
+        errors = [line for line in (done.stdout + done.stderr).splitlines() if "Exception" in line]
+        raise RuntimeError(f"{mode} of {recipients.name} did not succeed: {result} {errors[-3:]}")
     return result
 
 
