@@ -47,7 +47,7 @@ def main(mode: str, recipients: str, endpoint: str) -> None:
                 task_id="task", recipients=recipients, message=MESSAGE, dry_run=mode == "dry_run", progress_interval=0
             )
     with create_session() as session:
-        DagBundlesManager().sync_bundles_to_db(session=session)
+        DagBundlesManager().sync_bundles_to_db(session=session)  # type: ignore[no-untyped-call]
     bag = DagBag(dag_folder=f"{home}/dags")
     bag.bag_dag(dag)
     sync_bag_to_db(bag, "dags-folder", None)

@@ -242,7 +242,8 @@ def neutral_server(latency_ms: float) -> Iterator[str]:
 
 def stats(url: str) -> dict[str, Any]:
     with urlopen(f"{url}/_neutral/stats", timeout=30) as answer:  # noqa: S310 - our loopback server
-        return json.loads(answer.read())
+        counted: dict[str, Any] = json.loads(answer.read())
+    return counted
 
 
 def reset(url: str) -> None:

@@ -32,6 +32,7 @@ from airflow_provider_globesms.client.bulk import (
     validate,
 )
 from airflow_provider_globesms.client.campaign.budget import Budget, region_of
+from airflow_provider_globesms.client.ledger.sqlite_ledger import message_key
 from airflow_provider_globesms.client.rules.phone import read_international
 from airflow_provider_globesms.client.wire.http11 import ReplyParser
 from airflow_provider_globesms.client.wire.ratelimit import CATCH_UP, RateLimiter
@@ -193,7 +194,8 @@ def test_the_country_found_while_validating_is_the_budgets_own() -> None:
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.sampled_from("abcdefgh"), max_size=60), st.lists(st.integers(1, 7), min_size=1, max_size=20))
 def test_batched_look_ups_find_what_one_by_one_would(keys: list[str], sizes: list[int]) -> None:
-    expected, first = [], {}
+    expected: list[int | None] = []
+    first: dict[str, int] = {}
     for row, key in enumerate(keys):
         expected.append(first.get(key))
         first.setdefault(key, row)
@@ -201,7 +203,7 @@ def test_batched_look_ups_find_what_one_by_one_would(keys: list[str], sizes: lis
     try:
         while at < len(keys):
             size = sizes[turn % len(sizes)]
-            digests = [(prepare.message_key(("s",), "85291234567", key), row) for row, key in enumerate(keys)]
+            digests = [(message_key(("s",), "85291234567", key), row) for row, key in enumerate(keys)]
             found += seen.first_rows(digests[at : at + size])
             at, turn = at + size, turn + 1
     finally:

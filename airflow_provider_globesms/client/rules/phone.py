@@ -217,7 +217,7 @@ def parse_number(
             "numbers in the Chinese mainland (+86) cannot be sent through SendMessageToGlobe",
         )
     region = phonenumbers.region_code_for_number(parsed)  # what is_valid_number does, keeping the region
-    if not phonenumbers.is_valid_number_for_region(parsed, region):
+    if region is None or not phonenumbers.is_valid_number_for_region(parsed, region):
         raise InvalidFieldError(
             field,
             mask_number(text),
