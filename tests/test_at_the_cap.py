@@ -257,6 +257,48 @@ def test_the_pass_in_batches_says_row_by_row_what_it_said_before(
             assert outcome.message.to in suppressed
 
 
+def test_rows_read_before_a_failure_are_reported_as_one_by_one(campaign: Campaign) -> None:
+    """A source that fails after 1,500 rows, and a renderer that raises at row 2: every row before the
+    failure still reaches ``on_row``, in order, then the error propagates."""
+
+    def failing_source() -> Iterator[tuple[int, dict[str, str]]]:
+        for n in range(1500):
+            yield n + 1, {"to": f"+8526{n:07d}", "name": "Ann"}
+        raise RuntimeError("the warehouse went away")
+
+    seen: list[Any] = []
+    with pytest.raises(RuntimeError, match="warehouse"):
+        validate(campaign, failing_source(), on_row=seen.append)
+    assert [message_of_row(o) for o in seen] == list(range(1, 1501))
+
+    def render(row: Any) -> str:
+        return f"Hi {row['name']}"  # a row without "name": KeyError, not a RenderError
+
+    seen.clear()
+    breaking = Campaign(campaign.client, render, ("dag", "run", "task", "-1"))
+    with pytest.raises(KeyError):
+        validate(
+            breaking, [(1, {"to": "+85291234567", "name": "Ann"}), (2, {"to": "+85291234568"})], on_row=seen.append
+        )
+    assert [message_of_row(o) for o in seen] == [1]
+
+
+def message_of_row(outcome: Any) -> int:
+    return int(outcome.row if hasattr(outcome, "row") else outcome.message.row)
+
+
+def test_a_heap_frozen_before_the_campaign_stays_frozen() -> None:
+    """Airflow's LocalExecutor freezes its heap before forking task processes: the campaign leaves it so."""
+    gc.freeze()
+    try:
+        before = gc.get_freeze_count()
+        with existing_objects_frozen():
+            pass
+        assert gc.get_freeze_count() >= before
+    finally:
+        gc.unfreeze()
+
+
 # --- the hot path's smaller pieces --------------------------------------------------------------------
 
 

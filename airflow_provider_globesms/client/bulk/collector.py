@@ -18,6 +18,7 @@ from contextlib import contextmanager
 _lock = threading.Lock()
 _depth = 0
 _thresholds = gc.get_threshold()
+_ours = False  # whether the outermost entry froze a heap nobody had frozen (then it unfreezes it)
 # Young objects allocated before a collection (Python's default: 700). Several hundred sends in flight keep
 # thousands of objects alive that every young collection would walk again; 20,000 is a few MB at most.
 YOUNG_OBJECTS = 20_000
@@ -26,11 +27,13 @@ YOUNG_OBJECTS = 20_000
 @contextmanager
 def existing_objects_frozen() -> Iterator[None]:
     """Within it, the collector skips the objects that existed when it was entered (nested use is fine:
-    they are released when the outermost one ends)."""
-    global _depth
-    global _thresholds
+    they are released when the outermost one ends, unless the heap was frozen before it began: gc cannot
+    unfreeze only some objects, so they then stay frozen with the others, as whoever froze them intended)."""
+    global _depth, _thresholds, _ours
     with _lock:
         if _depth == 0:
+            # Airflow's LocalExecutor freezes the heap before it forks: what someone else froze stays frozen.
+            _ours = gc.get_freeze_count() == 0
             gc.freeze()
             _thresholds = gc.get_threshold()
             gc.set_threshold(YOUNG_OBJECTS, *_thresholds[1:])
@@ -42,4 +45,5 @@ def existing_objects_frozen() -> Iterator[None]:
             _depth -= 1
             if _depth == 0:
                 gc.set_threshold(*_thresholds)
-                gc.unfreeze()
+                if _ours:
+                    gc.unfreeze()

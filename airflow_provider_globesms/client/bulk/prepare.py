@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -250,32 +250,34 @@ def validate(
     ``on_row`` sees every outcome in the rows' order."""
     report = ValidationReport(max_errors=max_errors)
     seen = Deduplicator(workdir)
+    pending: list[tuple[Any, PreparedRow]] = []  # (row data, outcome), prepared and not yet settled
+
+    def settle() -> None:
+        nonlocal pending
+        batch, pending = pending, []
+        outcomes = _controlled(campaign, [outcome for _, outcome in batch], seen, suppression)
+        for (data, _), outcome in zip(batch, outcomes, strict=True):
+            if isinstance(outcome, PreparedMessage) and quiet is not None:
+                outcome = _in_quiet_hours(outcome, quiet, _field(data, tz_field))
+            going = _to_be_sent(outcome)
+            if budget is not None and going is not None:
+                budget.add(going.to, going.segments, going.country)
+            report.add(outcome)
+            if on_row is not None:
+                on_row(outcome)
+
     try:
-        for batch in _batches(rows):
-            outcomes = _controlled(campaign, [campaign.prepare(n, data) for n, data in batch], seen, suppression)
-            for (_, data), outcome in zip(batch, outcomes, strict=True):
-                if isinstance(outcome, PreparedMessage) and quiet is not None:
-                    outcome = _in_quiet_hours(outcome, quiet, _field(data, tz_field))
-                going = _to_be_sent(outcome)
-                if budget is not None and going is not None:
-                    budget.add(going.to, going.segments, going.country)
-                report.add(outcome)
-                if on_row is not None:
-                    on_row(outcome)
+        for number, data in rows:
+            pending.append((data, campaign.prepare(number, data)))
+            if len(pending) >= BATCH:
+                settle()
+        settle()
+    except BaseException:
+        settle()  # the rows read before a failure (of the source, or of a row) are reported as one by one
+        raise
     finally:
         seen.close()
     return report
-
-
-def _batches(rows: Iterable[Row]) -> Iterator[list[Row]]:
-    batch: list[Row] = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) >= BATCH:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 def _field(data: object, name: str | None) -> str | None:
