@@ -209,6 +209,11 @@ def test_batched_look_ups_find_what_one_by_one_would(keys: list[str], sizes: lis
     finally:
         seen.close()
     assert found == expected
+    one_by_one = Deduplicator()
+    try:
+        assert [one_by_one.first_row(key, row) for row, key in enumerate(keys)] == expected
+    finally:
+        one_by_one.close()
 
 
 @pytest.fixture

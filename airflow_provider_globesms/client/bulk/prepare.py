@@ -3,6 +3,7 @@ row, the masked number, the field and the reason; repeated number-and-text pairs
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Container, Iterable, Mapping, Sequence
@@ -201,8 +202,8 @@ class Deduplicator:
     def first_rows(self, batch: Sequence[tuple[str, int]]) -> list[int | None]:
         """For each ``(key, row)`` in order: ``None`` the first time its key is seen (in this run, earlier
         in the batch included), else the row that had it first."""
-        # 16 bytes of the SHA-256 key: a collision is as likely as guessing a random 128-bit value.
-        digests = [bytes.fromhex(key[:32]) for key, _ in batch]
+        # 16 bytes per key, whatever its form: a collision is as likely as guessing a random 128-bit value.
+        digests = [hashlib.blake2b(key.encode(), digest_size=16).digest() for key, _ in batch]
         first: dict[bytes, int] = {}
         unique = list(dict.fromkeys(digests))
         for at in range(0, len(unique), _LOOKUP):
@@ -221,6 +222,10 @@ class Deduplicator:
         self._db.executemany("INSERT INTO keys VALUES (?, ?)", new)
         self._db.execute("COMMIT")
         return found
+
+    def first_row(self, key: str, row: int) -> int | None:
+        """``None`` the first time ``key`` is seen, else the row that had it first (one key at a time)."""
+        return self.first_rows([(key, row)])[0]
 
     def close(self) -> None:
         """Close the database and delete its directory."""
