@@ -112,12 +112,12 @@ def floor_seconds(numbers: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def sends(url: str, workdir: Path, sizes: list[int], runs: int) -> tuple[list[dict[str, Any]], bool]:
+def sends(url: str, workdir: Path, sizes: list[int], runs: int, latency_ms: float) -> tuple[list[dict[str, Any]], bool]:
     files = {size: workdir / f"send-{size}.csv" for size in sizes}
     for size, path in files.items():
         write_recipients(path, size)
     results = [send_run(url, files[size], size) for _ in range(runs) for size in sizes]
-    print(f"1. Sends through the operator (dag.test), {args_latency:.0f} ms latency, cap {CAP:,}/s, neutral server")
+    print(f"1. Sends through the operator (dag.test), {latency_ms:.0f} ms latency, cap {CAP:,}/s, neutral server")
     print(
         table(
             ["rows", "first request to last answer s", "sends/s", "of the cap", "busiest 1 s", "peak RSS MB"],
@@ -172,24 +172,19 @@ def dry_run(url: str, workdir: Path, rows: int) -> tuple[dict[str, Any], bool]:
     return {**result, "ratio": raw, "ratio_without_startup": own, "peak_rss_mb": task["peak_rss_mb"]}, ok
 
 
-args_latency = 200.0
-
-
 def main() -> int:
-    global args_latency
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sends", default="20000,200000", help="sizes, comma-separated; empty to skip")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dry-rows", type=int, default=200_000, help="0 to skip")
     parser.add_argument("--latency-ms", type=float, default=200)
     args = parser.parse_args()
-    args_latency = args.latency_ms
     sizes = [int(s) for s in args.sends.split(",") if s.strip()]
     saved: dict[str, object] = {"latency_ms": args.latency_ms, "cap": CAP}
     passed = True
     with tempfile.TemporaryDirectory() as tmp, neutral_server(args.latency_ms) as url:
         if sizes:
-            saved["sends"], ok = sends(url, Path(tmp), sizes, args.runs)
+            saved["sends"], ok = sends(url, Path(tmp), sizes, args.runs, args.latency_ms)
             passed &= ok
         if args.dry_rows:
             saved["dry_run"], ok = dry_run(url, Path(tmp), args.dry_rows)
