@@ -110,6 +110,51 @@ CONFIG = {
                 "example": "300",
                 "default": "600",
             },
+            "push_uri": {
+                "description": "Where pushed delivery receipts are kept: the receiver writes them, the delivery "
+                "sensor and trigger and the operator read them. A local directory or an ObjectStoragePath URI "
+                "every component can reach (receiver, workers, triggerer). Unset: '~push' under ledger_uri.",
+                "version_added": "0.3.0",
+                "type": "string",
+                "example": "s3://my-bucket/globesms/push",
+                "default": None,
+            },
+            "push_secret": {
+                "description": "The secret in the push receiver's URL (https://HOST/globesms/push/SECRET/receipts), "
+                "at least 32 characters: generate one with "
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'. Unset, the receiver in the api-server answers nothing. Prefer push_secret_cmd or push_secret_secret.",
+                "version_added": "0.3.0",
+                "type": "string",
+                "sensitive": True,
+                "example": None,
+                "default": None,
+            },
+            "push_allow": {
+                "description": "Optional comma-separated source addresses or networks (CIDR) the push receiver "
+                "accepts pushes from; unset, any address that knows the secret.",
+                "version_added": "0.3.0",
+                "type": "string",
+                "example": "47.74.0.0/16, 8.219.0.0/16",
+                "default": None,
+            },
+            "receipts_by_push": {
+                "description": "Whether the delivery sensor and the operator read receipts pushed to the "
+                "receiver (Alibaba's HTTP batch push configured in the SMS console): QueryMessage then asks only "
+                "about messages with no pushed receipt after push_grace seconds.",
+                "version_added": "0.3.0",
+                "type": "boolean",
+                "example": "True",
+                "default": "False",
+            },
+            "push_grace": {
+                "description": "Seconds a message waits for its pushed receipt before the delivery sensor asks "
+                "QueryMessage about it (Alibaba retries a failed push after 1, 5 and 10 minutes), and that a "
+                "send task waits for receipts confirming messages known only to have arrived.",
+                "version_added": "0.3.0",
+                "type": "float",
+                "example": "600",
+                "default": "1200",
+            },
             "sandbox_url": {
                 "description": "URL of a globesms-emulator whose SMS sandbox inbox the Airflow UI should show: "
                 "an 'SMS sandbox' entry in the navigation, and an 'SMS sandbox' link on each send task to its "

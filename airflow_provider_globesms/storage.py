@@ -19,6 +19,7 @@ from airflow.sdk import ObjectStoragePath
 
 from airflow_provider_globesms._compat import conf
 from airflow_provider_globesms.client.files.private import private_file, private_temp_root
+from airflow_provider_globesms.client.receipts.push_store import PushStore
 from airflow_provider_globesms.client.rules.validation import MAX_TASK_ID_LENGTH
 
 CONFIG_SECTION = "globesms"
@@ -139,3 +140,34 @@ def default_campaign_id(dag_id: str, run_id: str, task_id: str, map_index: int) 
     if len(campaign) > MAX_TASK_ID_LENGTH:
         campaign = campaign[: MAX_TASK_ID_LENGTH - 13] + "." + hashlib.sha256(campaign.encode()).hexdigest()[:12]
     return campaign
+
+
+PUSH_FOLDER = "~push"  # never a DAG's folder: "~" is not allowed in a DAG id
+DEFAULT_PUSH_GRACE = 1200.0  # Alibaba retries a failed push after 1, 5 and 10 minutes: 16 minutes, and a margin
+
+
+def push_location(explicit: str | None = None) -> str:
+    """Where pushed receipts are kept: ``explicit``, else ``[globesms] push_uri``, else ``~push`` under the
+    ledgers' base location."""
+    configured = conf.get(CONFIG_SECTION, "push_uri", fallback=None)
+    return explicit or configured or f"{base_location().rstrip('/')}/{PUSH_FOLDER}"
+
+
+def push_store(explicit: str | None = None) -> PushStore:
+    """The pushed receipts' store at ``push_location(explicit)``: local files or object storage."""
+    location = push_location(explicit)
+    return PushStore(local_path(location) if is_local(location) else storage_path(location))
+
+
+def receipts_by_push(explicit: bool | None = None) -> bool:
+    """Whether receipts come by push: ``explicit``, else ``[globesms] receipts_by_push`` (default off)."""
+    if explicit is not None:
+        return explicit
+    return conf.getboolean(CONFIG_SECTION, "receipts_by_push", fallback=False)
+
+
+def push_grace(explicit: float | None = None) -> float:
+    """Seconds to wait for a pushed receipt: ``explicit``, else ``[globesms] push_grace`` (default 1200)."""
+    if explicit is not None:
+        return float(explicit)
+    return conf.getfloat(CONFIG_SECTION, "push_grace", fallback=DEFAULT_PUSH_GRACE)
