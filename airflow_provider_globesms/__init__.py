@@ -122,7 +122,8 @@ CONFIG = {
             "push_secret": {
                 "description": "The secret in the push receiver's URL (https://HOST/globesms/push/SECRET/receipts), "
                 "at least 32 characters: generate one with "
-                "python -c 'import secrets; print(secrets.token_urlsafe(32))'. Unset, the receiver in the api-server answers nothing. Prefer push_secret_cmd or push_secret_secret.",
+                "python -c 'import secrets; print(secrets.token_urlsafe(32))'. Unset, the receiver in the api-server "
+                "answers nothing. Prefer push_secret_cmd or push_secret_secret.",
                 "version_added": "0.3.0",
                 "type": "string",
                 "sensitive": True,
