@@ -18,7 +18,15 @@ from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
 from airflow_provider_globesms.client.receipts.tracker import DeliveryTracker, Round
 from airflow_provider_globesms.client.tables import receipts_table
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
-from airflow_provider_globesms.storage import local_work_dir, store_file, task_instance_location
+from airflow_provider_globesms.storage import (
+    local_work_dir,
+    push_grace,
+    push_location,
+    push_store,
+    receipts_by_push,
+    store_file,
+    task_instance_location,
+)
 from airflow_provider_globesms.triggers.globesms import GlobeSmsDeliveryTrigger, load_source
 
 if TYPE_CHECKING:
@@ -43,6 +51,14 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
         task instance's folder beside the ledgers.
     :param ledger_uri: the base folder for this task's files (default ``[globesms] ledger_uri``).
     :param concurrency: QueryMessage calls in flight (the 300/s cap paces them).
+    :param receipts_by_push: read the receipts Alibaba pushed to the receiver first (matched on MessageId),
+        and ask QueryMessage only about messages with none after ``push_grace`` seconds (default
+        ``[globesms] receipts_by_push``, off).
+    :param push_grace: seconds a message waits for its pushed receipt before it is polled (default
+        ``[globesms] push_grace``, 1200: Alibaba retries a failed push after 1, 5 and 10 minutes).
+    :param campaign_id: the sends' ``TaskId``, where their receipts are pushed (default: the send summary's
+        ``campaign_id``, else the one in the results file's lines).
+    :param push_uri: where pushed receipts are kept (default ``[globesms] push_uri``).
     :param deferrable: wait in the triggerer instead of a worker slot (default:
         ``[operators] default_deferrable``).
     :param globesms_conn_id: the connection (type ``globesms``).
@@ -55,7 +71,7 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
     The summary (XCom) holds counts, the delivery rate, p50/p95 time to deliver and ``results_uri``.
     """
 
-    template_fields: Sequence[str] = ("messages", "results_uri", "globesms_conn_id")
+    template_fields: Sequence[str] = ("messages", "results_uri", "globesms_conn_id", "campaign_id", "push_uri")
     ui_color = "#ffc89e"
 
     def __init__(
@@ -67,6 +83,10 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
         results_uri: str | None = None,
         ledger_uri: str | None = None,
         concurrency: int = 64,
+        receipts_by_push: bool | None = None,
+        push_grace: float | None = None,
+        campaign_id: str | None = None,
+        push_uri: str | None = None,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poke_interval: float = 30,
         timeout: float = 3600,
@@ -81,6 +101,12 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
         self.results_uri = results_uri
         self.ledger_uri = ledger_uri
         self.concurrency = concurrency
+        self.receipts_by_push = receipts_by_push
+        if push_grace is not None and push_grace < 0:
+            raise ValueError("push_grace is a number of seconds, 0 or more")
+        self.push_grace = push_grace
+        self.campaign_id = campaign_id
+        self.push_uri = push_uri
         self.deferrable = deferrable
 
     # --- what to track, and where -----------------------------------------------------------------
@@ -104,6 +130,18 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
 
     def _results_location(self, context: Context) -> str:
         return self.results_uri or f"{self._folder(context)}/receipts.jsonl"
+
+    def _campaigns(self, tracker: DeliveryTracker) -> list[str]:
+        """The campaigns whose pushed receipts to read: none when receipts do not come by push."""
+        if not receipts_by_push(self.receipts_by_push):
+            return []
+        given = self.campaign_id or (self.messages.get("campaign_id") if isinstance(self.messages, Mapping) else None)
+        campaigns = [str(given)] if given else tracker.campaigns()
+        if not campaigns:
+            self.log.warning(
+                "receipts come by push but no campaign id is known (pass campaign_id=): polling QueryMessage only"
+            )
+        return campaigns
 
     def _tracker(self, context: Context) -> DeliveryTracker:
         """The receipts gathered so far by this task instance (kept across pokes and reschedules)."""
@@ -134,20 +172,27 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
         return GlobeSmsHook(self.globesms_conn_id)
 
     def poke(self, context: Context) -> bool:
-        """Query the pending receipts once; ``True`` when none is pending."""
+        """Read the receipts pushed since the last poke (when they come by push), then query the pending
+        ones that are due once; ``True`` when none is pending."""
         tracker = self._tracker(context)
         try:
-            round_ = aio.run(self._poll(tracker))
+            loaded_before = None
+            if campaigns := self._campaigns(tracker):
+                pushed = tracker.read_pushed(push_store(self.push_uri), campaigns)
+                self.log.info(pushed.describe(tracker.pending()))
+                loaded_before = time.time() - push_grace(self.push_grace)
+            if tracker.due(loaded_before):
+                round_ = aio.run(self._poll(tracker, loaded_before))
+                self.log.info(round_.describe(tracker.pending()))
             pending = tracker.pending()
         finally:
             tracker.close()
-        self.log.info(round_.describe(pending))
         return pending == 0
 
-    async def _poll(self, tracker: DeliveryTracker) -> Round:
+    async def _poll(self, tracker: DeliveryTracker, loaded_before: float | None) -> Round:
         client = AsyncGlobeSmsClient(self.hook.client, max_connections=self.concurrency)
         try:
-            return await tracker.poll_round(client, concurrency=self.concurrency)
+            return await tracker.poll_round(client, concurrency=self.concurrency, loaded_before=loaded_before)
         finally:
             await client.aclose()
 
@@ -167,7 +212,16 @@ class GlobeSmsDeliverySensor(BaseSensorOperator):
     # --- deferrable mode --------------------------------------------------------------------------
 
     def _defer(self, context: Context) -> None:
+        tracker = self._tracker(context)
+        try:
+            campaigns, loaded_at = self._campaigns(tracker), tracker.first_loaded_at()
+        finally:
+            tracker.close()
         trigger = GlobeSmsDeliveryTrigger(
+            push_uri=push_location(self.push_uri) if campaigns else None,
+            campaign_ids=campaigns,
+            push_grace=push_grace(self.push_grace),
+            loaded_at=loaded_at,
             source=self._source(),
             results_uri=self._results_location(context),
             globesms_conn_id=self.globesms_conn_id,

@@ -23,7 +23,7 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from airflow_provider_globesms.client.aio import AsyncGlobeSmsClient
 from airflow_provider_globesms.client.receipts.tracker import DeliveryTracker, read_jsonl
 from airflow_provider_globesms.hooks.globesms import GlobeSmsHook
-from airflow_provider_globesms.storage import storage_path, store_file
+from airflow_provider_globesms.storage import push_store, storage_path, store_file
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +36,22 @@ def source_fingerprint(source: str | list[str]) -> str:
     return "ids|" + hashlib.sha256("\n".join(source).encode()).hexdigest()
 
 
-def load_source(tracker: DeliveryTracker, source: str | list[str]) -> int:
-    """Load what to track (a results file, URI or path, or a list of MessageIds) unless already loaded."""
+def load_source(tracker: DeliveryTracker, source: str | list[str], loaded_at: float | None = None) -> int:
+    """Load what to track (a results file, URI or path, or a list of MessageIds) unless already loaded;
+    ``loaded_at``: when they were first seen (default now)."""
     fingerprint = source_fingerprint(source)
     if tracker.source == fingerprint:
         return 0
     if isinstance(source, str):
         with storage_path(source).open("rb") as handle:  # type: ignore[no-untyped-call]
-            return tracker.load(read_jsonl(handle), fingerprint)
+            return tracker.load(read_jsonl(handle), fingerprint, loaded_at)
     ids = ({"message_id": str(message_id), "row": n} for n, message_id in enumerate(source, 1))
-    return tracker.load(ids, fingerprint)
+    return tracker.load(ids, fingerprint, loaded_at)
 
 
 class GlobeSmsDeliveryTrigger(BaseTrigger):
-    """Polls QueryMessage until every message is final or ``timeout_at`` (epoch seconds) passes.
+    """Reads pushed receipts (when ``push_uri`` is given) and polls QueryMessage for the rest, until every
+    message is final or ``timeout_at`` (epoch seconds) passes.
 
     :param source: the send results file (path or URI) or a list of MessageIds.
     :param results_uri: where to write the receipts (one JSON line per message).
@@ -58,6 +60,10 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
     :param poll_interval: seconds between polls.
     :param timeout_at: when to stop waiting (epoch seconds); ``None``: wait until every message is final.
     :param concurrency: QueryMessage calls in flight (the 300/s cap paces them).
+    :param push_uri: where pushed receipts are kept; ``None``: receipts do not come by push (poll only).
+    :param campaign_ids: the campaigns (``TaskId``) whose pushed receipts to read.
+    :param push_grace: seconds after ``loaded_at`` before a message with no pushed receipt is polled.
+    :param loaded_at: when the sensor first loaded the messages (epoch seconds; default: now).
     """
 
     def __init__(
@@ -70,6 +76,10 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
         timeout_at: float | None = None,
         concurrency: int = 64,
         first_poll_after: float = 0.0,
+        push_uri: str | None = None,
+        campaign_ids: list[str] | None = None,
+        push_grace: float = 0.0,
+        loaded_at: float | None = None,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
         self.source = source
@@ -79,6 +89,10 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
         self.timeout_at = timeout_at
         self.concurrency = concurrency
         self.first_poll_after = first_poll_after
+        self.push_uri = push_uri
+        self.campaign_ids = list(campaign_ids or [])
+        self.push_grace = push_grace
+        self.loaded_at = loaded_at
 
     def _before_timeout(self, seconds: float) -> float:
         """``seconds``, cut short so that a wait never passes ``timeout_at``."""
@@ -98,8 +112,26 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
                 "timeout_at": self.timeout_at,
                 "concurrency": self.concurrency,
                 "first_poll_after": self.first_poll_after,
+                "push_uri": self.push_uri,
+                "campaign_ids": self.campaign_ids,
+                "push_grace": self.push_grace,
+                "loaded_at": self.loaded_at,
             },
         )
+
+    async def _look(self, tracker: DeliveryTracker, client: AsyncGlobeSmsClient) -> int:
+        """Read what was pushed since the last look, poll the pending messages that are due; return how many
+        are still pending."""
+        loaded_before = None
+        if self.push_uri is not None and self.campaign_ids:
+            store = push_store(self.push_uri)
+            pushed = await asyncio.to_thread(tracker.read_pushed, store, self.campaign_ids)
+            self.log.info(pushed.describe(tracker.pending()))
+            loaded_before = time.time() - self.push_grace
+        if tracker.due(loaded_before):
+            round_ = await tracker.poll_round(client, concurrency=self.concurrency, loaded_before=loaded_before)
+            self.log.info(round_.describe(tracker.pending()))
+        return tracker.pending()
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll until no receipt is pending or the timeout nears; yield one event with the summary and results."""
@@ -108,14 +140,12 @@ class GlobeSmsDeliveryTrigger(BaseTrigger):
         with tempfile.TemporaryDirectory(prefix="globesms-receipts-") as workdir:
             tracker = DeliveryTracker(Path(workdir) / "receipts.sqlite3")
             try:
-                await asyncio.to_thread(load_source, tracker, self.source)
+                await asyncio.to_thread(load_source, tracker, self.source, self.loaded_at)
                 if self.first_poll_after > 0:
                     await asyncio.sleep(self._before_timeout(self.first_poll_after))
                 status = "done"
                 while True:
-                    round_ = await tracker.poll_round(aclient, concurrency=self.concurrency)
-                    pending = tracker.pending()
-                    self.log.info(round_.describe(pending))
+                    pending = await self._look(tracker, aclient)
                     if pending == 0:
                         break
                     if self.timeout_at is not None and time.time() + self.poll_interval >= self.timeout_at:

@@ -1,7 +1,9 @@
-"""Delivery tracking: poll QueryMessage until every message is final, in constant memory.
+"""Delivery tracking: pushed receipts first, QueryMessage for the rest, in constant memory.
 
 ``DeliveryTracker`` keeps one row per message in a SQLite file (the receipts of a million-message
-campaign never sit in memory), polls the ones still pending under QueryMessage's 300/s cap, and
+campaign never sit in memory). It takes the receipts Alibaba pushed (``read_pushed``: the campaign's
+objects in the push store it has not read yet, matched on MessageId), polls the ones still pending under
+QueryMessage's 300/s cap (only those loaded before a grace period when receipts come by push), and
 reports delivered, failed by error code, pending, the delivery rate and time-to-deliver percentiles,
 computed inside SQLite.
 """
@@ -12,9 +14,8 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
 import msgspec
 
@@ -26,12 +27,42 @@ from airflow_provider_globesms.client.errors import (
     GlobeSmsError,
 )
 from airflow_provider_globesms.client.files.sqlite import open_sqlite
-from airflow_provider_globesms.client.rules.models import DeliveryStatus, QueryMessageResult
+from airflow_provider_globesms.client.receipts.push_store import PushStore
+from airflow_provider_globesms.client.receipts.pushed import PushedReceipt
+from airflow_provider_globesms.client.receipts.updates import (
+    DELIVERED,
+    EXPIRED,
+    FAILED,
+    FINAL,
+    PENDING,
+    QUERY_FAILED,
+    UNTRACKED,
+    PushRound,
+    ReceiptUpdate,
+    Round,
+    epoch,
+    read_jsonl,
+    receipt_status,
+    receipt_update,
+    seconds_to_deliver,
+)
+from airflow_provider_globesms.client.rules.models import QueryMessageResult
 
-# A receipt's state: the API's final statuses by their DeliveryStatus names, and the tracker's own.
-DELIVERED, FAILED, EXPIRED = DeliveryStatus.DELIVERED.label, DeliveryStatus.FAILED.label, DeliveryStatus.EXPIRED.label
-PENDING, QUERY_FAILED, UNTRACKED = "pending", "query_failed", "untracked"
-FINAL = (DELIVERED, FAILED, EXPIRED, QUERY_FAILED)
+__all__ = [
+    "DELIVERED",
+    "EXPIRED",
+    "FAILED",
+    "FINAL",
+    "PENDING",
+    "QUERY_FAILED",
+    "UNTRACKED",
+    "DeliveryTracker",
+    "PushRound",
+    "ReceiptUpdate",
+    "Round",
+    "read_jsonl",
+    "receipt_status",
+]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS receipts (
@@ -52,7 +83,13 @@ CREATE TABLE IF NOT EXISTS receipts (
 CREATE UNIQUE INDEX IF NOT EXISTS receipts_message ON receipts (message_id) WHERE message_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS receipts_status ON receipts (status);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS pushed_read (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS campaigns (campaign_id TEXT PRIMARY KEY);
 """
+# Added after 0.2: when a message was first loaded (the push grace counts from it), its receipt's time as a
+# number (a later final receipt wins), and whether the receipt came by push.
+_ADDED_COLUMNS = {"loaded_at": "REAL", "receive_ts": "REAL", "pushed": "INTEGER NOT NULL DEFAULT 0"}
+_NOT_FINAL = (PENDING, QUERY_FAILED)
 _COLUMNS = (
     "row",
     "to_number",
@@ -69,43 +106,16 @@ _COLUMNS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Round:
-    """What one polling round did: queries made, receipts that became final, failed queries and time taken."""
-
-    queried: int
-    became_final: int
-    errors: int
-    seconds: float
-    errors_by_code: dict[str, int] = field(default_factory=dict)
-
-    def describe(self, pending: int) -> str:
-        """A log line for the round, given how many messages are still ``pending``."""
-        text = (
-            f"receipts: queried {self.queried} in {self.seconds:.1f} s, {self.became_final} became final, "
-            f"{pending} still pending"
-        )
-        if self.errors:
-            codes = ", ".join(f"{code} x{n}" for code, n in sorted(self.errors_by_code.items()))
-            text += f"; {self.errors} queries failed and will be asked again ({codes})"
-        return text
-
-
-def receipt_status(result: QueryMessageResult) -> str:
-    """The tracker's status of a ``QueryMessage`` answer: delivered, failed, expired or pending."""
-    if result.delivered:
-        return DELIVERED
-    if result.failed:
-        return EXPIRED if result.status == DeliveryStatus.EXPIRED else FAILED
-    return PENDING
-
-
 class DeliveryTracker:
     """Receipts of one campaign, kept in SQLite at ``path`` (reopened, it carries on where it stopped)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db = open_sqlite(str(self.path), schema=_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(receipts)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:  # a tracker file from before: carried on where it stopped
+                self._db.execute(f"ALTER TABLE receipts ADD COLUMN {column} {kind}")
 
     @property
     def source(self) -> str | None:
@@ -113,20 +123,25 @@ class DeliveryTracker:
         row = self._db.execute("SELECT value FROM meta WHERE name = 'source'").fetchone()
         return str(row[0]) if row else None
 
-    def load(self, messages: Iterable[Mapping[str, Any]], source: str = "") -> int:
-        """Take the messages to track: results-file lines (``message_id``, ``to``, ``status``...) or bare
-        ``{"message_id": ...}``. Lines without a MessageId are kept, as untracked, for the report.
+    def load(self, messages: Iterable[Mapping[str, Any]], source: str = "", loaded_at: float | None = None) -> int:
+        """Take the messages to track: results-file lines (``message_id``, ``to``, ``status``,
+        ``campaign_id``...) or bare ``{"message_id": ...}``. Lines without a MessageId are kept, as untracked,
+        for the report. ``loaded_at``: when they were first seen (default now; the push grace counts from it).
 
         Loading again adds new messages and keeps the receipts of known ones (a re-run send task)."""
+        now = time.time() if loaded_at is None else loaded_at
+        campaigns: set[str] = set()
         self._db.execute("BEGIN")
         self._db.execute("DELETE FROM receipts WHERE message_id IS NULL")  # reloaded below
         count = 0
         for count, record in enumerate(messages, 1):
             message_id = record.get("message_id")
             status = PENDING if message_id else UNTRACKED
+            if message_id and record.get("campaign_id"):
+                campaigns.add(str(record["campaign_id"]))
             self._db.execute(
                 "INSERT OR IGNORE INTO receipts (row, to_number, message_id, segments, send_status, status, error_code,"
-                " error_description) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " error_description, loaded_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     record.get("row", count),
                     record.get("to"),
@@ -136,25 +151,103 @@ class DeliveryTracker:
                     status,
                     None if message_id else record.get("error_code"),
                     None if message_id else record.get("error"),
+                    now,
                 ),
             )
+        self._db.executemany("INSERT OR IGNORE INTO campaigns VALUES (?)", [(c,) for c in campaigns])
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('source', ?)", (source,))
         self._db.execute("COMMIT")
         return count
+
+    def campaigns(self) -> list[str]:
+        """The campaign ids (the sends' ``TaskId``) named by the loaded messages: where their receipts are pushed."""
+        return [str(r[0]) for r in self._db.execute("SELECT campaign_id FROM campaigns ORDER BY 1")]
+
+    def first_loaded_at(self) -> float | None:
+        """When the first message was loaded (epoch seconds), or ``None`` before any was."""
+        value = self._db.execute("SELECT MIN(loaded_at) FROM receipts").fetchone()[0]
+        return None if value is None else float(value)
+
+    # --- pushed receipts --------------------------------------------------------------------------
+
+    def read_pushed(self, store: PushStore, campaign_ids: Iterable[str]) -> PushRound:
+        """Take the receipts pushed for these campaigns that this tracker has not read yet."""
+        started = time.monotonic()
+        objects = receipts = became_final = 0
+        for campaign_id in campaign_ids:
+            read = {str(r[0]) for r in self._db.execute("SELECT name FROM pushed_read")}
+            for name, batch in store.receipts(campaign_id, skip=read):
+                final = self.apply_pushed(batch, name)
+                objects, receipts, became_final = objects + 1, receipts + len(batch), became_final + final
+        return PushRound(objects, receipts, became_final, time.monotonic() - started)
+
+    def apply_pushed(self, receipts: Iterable[PushedReceipt], name: str | None = None) -> int:
+        """Apply pushed receipts (matched on MessageId; a MessageId not tracked here is ignored) in one
+        transaction, marking the object ``name`` read; returns how many messages became final. A receipt
+        replaces a pending state, or a final one only with a strictly later ReceiveDate: a duplicate or an
+        older receipt changes nothing."""
+        before = self.pending()
+        rows = [
+            (
+                r.status,
+                r.error_code or None,
+                r.error_description or None,
+                r.send_date or None,
+                r.receive_date or None,
+                seconds_to_deliver(r),
+                r.receive_ts,
+                "+" + r.to,
+                r.message_id,
+                r.receive_ts,
+                r.receive_ts,
+            )
+            for r in receipts
+            if r.final
+        ]
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            "UPDATE receipts SET status = ?, error_code = ?, error_description = ?, send_date = ?, receive_date = ?,"
+            " seconds = ?, receive_ts = ?, to_number = COALESCE(to_number, ?), pushed = 1"
+            " WHERE message_id = ?"
+            " AND (status IN (?, ?) OR (? IS NOT NULL AND (receive_ts IS NULL OR receive_ts < ?)))",
+            [(*row[:9], *_NOT_FINAL, *row[9:]) for row in rows],
+        )
+        if name is not None:
+            self._db.execute("INSERT OR IGNORE INTO pushed_read VALUES (?)", (name,))
+        self._db.execute("COMMIT")
+        return before - self.pending()
 
     def pending(self) -> int:
         """How many messages still await a final receipt."""
         return int(self._db.execute("SELECT COUNT(*) FROM receipts WHERE status = ?", (PENDING,)).fetchone()[0])
 
-    def _pending_ids(self, after: int, limit: int) -> list[tuple[int, str]]:
+    def due(self, loaded_before: float | None = None) -> int:
+        """How many pending messages a polling round would ask about (those loaded before ``loaded_before``)."""
+        limit = float("inf") if loaded_before is None else loaded_before
+        return int(
+            self._db.execute(
+                "SELECT COUNT(*) FROM receipts WHERE status = ? AND COALESCE(loaded_at, 0) <= ?", (PENDING, limit)
+            ).fetchone()[0]
+        )
+
+    def _pending_ids(self, after: int, limit: int, loaded_before: float) -> list[tuple[int, str]]:
         rows = self._db.execute(
-            "SELECT id, message_id FROM receipts WHERE status = ? AND id > ? ORDER BY id LIMIT ?",
-            (PENDING, after, limit),
+            "SELECT id, message_id FROM receipts WHERE status = ? AND id > ? AND COALESCE(loaded_at, 0) <= ?"
+            " ORDER BY id LIMIT ?",
+            (PENDING, after, loaded_before, limit),
         ).fetchall()
         return [(int(r[0]), str(r[1])) for r in rows]
 
-    async def poll_round(self, client: AsyncGlobeSmsClient, concurrency: int = 64, batch: int = 2000) -> Round:
-        """Query every pending message once (paced by the client's QueryMessage limiter)."""
+    async def poll_round(
+        self,
+        client: AsyncGlobeSmsClient,
+        concurrency: int = 64,
+        batch: int = 2000,
+        loaded_before: float | None = None,
+    ) -> Round:
+        """Query every pending message once (paced by the client's QueryMessage limiter); with
+        ``loaded_before``, only those loaded before then (the others still wait for their pushed receipt)."""
+        limit = float("inf") if loaded_before is None else loaded_before
         started = time.monotonic()
         queried = became_final = errors = 0
         slots = asyncio.Semaphore(concurrency)
@@ -174,7 +267,7 @@ class DeliveryTracker:
                     return row_id, None  # still pending; asked again next round
 
         after = 0
-        while chunk := self._pending_ids(after, batch):
+        while chunk := self._pending_ids(after, batch, limit):
             after = chunk[-1][0]
             answers = await asyncio.gather(*(check(row_id, message_id) for row_id, message_id in chunk))
             final, unanswered = self._record(answers)
@@ -190,15 +283,15 @@ class DeliveryTracker:
                 unanswered += 1
                 self._db.execute("UPDATE receipts SET checks = checks + 1 WHERE id = ?", (row_id,))
                 continue
-            update = _receipt_update(answer)
-            if update.status != PENDING:
-                became_final += 1
-            self._db.execute(
+            update = receipt_update(answer)
+            # A pushed receipt read meanwhile is never overwritten by a poll's older or pending answer.
+            changed = self._db.execute(
                 "UPDATE receipts SET status = ?, error_code = ?, error_description = ?, send_date = ?,"
-                " receive_date = ?, seconds = ?, to_number = COALESCE(to_number, ?), checks = checks + 1"
-                " WHERE id = ?",
-                (*update, row_id),
-            )
+                " receive_date = ?, seconds = ?, to_number = COALESCE(to_number, ?), receive_ts = ?,"
+                " checks = checks + 1 WHERE id = ? AND status IN (?, ?)",
+                (*update, epoch(update.receive_date), row_id, *_NOT_FINAL),
+            ).rowcount
+            became_final += changed and update.status != PENDING
         self._db.execute("COMMIT")
         return became_final, unanswered
 
@@ -244,6 +337,7 @@ class DeliveryTracker:
             "p50_seconds_to_deliver": self._percentile(0.50),
             "p95_seconds_to_deliver": self._percentile(0.95),
             "segments": int(segments),
+            "receipts_pushed": int(self._db.execute("SELECT COUNT(*) FROM receipts WHERE pushed = 1").fetchone()[0]),
         }
 
     def records(self) -> Iterator[dict[str, Any]]:
@@ -273,43 +367,3 @@ class DeliveryTracker:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def read_jsonl(handle: IO[bytes] | IO[str]) -> Iterator[dict[str, Any]]:
-    """The JSON objects of a JSON Lines file, skipping blank lines and values that are not objects."""
-    decode = msgspec.json.Decoder().decode
-    for line in handle:
-        if line.strip():
-            record = decode(line)
-            if isinstance(record, dict):
-                yield record
-
-
-class ReceiptUpdate(NamedTuple):
-    """A receipts row's new values, in the order of the tracker's UPDATE statement."""
-
-    status: str
-    error_code: str | None
-    error_description: str | None
-    send_date: str | None
-    receive_date: str | None
-    seconds: float | None
-    to_number: str | None
-
-
-def _receipt_update(answer: QueryMessageResult | BusinessError) -> ReceiptUpdate:
-    """What one QueryMessage answer (or its refusal) changes in the message's receipts row."""
-    if isinstance(answer, BusinessError):  # e.g. a MessageId the API does not know
-        return ReceiptUpdate(QUERY_FAILED, answer.code, answer.message, None, None, None, None)
-    status = receipt_status(answer)
-    sent, received = answer.sent_at, answer.received_at
-    seconds = (received - sent).total_seconds() if status == DELIVERED and sent and received else None
-    return ReceiptUpdate(
-        status,
-        answer.error_code or None,
-        answer.error_description or None,
-        answer.send_date,
-        answer.receive_date or None,
-        seconds,
-        answer.to,
-    )
