@@ -1,16 +1,25 @@
-"""The provider's Airflow plugin (entry point ``airflow.plugins``): the SMS sandbox in the UI's navigation.
+"""The provider's Airflow plugin (entry point ``airflow.plugins``): the SMS sandbox in the UI's navigation,
+and the push receiver in the api-server.
 
-Only when ``[globesms] sandbox_url`` is set; it is read when Airflow loads its plugins (restart the API
-server after changing it). The send task's own link is ``links.SandboxCampaignLink``.
+The sandbox only when ``[globesms] sandbox_url`` is set; the push receiver (``receiver.receiver_app``,
+mounted at ``/globesms``) only when ``[globesms] push_secret`` is. Both are read when Airflow loads its
+plugins, in each api-server worker (restart the API server after changing them). The send task's own
+link is ``links.SandboxCampaignLink``.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from airflow.plugins_manager import AirflowPlugin
 
+from airflow_provider_globesms._compat import conf
 from airflow_provider_globesms.links import INBOX_PATH, SandboxCampaignLink, sandbox_url
+from airflow_provider_globesms.receiver import URL_PREFIX, receiver_app
+from airflow_provider_globesms.storage import CONFIG_SECTION, push_store
+
+log = logging.getLogger(__name__)
 
 
 def sandbox_views() -> list[dict[str, Any]]:
@@ -29,9 +38,30 @@ def sandbox_views() -> list[dict[str, Any]]:
     ]
 
 
+def push_receiver_apps() -> list[dict[str, Any]]:
+    """The push receiver, to be mounted at ``/globesms``, when ``[globesms] push_secret`` is set; else none.
+
+    The secret may come from ``push_secret_cmd`` or ``push_secret_secret`` (the option is sensitive). A
+    secret the receiver refuses (too short) or an unreadable ``push_allow`` is logged, and nothing is
+    served: the rest of the plugin (the sandbox) still loads.
+    """
+    secret = (conf.get(CONFIG_SECTION, "push_secret", fallback=None) or "").strip()  # a _cmd's newline
+    if not secret:
+        return []
+    allow = (conf.get(CONFIG_SECTION, "push_allow", fallback=None) or "").split(",")
+    try:
+        app = receiver_app(push_store(), secret, allow=allow)
+    except ValueError as exc:
+        log.error("The globesms push receiver is not served: %s", exc)
+        return []
+    return [{"app": app, "url_prefix": URL_PREFIX, "name": "globesms push receiver"}]
+
+
 class GlobeSmsSandboxPlugin(AirflowPlugin):
-    """The sandbox's view and the send task's link, listed by Airflow's plugin API when configured."""
+    """The sandbox's view and the send task's link, and the push receiver, listed by Airflow's plugin API
+    when configured."""
 
     name = "globesms_sandbox"
     external_views = sandbox_views()
     operator_extra_links = [SandboxCampaignLink()] if external_views else []
+    fastapi_apps = push_receiver_apps()
