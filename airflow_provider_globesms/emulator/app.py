@@ -26,6 +26,7 @@ from airflow_provider_globesms.client.rules.phone import parse_number
 from airflow_provider_globesms.client.wire.endpoint import is_loopback
 from airflow_provider_globesms.emulator.gateway import Gateway
 from airflow_provider_globesms.emulator.inbox import UI, access, inbox_router
+from airflow_provider_globesms.emulator.push import ReceiptPusher
 from airflow_provider_globesms.emulator.store import MessageFilter
 
 Scope = MutableMapping[str, Any]
@@ -53,8 +54,9 @@ def reset_connection(send: Send) -> bool:
     return True
 
 
-def build_inspection_app(gateway: Gateway) -> FastAPI:
-    """The inspection and control API under ``/_emulator/`` (messages, stats, faults, settings)."""
+def build_inspection_app(gateway: Gateway, pusher: ReceiptPusher | None = None) -> FastAPI:
+    """The inspection and control API under ``/_emulator/`` (messages, stats, faults, settings, and the
+    receipt pushes of ``pusher`` when given)."""
     app = FastAPI(
         title="globesms emulator",
         description="Inspection and control of the local Alibaba Cloud SMS (international) emulator.",
@@ -65,6 +67,8 @@ def build_inspection_app(gateway: Gateway) -> FastAPI:
     app.include_router(_messages_router(gateway))
     app.include_router(_controls_router(gateway))
     app.include_router(inbox_router(gateway))
+    if pusher is not None:
+        app.include_router(_push_router(gateway, pusher))
     return app
 
 
@@ -136,6 +140,28 @@ def _controls_router(gateway: Gateway) -> APIRouter:
         except (ValueError, TypeError) as exc:
             raise HTTPException(status_code=422, detail=str(exc)) from None
         return gateway.config.public()
+
+    return router
+
+
+def _push_router(gateway: Gateway, pusher: ReceiptPusher) -> APIRouter:
+    router = APIRouter(prefix="/_emulator")
+
+    def state() -> dict[str, Any]:
+        return {"settings": gateway.config.push_settings(), "stats": pusher.stats()}
+
+    @router.get("/push")
+    async def get_push() -> dict[str, Any]:
+        return state()
+
+    @router.patch("/push")
+    async def set_push(values: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        try:
+            gateway.config.update_push(values)
+        except (ValueError, TypeError) as exc:
+            raise HTTPException(status_code=422, detail=str(exc)) from None
+        pusher.wake()
+        return state()
 
     return router
 
@@ -261,12 +287,17 @@ class EmulatorApp:
     """The ASGI app: ``POST /`` to the gateway, everything else to the inspection API (token, if set).
 
     ``loopback_only``: the emulator listens on loopback, so its inspection API and inbox answer only requests
-    addressed to a loopback name (see ``_names_this_machine``).
+    addressed to a loopback name (see ``_names_this_machine``). ``pusher`` pushes the gateway's receipts once a
+    push URL is set; whoever runs the app closes it (``pusher.close()``) when the app stops.
     """
 
     def __init__(self, gateway: Gateway, *, loopback_only: bool = True) -> None:
         self.gateway = gateway
-        self.inspection = build_inspection_app(gateway)
+        # The gateway's clock read at each use: a test may swap it (receipts are final in its time).
+        self.pusher = ReceiptPusher(
+            gateway.config, gateway.store, clock=lambda: gateway.clock(), seed=gateway.config.seed
+        )
+        self.inspection = build_inspection_app(gateway, self.pusher)
         self.loopback_only = loopback_only
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

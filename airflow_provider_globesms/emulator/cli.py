@@ -9,7 +9,14 @@ import sys
 from pathlib import Path
 
 from airflow_provider_globesms.client.wire.endpoint import is_loopback
-from airflow_provider_globesms.emulator.config import DEFAULT_KEYS, REQUEST_TIMEOUT, EmulatorConfig, Faults
+from airflow_provider_globesms.emulator.config import (
+    DEFAULT_KEYS,
+    REQUEST_TIMEOUT,
+    EmulatorConfig,
+    Faults,
+    check_push_url,
+    parse_push_retry,
+)
 
 
 def _ratio(text: str) -> float:
@@ -30,6 +37,27 @@ def _non_negative(text: str) -> float:
     value = float(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _push_url(text: str) -> str | None:
+    try:
+        return check_push_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _push_retry(text: str) -> tuple[float, ...]:
+    try:
+        return parse_push_retry(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _whole(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number of at least 1")
     return value
 
 
@@ -78,7 +106,31 @@ def parser() -> argparse.ArgumentParser:
     )
     limits.add_argument("--seed", type=int, help="random seed, for repeatable runs")
     _add_fault_options(p)
+    _add_push_options(p)
     return p
+
+
+def _add_push_options(p: argparse.ArgumentParser) -> None:
+    push = p.add_argument_group(
+        "receipt push (Alibaba's HTTP batch push; change at run time via /_emulator/push and /_emulator/faults)"
+    )
+    push.add_argument(
+        "--push-url", type=_push_url, help="POST delivery receipts here (http(s) on this machine only); default: none"
+    )
+    push.add_argument(
+        "--push-interval", type=_non_negative, default=0.2, help="receipts final within this many s share a push"
+    )
+    push.add_argument("--push-batch", type=_whole, default=100, help="receipts in one push, at most (default 100)")
+    push.add_argument("--push-timeout", type=_positive, default=3.0, help="seconds for the receiver's answer")
+    push.add_argument(
+        "--push-retry",
+        type=_push_retry,
+        default=(60.0, 300.0, 600.0),
+        help="waits (s) before each retry of a failed push, comma-separated (default 60,300,600)",
+    )
+    push.add_argument("--push-drop", type=_ratio, default=0.0, help="share of pushes dropped, never sent")
+    push.add_argument("--push-duplicate", type=_ratio, default=0.0, help="share of pushes sent twice")
+    push.add_argument("--push-reorder", type=_ratio, default=0.0, help="share of pushes shuffled and held back")
 
 
 def _add_fault_options(p: argparse.ArgumentParser) -> None:
@@ -152,12 +204,22 @@ def main(argv: list[str] | None = None) -> int:
             reset=args.reset_ratio,
             hang=args.hang_ratio,
             hang_seconds=args.hang_seconds,
+            push_drop=args.push_drop,
+            push_duplicate=args.push_duplicate,
+            push_reorder=args.push_reorder,
         ),
+        push_url=args.push_url,
+        push_interval=args.push_interval,
+        push_batch=args.push_batch,
+        push_timeout=args.push_timeout,
+        push_retry=args.push_retry,
     )
 
     def ready(url: str) -> None:
         print(f"globesms-emulator listening on {url} (keys: {', '.join(sorted(config.keys))})", flush=True)
         print(f"  inspect: {url}/_emulator/messages  stats: {url}/_emulator/stats", flush=True)
+        if config.push_url:
+            print(f"  receipts pushed to {config.push_url}  push stats: {url}/_emulator/push", flush=True)
 
     warning = exposure_warning(args.host, bool(args.inspection_token))
     if warning:

@@ -7,6 +7,7 @@ import json
 import signal
 import socket
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -103,14 +104,12 @@ def serve_forever(config: EmulatorConfig, host: str, port: int, on_ready: Callab
     sock = bind(host, port)
     actual = sock.getsockname()[1]
     url = f"http://{host if ':' not in host else f'[{host}]'}:{actual}"
-    server = _Server(
-        uvicorn_config(EmulatorApp(gateway, loopback_only=is_loopback(host)), config.request_timeout),
-        on_ready=lambda: on_ready(url),
-        gateway=gateway,
-    )
+    app = EmulatorApp(gateway, loopback_only=is_loopback(host))
+    server = _Server(uvicorn_config(app, config.request_timeout), on_ready=lambda: on_ready(url), gateway=gateway)
     try:
         server.run(sockets=[sock])
     finally:
+        app.pusher.close()
         sock.close()
         gateway.store.close()
 
@@ -127,10 +126,9 @@ class EmulatorServer:
         self.port: int = self._sock.getsockname()[1]
         self.url = f"http://{host}:{self.port}"
         self._ready = threading.Event()
+        self.app = EmulatorApp(self.gateway, loopback_only=is_loopback(host))
         self._server = _Server(
-            uvicorn_config(EmulatorApp(self.gateway, loopback_only=is_loopback(host)), self.config.request_timeout),
-            on_ready=self._ready.set,
-            gateway=self.gateway,
+            uvicorn_config(self.app, self.config.request_timeout), on_ready=self._ready.set, gateway=self.gateway
         )
         self._thread: threading.Thread | None = None
 
@@ -146,8 +144,9 @@ class EmulatorServer:
         return self
 
     def stop(self) -> None:
-        """Stop the server, write buffered messages and close the socket."""
+        """Stop the server and the receipt pushes, write buffered messages and close the socket."""
         self._server.should_exit = True
+        self.app.pusher.close()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
@@ -191,6 +190,33 @@ class EmulatorServer:
     def set_settings(self, **settings: float) -> dict[str, Any]:
         """Change run-time settings; return the settings now in force."""
         return dict(self._call("PATCH", "/_emulator/settings", settings))
+
+    def push_settings(self) -> dict[str, Any]:
+        """The receipt push settings (``push_url``, ``push_interval``, ``push_batch``, ...)."""
+        return dict(self._call("GET", "/_emulator/push")["settings"])
+
+    def set_push(self, **settings: Any) -> dict[str, Any]:
+        """Change push settings (``push_url="http://127.0.0.1:9000/receipts"``, ``push_retry=[0.2, 0.5]``;
+        ``push_url=None`` stops new pushes); return the settings now in force. A bad value raises
+        ``urllib.error.HTTPError`` 422, its body saying why."""
+        return dict(self._call("PATCH", "/_emulator/push", settings)["settings"])
+
+    def push_stats(self) -> dict[str, Any]:
+        """The receipt pushes' statistics (``/_emulator/push``): counters, what is under way, the MessageIds
+        dropped or given up."""
+        return dict(self._call("GET", "/_emulator/push")["stats"])
+
+    def wait_for_pushes(self, timeout: float = 10.0) -> dict[str, Any]:
+        """Wait until no receipt or push is under way (every retry done); return ``push_stats()``. Raise
+        ``TimeoutError`` after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            stats = self.push_stats()
+            if not (stats["receipts_waiting"] or stats["pushes_queued"] or stats["pushes_in_flight"]):
+                return stats
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"receipt pushes still under way after {timeout} s: {stats}")
+            time.sleep(0.05)
 
     def clear(self) -> int:
         """Delete every stored message; return how many were deleted."""

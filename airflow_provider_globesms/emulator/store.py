@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -218,10 +218,14 @@ class MessageStore:
         self.generation = 0
         self.search_cut = False  # whether the last search ran out of its budget (see _within_budget)
         self._shared_deadline: float | None = None  # set by one_search_budget
+        # Told of every message added (the receipt pusher): called on the adding thread, so they must be quick.
+        self.listeners: list[Callable[[StoredMessage], None]] = []
 
     def add(self, message: StoredMessage) -> None:
-        """Buffer a message; flush when the buffer is full or old enough."""
+        """Buffer a message; flush when the buffer is full or old enough; tell the ``listeners``."""
         self.added += 1
+        for listener in self.listeners:
+            listener(message)
         self._pending.add(message.message_id, message)
 
     def add_many(self, messages: list[StoredMessage]) -> None:
