@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import msgspec
 
+from airflow_provider_globesms.client.errors import GlobeSmsError
 from airflow_provider_globesms.client.rules.models import DeliveryStatus, parse_receipt_date
 
 MAX_BODY_BYTES = 4 * 1024 * 1024  # about 15,000 receipts; Alibaba merges far fewer into one push
@@ -38,7 +39,7 @@ _records = msgspec.json.Decoder(list[msgspec.Raw])
 _record = msgspec.json.Decoder(dict[str, Scalar])
 
 
-class PushRefused(ValueError):
+class PushRefused(GlobeSmsError, ValueError):
     """The whole body is refused (not JSON, not an array, too large, too many records): nothing is stored.
 
     ``status`` is the HTTP status to answer; ``reason`` says why, without quoting the body.
