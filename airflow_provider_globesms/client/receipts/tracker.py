@@ -46,7 +46,7 @@ from airflow_provider_globesms.client.receipts.updates import (
     receipt_update,
     seconds_to_deliver,
 )
-from airflow_provider_globesms.client.rules.models import QueryMessageResult
+from airflow_provider_globesms.client.rules.models import DeliveryStatus, QueryMessageResult
 
 __all__ = [
     "DELIVERED",
@@ -90,6 +90,7 @@ CREATE TABLE IF NOT EXISTS campaigns (campaign_id TEXT PRIMARY KEY);
 # number (a later final receipt wins), and whether the receipt came by push.
 _ADDED_COLUMNS = {"loaded_at": "REAL", "receive_ts": "REAL", "pushed": "INTEGER NOT NULL DEFAULT 0"}
 _NOT_FINAL = (PENDING, QUERY_FAILED)
+_SENDING = DeliveryStatus.SENDING.label
 _COLUMNS = (
     "row",
     "to_number",
@@ -186,7 +187,6 @@ class DeliveryTracker:
         transaction, marking the object ``name`` read; returns how many messages became final. A receipt
         replaces a pending state, or a final one only with a strictly later ReceiveDate: a duplicate or an
         older receipt changes nothing."""
-        before = self.pending()
         rows = [
             (
                 r.status,
@@ -198,24 +198,27 @@ class DeliveryTracker:
                 r.receive_ts,
                 "+" + r.to,
                 r.message_id,
-                r.receive_ts,
-                r.receive_ts,
             )
             for r in receipts
-            if r.final
+            if r.status != _SENDING
         ]
-        self._db.execute("BEGIN")
-        self._db.executemany(
+        update = (
             "UPDATE receipts SET status = ?, error_code = ?, error_description = ?, send_date = ?, receive_date = ?,"
-            " seconds = ?, receive_ts = ?, to_number = COALESCE(to_number, ?), pushed = 1"
-            " WHERE message_id = ?"
-            " AND (status IN (?, ?) OR (? IS NOT NULL AND (receive_ts IS NULL OR receive_ts < ?)))",
-            [(*row[:9], *_NOT_FINAL, *row[9:]) for row in rows],
+            " seconds = ?, receive_ts = ?, to_number = COALESCE(to_number, ?), pushed = 1 WHERE message_id = ?"
+        )
+        self._db.execute("BEGIN")
+        # First what was not final (counted here: counting pending messages before and after would walk a
+        # million-message campaign's index for every push), then a later final receipt over an earlier one,
+        # whichever came first.
+        became_final = self._db.executemany(f"{update} AND status IN (?, ?)", [(*row, *_NOT_FINAL) for row in rows])
+        self._db.executemany(
+            f"{update} AND status NOT IN (?, ?) AND ? IS NOT NULL AND (receive_ts IS NULL OR receive_ts < ?)",
+            [(*row, *_NOT_FINAL, row[6], row[6]) for row in rows],
         )
         if name is not None:
             self._db.execute("INSERT OR IGNORE INTO pushed_read VALUES (?)", (name,))
         self._db.execute("COMMIT")
-        return before - self.pending()
+        return int(became_final.rowcount)
 
     def pending(self) -> int:
         """How many messages still await a final receipt."""
