@@ -76,7 +76,11 @@ _MODULES = {
     "hooks": ["airflow_provider_globesms.hooks.globesms"],
     "operators": ["airflow_provider_globesms.operators.globesms"],
     "sensors": ["airflow_provider_globesms.sensors.globesms"],
-    "triggers": ["airflow_provider_globesms.triggers.globesms", "airflow_provider_globesms.triggers.alert_digests"],
+    "triggers": [
+        "airflow_provider_globesms.triggers.globesms",
+        "airflow_provider_globesms.triggers.alert_digests",
+        "airflow_provider_globesms.triggers.arrived_receipts",
+    ],
 }
 
 CONFIG = {

@@ -34,6 +34,7 @@ from airflow_provider_globesms.operators.campaign_controls import (
     refuse_unknown_zones,
     rounds_so_far,
 )
+from airflow_provider_globesms.operators.confirm_by_receipts import ConfirmByReceipts
 from airflow_provider_globesms.operators.rendering import (
     LITERAL,
     NO_LIST,
@@ -78,7 +79,7 @@ def _check_arguments(to: object, recipients: object, on_invalid: str, concurrenc
         raise ValueError("concurrency must be at least 1")
 
 
-class SendGlobeSmsOperator(BaseOperator):
+class SendGlobeSmsOperator(BaseOperator, ConfirmByReceipts):
     """Send SMS through Alibaba Cloud's international API (SendMessageToGlobe).
 
     Give either ``to`` (one number or a list) or ``recipients`` (rows, each with a ``to`` field and any
@@ -157,6 +158,9 @@ class SendGlobeSmsOperator(BaseOperator):
     :param tz_field: the column or key holding a row's IANA time zone; it wins over the number's own zones.
     :param on_unknown_timezone: when a number's zone cannot be known: ``"hold"`` (not sent; the task fails at
         the end naming how many), ``"send"`` or ``"skip"`` (not sent, reported ``held``).
+    :param receipts_by_push: confirm messages that arrived without an answer by their pushed delivery receipts (each
+        try first; after sending, the task defers until they come). Default: ``[globesms] receipts_by_push``.
+    :param confirm_within: seconds after sending to wait for those receipts; default ``[globesms] push_grace``.
     """
 
     template_fields: Sequence[str] = (
@@ -216,10 +220,9 @@ class SendGlobeSmsOperator(BaseOperator):
         max_segments: int | None = None,
         prices: Mapping[str, float] | str | None = None,
         quiet_hours: tuple[str, str] | None = None,
-        tz_field: str | None = None,
-        on_unknown_timezone: Literal["hold", "send", "skip"] = "hold",
-        **kwargs: Any,
-    ) -> None:
+        tz_field: str | None = None, on_unknown_timezone: Literal["hold", "send", "skip"] = "hold",
+        receipts_by_push: bool | None = None, confirm_within: float | None = None, **kwargs: Any,
+    ) -> None:  # fmt: skip
         super().__init__(**kwargs)
         _check_arguments(to, recipients, on_invalid, concurrency)
         self.max_segments, self.max_qps = checked_limits(max_segments, prices, max_qps)
@@ -234,6 +237,7 @@ class SendGlobeSmsOperator(BaseOperator):
         self.sender, self.sms_type, self.is_dry_run, self.concurrency = sender, sms_type, dry_run, concurrency
         self.ledger_uri, self.results_uri, self.default_region = ledger_uri, results_uri, default_region
         self.lease_wait, self.progress_interval, self.max_errors_shown = lease_wait, progress_interval, max_errors_shown
+        self.receipts_by_push, self.confirm_within = receipts_by_push, confirm_within
 
     @cached_property
     def hook(self) -> GlobeSmsHook:
@@ -342,6 +346,7 @@ class SendGlobeSmsOperator(BaseOperator):
         )
         self.log.info("Ledger: %r; results: %s", ledger, plan.results_location)
         warn_if_ledger_is_not_shared(self.log, plan.ledger_dir)
+        self._receipts_at_start(plan.campaign_id, ledger, guard)  # receipts by push: settled before any send
         sender = BulkSender(
             plan.campaign,
             ledger,
@@ -354,7 +359,7 @@ class SendGlobeSmsOperator(BaseOperator):
             guard=guard,
         )
         try:
-            return sender.run(spill, total=valid)
+            return self._receipts_after_sending(ledger, sender.run(spill, total=valid))
         except SealedRequestError as exc:  # a rotated or changed [core] fernet_key: no retry helps until fixed
             raise AirflowFailException(str(exc)) from None
 
@@ -366,14 +371,14 @@ class SendGlobeSmsOperator(BaseOperator):
             log_each(self.log, stored)
         log_summary(self.log, summary)
         out = xcom_summary(plan.campaign_id, report, summary, stored, dry_run=False, budget=plan.budget)
-        log_unconfirmed(self.log, summary, stored, fail_on_unknown=self.fail_on_unknown)
+        log_unconfirmed(self.log, summary, stored, fail_on_unknown=self.fail_on_unknown, by_push=bool(self._receipts))
         self._quiet_rounds = defer_while_held(self, context, summary, self._quiet_rounds)
         out["quiet_hours_rounds"] = self._quiet_rounds
         if summary.failed or (summary.unconfirmed and self.fail_on_unknown):
+            waited = self._wait_for_receipts(summary)  # may defer first
+            failure = failure_text(summary, stored, by_push=bool(self._receipts), waited=waited)
             context["ti"].xcom_push(key="summary", value=out)
-            text = " ".join(
-                filter(None, [failure_text(summary, stored), unknown_zones_text(summary, self.on_unknown_timezone)])
-            )
+            text = " ".join(filter(None, [failure, unknown_zones_text(summary, self.on_unknown_timezone)]))
             # A retry resends the refused, settles the unknown and, when asked to, resends the arrived.
             if summary.failed or summary.unknown or self.resend_unknown:
                 raise AirflowException(text)

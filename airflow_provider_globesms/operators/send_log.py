@@ -62,15 +62,24 @@ def log_summary(log: LineLogger, s: SendSummary) -> None:
     )
 
 
-def log_unconfirmed(log: LineLogger, summary: SendSummary, results: str, *, fail_on_unknown: bool) -> None:
+def log_unconfirmed(
+    log: LineLogger, summary: SendSummary, results: str, *, fail_on_unknown: bool, by_push: bool = False
+) -> None:
     """Say plainly how many messages may not have reached their recipient, and what to do."""
     if summary.arrived:
+        confirm = (
+            "Their pushed delivery receipts confirm them (receipts_by_push): the task waits for them"
+            if by_push
+            else "Without a MessageId, nothing confirms them but their delivery receipts: turn on "
+            "receipts_by_push (a receiver of Alibaba's receipt push) and a retry confirms those that came"
+        )
         log.warning(
             "%d message(s) arrived at the API but their answers were lost: a replay of each was refused as "
             "already seen, which proves arrival, not acceptance (a request throttled or refused while its "
-            "worker was killed is refused as seen too). Without a MessageId, nothing confirms them yet. "
-            "They are marked 'arrived' in %s and never resent automatically; the task %s.",
+            "worker was killed is refused as seen too). %s. They are marked 'arrived' in %s and never resent "
+            "automatically; the task %s.",
             summary.arrived,
+            confirm,
             results,
             "fails until you decide (see its error)" if fail_on_unknown else "accepts them (fail_on_unknown=False)",
         )
@@ -78,18 +87,35 @@ def log_unconfirmed(log: LineLogger, summary: SendSummary, results: str, *, fail
         log.warning("%d message(s) have an unknown outcome (fail_on_unknown=False): %s", summary.unknown, results)
 
 
-def failure_text(summary: SendSummary, results: str) -> str:
-    """Why the task fails after sending (refusals, unknown outcomes) and what each way forward does."""
+def failure_text(summary: SendSummary, results: str, *, by_push: bool = False, waited: float | None = None) -> str:
+    """Why the task fails after sending (refusals, unknown outcomes) and what each way forward does.
+
+    ``by_push``: receipts come by push; ``waited``: the seconds the task waited for the receipts of those still
+    in doubt (``None``: it did not wait, a retry settles the rest first).
+    """
     codes = ", ".join(f"{code} x{n}" for code, n in summary.failed_by_code.most_common()) or "-"
+    if waited is not None:
+        arrived = (
+            f"no delivery receipt came for the arrived ones within {waited:.0f} s of sending (receipts_by_push): "
+            "a push lost for good, or a request throttled in flight while its worker died (its nonce consumed: it "
+            "never went out); a later retry still confirms any whose receipt comes"
+        )
+    elif by_push:
+        arrived = (
+            "the arrived ones are confirmed by their delivery receipts as they come (receipts_by_push), on a retry"
+        )
+    else:
+        arrived = (
+            "nothing settles the arrived ones (the API has them; whether it accepted them is not known: ask "
+            "the recipients, or turn on receipts_by_push, whose delivery receipts confirm the accepted ones)"
+        )
     return (
         f"{summary.failed} message(s) refused ({codes}); {summary.unknown} with an unknown outcome and "
         f"{summary.arrived} arrived at the API with their outcome unknown ({summary.unknown_previous} of these "
         f"since earlier attempts); {summary.accepted} accepted. Details per recipient: {results}. A retry "
-        "within 15 minutes settles the unknown ones by replaying their exact requests and resends the refused "
-        "ones; nothing settles the arrived ones (the API has them; whether it accepted them is not known: ask "
-        "the recipients, or look for their delivery receipts). Only if you know they did not go out: "
-        "resend_unknown=True (a second SMS to whoever got the first); to accept them as they are: "
-        "fail_on_unknown=False."
+        f"within 15 minutes settles the unknown ones by replaying their exact requests and resends the refused "
+        f"ones; {arrived}. Only if you know they did not go out: resend_unknown=True (a second SMS to whoever "
+        "got the first); to accept them as they are: fail_on_unknown=False."
     )
 
 

@@ -223,7 +223,9 @@ class BulkSender:
         except WindowClosedError:
             return Status.UNKNOWN, {"error": "outcome unknown; not replayed: quiet hours began", "request": request}
         except ReceivedWithoutAnswerError:
-            return Status.ARRIVED, {"error": ARRIVED_NOTE}
+            # Kept (sealed) so that a pushed receipt can confirm it later: its number and signing time.
+            # ``in_doubt`` never returns an arrived entry: its replay is refused as seen anyway.
+            return Status.ARRIVED, {"error": ARRIVED_NOTE, "request": request}
         except OutcomeUnknownError as exc:
             return Status.UNKNOWN, {"error_code": exc.code, "error": str(exc), "request": exc.request}
         except ApiError as exc:
@@ -357,7 +359,8 @@ class BulkSender:
         except LedgerError:
             raise  # fatal: without a ledger, nothing more may be sent
         except ReceivedWithoutAnswerError:
-            status, extra = Status.ARRIVED, {"error": ARRIVED_NOTE}
+            # The replay was the last request's bytes: kept for a pushed receipt to confirm (see _settle).
+            status, extra = Status.ARRIVED, {"error": ARRIVED_NOTE, "request": last[0] if last else None}
         except OutcomeUnknownError as exc:
             # Kept with its signed request while a replay can still settle it (a later try does).
             status, extra = Status.UNKNOWN, {"error_code": exc.code, "error": str(exc), "request": exc.request}

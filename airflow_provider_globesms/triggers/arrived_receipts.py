@@ -1,0 +1,126 @@
+"""ArrivedReceiptsTrigger: waits, in the triggerer, for the pushed receipts of a campaign's sends in doubt.
+
+A message that arrived at the API without an answer is confirmed by its pushed delivery receipt (see
+``client.receipts.confirm``); the operator defers with this trigger until those receipts are in the push
+store, or until its deadline. Then the task resumes, and its start-of-try confirmation settles them.
+
+Its kwargs (kept in Airflow's database, shown in its UI) hold no phone number in any readable or guessable
+form: only keyed digests (HMAC-SHA256 under a key derived from Airflow's ``[core] fernet_key``, so trying
+every number of a country against them needs the key), the campaign id, where the receipts are, the
+earliest signing time and the deadline. Without a Fernet key there are no digests: the trigger then fires
+when any new receipt object of the campaign appears (the resumed task looks, and defers again if need be).
+It never sends anything and writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from airflow_provider_globesms.client.receipts.confirm import matches
+from airflow_provider_globesms.client.receipts.push_store import PushStore
+from airflow_provider_globesms.storage import configured_fernet_keys, push_store
+
+_KEY_LABEL = b"globesms: numbers awaiting pushed receipts"
+
+
+def receipts_digest_key() -> bytes | None:
+    """The key of the numbers' digests: derived from the first ``[core] fernet_key`` (the one that seals, as
+    the alert store keys its recipients' digests), never the key itself; ``None`` without a usable key."""
+    try:
+        keys = configured_fernet_keys()
+    except Exception:  # a failing fernet_key_cmd: no digests, the coarse wait
+        return None
+    return hmac.new(keys[0].encode(), _KEY_LABEL, hashlib.sha256).digest() if keys else None
+
+
+def number_digest(key: bytes, digits: str) -> str:
+    """A number's keyed digest (its digits, as receipts write them): 32 hex characters."""
+    return hmac.new(key, digits.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+class ArrivedReceiptsTrigger(BaseTrigger):
+    """Fires when every awaited number has a receipt of the campaign in the push store, or at ``deadline``.
+
+    :param campaign_id: the campaign (``TaskId``) whose receipts to read.
+    :param push_uri: where pushed receipts are kept (a path or an ``ObjectStoragePath`` URI).
+    :param digests: the awaited numbers' keyed digests (``number_digest``); ``None``: no key, the coarse wait.
+    :param not_before: the earliest signing time of the awaited messages (epoch seconds): an older receipt
+        (a campaign id reused by an earlier run) does not count.
+    :param deadline: when to stop waiting (epoch seconds).
+    :param seen: receipt objects of the campaign the task had read (the coarse wait fires on one more).
+    :param poll_interval: seconds between looks at the store.
+    """
+
+    def __init__(
+        self,
+        *,
+        campaign_id: str,
+        push_uri: str,
+        digests: list[str] | None,
+        not_before: float,
+        deadline: float,
+        seen: int = 0,
+        poll_interval: float = 5.0,
+    ) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self.campaign_id = campaign_id
+        self.push_uri = push_uri
+        self.digests = digests
+        self.not_before = not_before
+        self.deadline = deadline
+        self.seen = seen
+        self.poll_interval = poll_interval
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """The trigger's class path and arguments, to recreate it in the triggerer."""
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "campaign_id": self.campaign_id,
+                "push_uri": self.push_uri,
+                "digests": self.digests,
+                "not_before": self.not_before,
+                "deadline": self.deadline,
+                "seen": self.seen,
+                "poll_interval": self.poll_interval,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        """Look at the store every ``poll_interval`` seconds until the receipts are there or the deadline."""
+        store = push_store(self.push_uri)
+        key = receipts_digest_key() if self.digests is not None else None
+        awaited = set(self.digests or ()) if key is not None else None
+        read: set[str] = set()
+        status = "deadline"
+        while time.time() < self.deadline:
+            try:
+                if await asyncio.to_thread(self._look, store, key, awaited, read):
+                    status = "receipts"
+                    break
+            except Exception as exc:  # the store unreachable for a moment: look again next time
+                self.log.warning("Pushed receipts could not be read (%s: %s); looking again", type(exc).__name__, exc)
+            await asyncio.sleep(max(0.0, min(self.poll_interval, self.deadline - time.time())))
+        left = "?" if awaited is None else len(awaited)
+        self.log.info("Campaign %s: %s (%s message(s) without a receipt)", self.campaign_id, status, left)
+        yield TriggerEvent({"status": status, "deadline": self.deadline})  # type: ignore[no-untyped-call]
+
+    def _look(self, store: PushStore, key: bytes | None, awaited: set[str] | None, read: set[str]) -> bool:
+        """Read the objects not read yet; whether the wait is over (every awaited number has a receipt, or,
+        without digests, a new object came)."""
+        if awaited is None or key is None:
+            return len(store.names(self.campaign_id)) > self.seen
+        for name, receipts in store.receipts(self.campaign_id, skip=read):
+            read.add(name)
+            awaited.difference_update(self._digests(key, receipts))
+        return not awaited
+
+    def _digests(self, key: bytes, receipts: Iterable[Any]) -> set[str]:
+        return {number_digest(key, r.to) for r in receipts if matches(r, self.campaign_id, self.not_before)}
