@@ -57,11 +57,7 @@ from airflow_provider_globesms.operators.send_log import (
     xcom_summary,
 )
 from airflow_provider_globesms.operators.send_plan import SendPlan, make_plan
-from airflow_provider_globesms.storage import (
-    default_campaign_id,
-    dry_run_location,
-    store_file,
-)
+from airflow_provider_globesms.storage import default_campaign_id, dry_run_location, store_file
 
 __all__ = ["SendGlobeSmsOperator", "default_campaign_id"]  # default_campaign_id: its home before storage.py
 
@@ -220,9 +216,12 @@ class SendGlobeSmsOperator(BaseOperator, ConfirmByReceipts):
         max_segments: int | None = None,
         prices: Mapping[str, float] | str | None = None,
         quiet_hours: tuple[str, str] | None = None,
-        tz_field: str | None = None, on_unknown_timezone: Literal["hold", "send", "skip"] = "hold",
-        receipts_by_push: bool | None = None, confirm_within: float | None = None, **kwargs: Any,
-    ) -> None:  # fmt: skip
+        tz_field: str | None = None,
+        on_unknown_timezone: Literal["hold", "send", "skip"] = "hold",
+        receipts_by_push: bool | None = None,
+        confirm_within: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         _check_arguments(to, recipients, on_invalid, concurrency)
         self.max_segments, self.max_qps = checked_limits(max_segments, prices, max_qps)
