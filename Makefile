@@ -152,6 +152,7 @@ bench: install
 	$(BIN)/python bench/client_cpu.py
 	$(BIN)/python bench/emulator_throughput.py
 	$(BIN)/python bench/bulk_send.py
+	$(BIN)/python bench/receipts_push.py
 
 clean:
 	rm -rf $(VENV) $(CLUSTER_VENV) .venv-floor .venv-newest .demo site .mypy_cache .ruff_cache .pytest_cache .hypothesis dist build
