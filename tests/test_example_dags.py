@@ -13,7 +13,9 @@ from airflow.sdk import DAG
 
 from airflow_provider_globesms._compat import conf, dag_bag
 from airflow_provider_globesms.alerting import storm_control
+from airflow_provider_globesms.client.receipts.push_store import PushStore
 from airflow_provider_globesms.testing import task_states, xcom_values
+from tests.test_push_receiver import SECRET, serve_receiver
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
 
@@ -41,6 +43,7 @@ def test_every_example_imports_without_dagbag_errors() -> None:
         "globesms_weekly_promotion",
         "globesms_alert_storm",
         "globesms_alert_digests",
+        "globesms_receipts_by_push",
     }
 
 
@@ -65,6 +68,30 @@ def test_templated_campaign_with_receipts(run_dag: Callable[..., Any], globesms_
     assert {m["to"] for m in emulator.messages()} >= {"85291234567", "886912345678"}
     (delivered,) = xcom_values(dag_run, "wait_for_receipts")
     assert delivered["delivered"] == 10
+
+
+def test_receipts_by_push(
+    run_dag: Callable[..., Any], globesms_conn: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The receiver on 127.0.0.1 (as the api-server serves it) keeps what the emulator pushes in
+    ``[globesms] push_uri``; the deferred sensor settles the campaign from there: no QueryMessage call."""
+    emulator = globesms_conn()
+    store = tmp_path / "push"
+    monkeypatch.setenv("AIRFLOW__GLOBESMS__PUSH_URI", str(store))
+    with serve_receiver(PushStore(store)) as served:
+        emulator.set_push(
+            push_url=f"http://127.0.0.1:{served.port}/globesms/push/{SECRET}/receipts", push_retry=[0.2, 0.5]
+        )
+        dag_run = run_dag(load("globesms_receipts_by_push"))
+    assert task_states(dag_run) == {
+        "send_updates": "success",
+        "wait_for_pushed_receipts": "success",
+        "report": "success",
+    }
+    (receipts,) = xcom_values(dag_run, "wait_for_pushed_receipts")
+    assert (receipts["tracked"], receipts["receipts_pushed"], receipts["pending"]) == (4, 4, 0)
+    assert emulator.stats()["actions"].get("QueryMessage", {}).get("requests", 0) == 0
+    assert len(emulator.messages()) == 4
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@ Every example is triggered through the REST API v2, with and without a logical d
 each `simulate` mode). The test checks final states, that the receipts sensor deferred and the triggerer ran
 its trigger, that the fan-out's shards overlapped in time within the account's cap, the emulator's count of
 messages per campaign (each recipient exactly once; clearing a finished task resends nothing), and that no log
-holds the secret or a full number. About two minutes; `-m "not live"` leaves it out.
+holds the secret or a full number. The emulator pushes its receipts to the push receiver the provider's plugin
+serves inside the api-server (``[globesms] push_secret``); the receipts-by-push example's sensor defers and
+completes from them, without one QueryMessage call. About two minutes; `-m "not live"` leaves it out.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import contextlib
 import itertools
 import json
 import re
+import secrets
 import shutil
+import threading
 import time
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -25,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_globesms.client.receipts.push_store import PushStore
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_globesms.links import campaign_url
 from airflow_provider_globesms.operators.globesms import default_campaign_id
@@ -37,6 +43,9 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "example_dags"
 KEY_ID, SECRET = "LIVEKEYID", "live-Secret-0f9e8d7c6b5a"
 DATED = "2026-11-01T08:00:00Z"
 FAN_OUT_ROWS, FAN_OUT_SHARDS = 6000, 4
+PUSH_SECRET = secrets.token_urlsafe(32)  # 43 characters, as the receipts-push page tells users to make one
+PUSH_DAG, PUSH_SEND, PUSH_SENSOR = "globesms_receipts_by_push", "send_updates", "wait_for_pushed_receipts"
+QUERIED: Counter[str] = Counter()  # MessageId -> QueryMessage calls the emulator answered about it
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +53,22 @@ def emulator() -> Iterator[EmulatorServer]:
     # Receipts take 24-36 s: the sensor finds them pending on its first look (even when it starts late on a
     # loaded machine, with ten runs at once) and defers to the triggerer; the quiet-hours run takes longer.
     with EmulatorServer(EmulatorConfig(keys={KEY_ID: SECRET}, delivery_delay=30)) as server:
+        count_queries(server)
         yield server
+
+
+def count_queries(server: EmulatorServer) -> None:
+    """Count each QueryMessage the emulator (in this process) answers, by MessageId: its stats count calls
+    by action only, and the templated campaign's sensors poll while the pushed one must not."""
+    operations, lock = server.gateway.operations, threading.Lock()
+    answer = operations.query
+
+    def query(key_id: str, params: Any, now: float, request_id: str) -> Any:
+        with lock:
+            QUERIED[params.get("MessageId", "")] += 1
+        return answer(key_id, params, now, request_id)
+
+    operations.query = query  # type: ignore[method-assign]
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +81,17 @@ def airflow(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) 
         "AIRFLOW_CONN_GLOBESMS_DEFAULT": json.dumps(connection),
         "AIRFLOW__GLOBESMS__SANDBOX_URL": emulator.url,
         "AIRFLOW__GLOBESMS__ALERT_WINDOW": str(ALERT_WINDOW),
+        # The plugin serves the push receiver in the api-server, keeping receipts in globesms/~push under the
+        # home. receipts_by_push stays off globally: the templated campaign's sensor polls as before.
+        "AIRFLOW__GLOBESMS__PUSH_SECRET": PUSH_SECRET,
     }
     with contextlib.ExitStack() as stack:
         if parts.postgres_installed():
             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = stack.enter_context(parts.postgres())
         live = stack.enter_context(LiveAirflow(home, home / "dags", env))
+        # Alibaba's HTTP batch push, to the api-server's port; retried within seconds, not minutes.
+        push = f"{live.url}/globesms/push/{PUSH_SECRET}/receipts"
+        emulator.set_push(push_url=push, push_retry=[2, 5, 10, 20], push_timeout=10)
         live.wait_for_dags([p.stem for p in EXAMPLES.glob("globesms_*.py")] + ["alert_twice"])
         yield live
 
@@ -94,6 +124,7 @@ def runs(airflow: LiveAirflow) -> dict[str, tuple[str, str, dict[str, Any]]]:
         "alerts-transient": ("globesms_failure_alerts", None, {"simulate": "transient"}),
         "alerts-outage-undated": ("globesms_failure_alerts", None, {"simulate": "outage"}),
         "alerts-outage-dated": ("globesms_failure_alerts", DATED, {"simulate": "outage"}),
+        "push": (PUSH_DAG, None, {}),
     }
     triggered = {name: (dag, airflow.trigger(dag, conf, date)) for name, (dag, date, conf) in plan.items()}
     done = {name: (dag, run_id, airflow.wait_for_run(dag, run_id, 300)) for name, (dag, run_id) in triggered.items()}
@@ -134,6 +165,7 @@ EXPECTED = {
     "alerts-outage-undated": "failed",
     "alerts-outage-dated": "failed",
     "promotion-quiet": "success",
+    "push": "success",
 }
 
 
@@ -293,6 +325,38 @@ def test_the_receipts_sensor_deferred_to_the_triggerer(airflow: LiveAirflow, run
     assert "receipts: queried" in trigger_logs[0]  # our trigger's own polling, in the triggerer
 
 
+def test_the_receipts_pushed_to_the_api_server_settle_the_deferred_sensor_without_a_query(
+    airflow: LiveAirflow, emulator: EmulatorServer, runs: dict[str, Any]
+) -> None:
+    """Issue 28: the emulator pushes every receipt to the receiver inside the api-server, which keeps them in
+    globesms/~push under the home; the sensor defers, and its trigger settles the campaign from the store."""
+    dag_id, run_id, run = runs["push"]
+    assert run["state"] == "success", (states(airflow, dag_id, run_id), airflow.report())
+    campaign = default_campaign_id(dag_id, run_id, PUSH_SEND, -1)
+    sent = {m["message_id"] for m in emulator.messages(task_id=campaign)}
+    assert len(sent) == 4
+    quoted = urllib.parse.quote(run_id, safe="")
+    path = f"/dags/{dag_id}/dagRuns/{quoted}/taskInstances/{PUSH_SENSOR}/xcomEntries/return_value"
+    summary = airflow.api("GET", path)["value"]
+    assert (summary["tracked"], summary["receipts_pushed"], summary["pending"]) == (4, 4, 0), summary
+    assert not sum(QUERIED[m] for m in sent), {m: QUERIED[m] for m in sent}  # not one QueryMessage about them
+    assert sum(QUERIED.values()) > 0  # while the templated campaign's sensors did poll (the spy counts)
+    folder = airflow.home / "logs" / f"dag_id={dag_id}" / f"run_id={run_id}" / f"task_id={PUSH_SENSOR}"
+    task_log = (folder / "attempt=1.log").read_text(errors="replace")
+    assert "DEFERRED" in task_log, task_log[-3000:]
+    trigger_logs = [p.read_text(errors="replace") for p in folder.glob("attempt=1.log.trigger.*.log")]
+    assert trigger_logs, f"the triggerer wrote no log for the trigger in {folder}"
+    assert "Trigger fired event" in trigger_logs[0]
+    assert "pushed receipts: read" in trigger_logs[0]
+    assert "receipts: queried" not in task_log + trigger_logs[0]
+    store = PushStore(airflow.home / "globesms" / "~push")
+    stored = {r.message_id for _, batch in store.receipts(campaign) for r in batch}
+    assert stored == sent
+    stats = emulator.push_stats()
+    assert stats["pushes_ok"] > 0, stats
+    assert stats["pushes_given_up"] == 0, stats
+
+
 def test_quiet_hours_defer_to_the_triggerer_and_each_customer_gets_one_text(
     airflow: LiveAirflow, emulator: EmulatorServer, runs: dict[str, Any]
 ) -> None:
@@ -402,7 +466,13 @@ def test_no_log_holds_the_secret_or_a_full_number(
             continue
         text = path.read_text(errors="replace")
         digits = set(re.findall(r"\d{8,}", text))
-        leaked = sorted(digits & numbers) + (["the secret"] if SECRET in text else [])
+        leaked = sorted(digits & numbers) + [name for name, secret in SECRETS.items() if secret in text]
         if leaked:
             found[str(path.relative_to(airflow.home))] = leaked[:5]
     assert not found
+    # The pushes did reach the api-server, and its request log shows their path with the secret masked.
+    served = (airflow.home / "component-logs" / "api-server.log").read_text(errors="replace")
+    assert "/globesms/push/***/receipts" in served, served[-3000:]
+
+
+SECRETS = {"the secret": SECRET, "the push secret": PUSH_SECRET}
