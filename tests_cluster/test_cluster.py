@@ -7,6 +7,10 @@ shard is SIGKILLed with its whole process group. The scheduler notices (heartbea
 test), the shard is retried on the surviving worker, and every recipient still receives exactly one message.
 The messages the killed worker had in flight are reported ``arrived`` (the API has them; whether it accepted
 them is not known without a receipt), never counted as accepted, and their shard fails for someone to decide.
+
+Receipts by push (issue 28): the standalone receiver (``globesms-receiver``) keeps what the emulator pushes in
+the bucket (``--store s3://...``); a send task on one worker and a delivery sensor on the other (each worker
+has a queue of its own) settle the campaign from there, without one QueryMessage call.
 Run with ``make test-cluster`` (it installs what it needs; see the README).
 """
 
@@ -14,8 +18,15 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import secrets
 import shutil
+import signal
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +34,10 @@ from typing import Any
 
 import pytest
 
+from airflow_provider_globesms.client.receipts.push_store import campaign_folder
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer
 from airflow_provider_globesms.operators.globesms import default_campaign_id
-from tests.live_airflow import LiveAirflow, parent_pid, reported, storm_spread
+from tests.live_airflow import LiveAirflow, free_port, parent_pid, reported, storm_spread
 from tests_cluster import parts
 
 pytest.importorskip("airflow.providers.celery", reason="make test-cluster installs the Celery provider")
@@ -37,6 +49,27 @@ DAG_ID, BUCKET = "globesms_fan_out", "globesms-ledgers"
 STORM_DAG, SWEEPER_DAG, ALERT_WINDOW = "globesms_alert_storm", "globesms_alert_digests", 90
 ON_CALL = ["+85291230011", "+85291230012"]
 KEY_ID, SECRET = "CLUSTERKEY", "cluster-Secret-5a4b3c2d1e"
+PUSH_DAG, PUSH_PREFIX = "receipts_on_two_workers", "push"  # the receipts in s3://BUCKET/push
+PUSH_SECRET = secrets.token_urlsafe(32)
+PUSH_TO = [f"+8529200{n:04d}" for n in range(20)]
+# Each task on a queue only one worker serves: the receipts are read on another machine than the send's.
+PUSH_DAG_FILE = f"""
+from airflow.sdk import DAG
+from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
+from airflow_provider_globesms.sensors.globesms import GlobeSmsDeliverySensor
+
+with DAG("{PUSH_DAG}", schedule=None):
+    send = SendGlobeSmsOperator(task_id="send", queue="worker-1", to={PUSH_TO!r}, message="Your order ships today")
+    send >> GlobeSmsDeliverySensor(
+        task_id="receipts",
+        queue="worker-2",
+        messages=send.output,
+        receipts_by_push=True,  # from [globesms] push_uri: s3://{BUCKET}/{PUSH_PREFIX}
+        push_grace=600,
+        poke_interval=2,
+        timeout=300,
+    )
+"""
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +83,20 @@ def emulator() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture(scope="module")
-def cluster(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAirflow]:
+def s3() -> Iterator[str]:
+    """moto's S3 server with the bucket; its endpoint URL."""
+    with parts.s3_server(BUCKET) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def cluster(emulator: EmulatorServer, s3: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveAirflow]:
     home = tmp_path_factory.mktemp("cluster")
     shutil.copytree(EXAMPLES, home / "dags")
+    (home / "dags" / f"{PUSH_DAG}.py").write_text(PUSH_DAG_FILE)
     with (
         parts.postgres() as database,
         parts.redis(home) as broker,
-        parts.s3_server(BUCKET) as s3,
     ):
         aws = {"conn_type": "aws", "login": "testing", "password": "testing",
                "extra": {"endpoint_url": s3, "region_name": "us-east-1"}}  # fmt: skip
@@ -70,6 +110,7 @@ def cluster(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) 
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": "15",
             "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "3",
             "AIRFLOW__GLOBESMS__LEDGER_URI": f"s3://{BUCKET}/globesms",
+            "AIRFLOW__GLOBESMS__PUSH_URI": f"s3://{BUCKET}/{PUSH_PREFIX}",
             "AIRFLOW__GLOBESMS__ALERT_WINDOW": str(ALERT_WINDOW),
             "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(aws),
             "AIRFLOW_CONN_GLOBESMS_DEFAULT": json.dumps(sms),
@@ -81,13 +122,21 @@ def cluster(emulator: EmulatorServer, tmp_path_factory: pytest.TempPathFactory) 
             "AWS_ENDPOINT_URL": s3,
             "AWS_ENDPOINT_URL_S3": s3,
         }
-        workers = {
-            f"worker-{n}": ["celery", "worker", "--celery-hostname", f"worker{n}@%h", "--skip-serve-logs"]
+        workers = {  # both serve the default queue, and each a queue of its own
+            f"worker-{n}": [
+                "celery",
+                "worker",
+                "--celery-hostname",
+                f"worker{n}@%h",
+                "--skip-serve-logs",
+                "--queues",
+                f"default,worker-{n}",
+            ]
             for n in (1, 2)
         }
         with LiveAirflow(home, home / "dags", env, extra_components=workers) as airflow:
-            airflow.wait_for_dags([DAG_ID, STORM_DAG, SWEEPER_DAG], timeout=180)
-            for dag_id in (DAG_ID, STORM_DAG, SWEEPER_DAG):
+            airflow.wait_for_dags([DAG_ID, STORM_DAG, SWEEPER_DAG, PUSH_DAG], timeout=180)
+            for dag_id in (DAG_ID, STORM_DAG, SWEEPER_DAG, PUSH_DAG):
                 airflow.api("PATCH", f"/dags/{dag_id}", {"is_paused": False})
             yield airflow
 
@@ -165,6 +214,91 @@ def test_a_storm_on_two_workers_is_one_alert_and_one_digest_per_phone(
     print(f"cluster storm: 50 failures within {spread:.0f} s; texts per phone {texts}")
 
 
+@pytest.fixture
+def receiver(emulator: EmulatorServer, s3: str, tmp_path: Path) -> Iterator[Path]:
+    """``globesms-receiver`` in its own process, keeping pushes in s3://BUCKET/push (moto), the emulator pushing
+    to it; yields its log. Pushes stop with it (the kill test's thousands of receipts are not pushed)."""
+    port, log = free_port(), tmp_path / "receiver.log"
+    options = {"endpoint_url": s3, "key": "testing", "secret": "testing"}
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "AWS"))},
+        "GLOBESMS_PUSH_SECRET": PUSH_SECRET,
+        "GLOBESMS_PUSH_STORAGE_OPTIONS": json.dumps(options),
+    }
+    command = [sys.executable, "-m", "airflow_provider_globesms.receiver.cli", "--port", str(port),
+               "--store", f"s3://{BUCKET}/{PUSH_PREFIX}"]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        parts._wait("the receiver", lambda: answers(f"http://127.0.0.1:{port}/") or process.poll() is not None)
+        assert process.poll() is None, log.read_text()
+        emulator.set_push(push_url=f"http://127.0.0.1:{port}/globesms/push/{PUSH_SECRET}/receipts", push_retry=[1, 2])
+        yield log
+    finally:
+        emulator.set_push(push_url=None)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+
+
+def answers(url: str) -> bool:
+    """Whether a server answers at ``url`` (any status: the receiver has no page there, and says 404)."""
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def test_receipts_pushed_to_the_standalone_receiver_reach_a_sensor_on_the_other_worker(
+    cluster: LiveAirflow, emulator: EmulatorServer, receiver: Path, s3: str
+) -> None:
+    """The send task on worker-1, the sensor on worker-2; the receipts only in the bucket, written by the
+    standalone receiver: the sensor settles the campaign from them, and nothing is polled. Runs before the kill
+    test, while both workers are up."""
+    import boto3
+
+    run_id = cluster.trigger(PUSH_DAG)
+    run = cluster.wait_for_run(PUSH_DAG, run_id, timeout=240)
+    tis = {ti["task_id"]: ti for ti in cluster.task_instances(PUSH_DAG, run_id)}
+    assert run["state"] == "success", (tis, cluster.report())
+    assert {t: (ti["state"], ti["queue"]) for t, ti in tis.items()} == {
+        "send": ("success", "worker-1"),
+        "receipts": ("success", "worker-2"),
+    }
+    for task_id, worker in (("send", "worker-1"), ("receipts", "worker-2")):  # who ran each, by its own log
+        ran = [n for n in ("worker-1", "worker-2") if f"task_id='{task_id}'" in worker_log(cluster, n, run_id)]
+        assert ran == [worker], (task_id, ran)
+    path = f"/dags/{PUSH_DAG}/dagRuns/{run_id}/taskInstances/receipts/xcomEntries/return_value"
+    summary = cluster.api("GET", path)["value"]
+    assert (summary["tracked"], summary["receipts_pushed"], summary["pending"]) == (20, 20, 0), summary
+    assert emulator.stats()["actions"].get("QueryMessage", {}).get("requests", 0) == 0  # no sensor polled, ever
+    campaign = default_campaign_id(PUSH_DAG, run_id, "send", -1)
+    sent = {m["message_id"] for m in emulator.messages(task_id=campaign)}
+    client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
+    prefix = f"{PUSH_PREFIX}/receipts/{campaign_folder(campaign)}/"
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])]
+    stored = {r[0] for key in keys for r in json.loads(client.get_object(Bucket=BUCKET, Key=key)["Body"].read())}
+    assert keys
+    assert stored == sent
+    log = receiver.read_text(errors="replace")
+    assert PUSH_SECRET not in log
+    assert "/globesms/push/***/receipts" in log
+    pushes = emulator.push_stats()
+    print(
+        f"cluster push: {summary['receipts_pushed']} of {summary['tracked']} receipts by push, {len(keys)} objects "
+        f"in s3://{BUCKET}/{prefix}, {pushes['pushes_ok']} pushes, 0 QueryMessage calls"
+    )
+
+
+def worker_log(cluster: LiveAirflow, name: str, run_id: str) -> str:
+    """The lines of a worker's log about a run."""
+    text = (cluster.home / "component-logs" / f"{name}.log").read_text(errors="replace")
+    return "\n".join(line for line in text.splitlines() if run_id in line)
+
+
 @pytest.mark.parametrize("shards", [4])
 def test_a_killed_worker_costs_no_message_and_sends_none_twice(
     cluster: LiveAirflow, emulator: EmulatorServer, shards: int
@@ -181,8 +315,9 @@ def test_a_killed_worker_costs_no_message_and_sends_none_twice(
     retried = sorted(n for (task, n), t in tis.items() if task == "send_shard" and t["try_number"] > 1)
     assert retried, "the killed shard should have been retried"
     assert shard_counts(emulator, run_id, shards) == [rows // shards] * shards  # nobody lost
-    # This module's emulator: this run's messages, and the storm test's alerts (no TaskId).
-    numbers = Counter(m["to"] for m in emulator.messages(limit=100_000) if m["task_id"] is not None)
+    # This module's emulator: this run's messages, the storm test's alerts (no TaskId) and the push test's.
+    fan_out = [m for m in emulator.messages(limit=100_000) if (m["task_id"] or "").startswith(f"{DAG_ID}.")]
+    numbers = Counter(m["to"] for m in fan_out)
     assert len(numbers) == rows
     assert max(numbers.values()) == 1  # every recipient exactly once, whichever try and worker sent it
     arrived = {}
