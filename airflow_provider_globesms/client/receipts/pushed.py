@@ -10,6 +10,7 @@ read is kept apart with the reason (for the dead-letter area), never dropped and
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -173,7 +174,9 @@ def read_receipt(record: Mapping[str, Scalar]) -> PushedReceipt:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _epoch(text: str) -> float | None:
+    # Cached: a push's dates repeat (whole seconds), and parsing one took half of a push's reading.
     moment = parse_receipt_date(text)
     return moment.timestamp() if moment is not None and moment.tzinfo is not None else None
 
