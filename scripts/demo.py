@@ -17,13 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +56,51 @@ def mask(number: str) -> str:
     return mask_number(number)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextmanager
+def receiver() -> Iterator[str]:
+    """The push receiver (``globesms-receiver``) in its own process, keeping receipts in .demo/push; gives the
+    URL the emulator pushes to. Its secret is made here and passed in its environment, never on a command line."""
+    secret, port = secrets.token_urlsafe(32), free_port()
+    store = DEMO / "push"
+    command = [
+        sys.executable,
+        "-m",
+        "airflow_provider_globesms.receiver.cli",
+        "--port",
+        str(port),
+        "--store",
+        str(store),
+    ]
+    environment = {**os.environ, "GLOBESMS_PUSH_SECRET": secret}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+    _children.append(process)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if "receiving at" not in line:
+            raise SystemExit(f"the push receiver did not start: {line}")
+        os.environ["AIRFLOW__GLOBESMS__PUSH_URI"] = str(store)  # where the sensor reads what was pushed
+        yield f"http://127.0.0.1:{port}/globesms/push/{secret}/receipts"
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 @contextmanager
 def emulator() -> Iterator[str]:
-    """The emulator in its own process: receipts after about a second, 5% of them failing."""
+    """The emulator in its own process: receipts after about a second, 5% of them failing, each pushed to the
+    push receiver as Alibaba pushes them (retried after 1, 5 and 10 s)."""
+    stack = ExitStack()
+    push_url = stack.enter_context(receiver())
     command = [
         sys.executable,
         "-m",
@@ -71,6 +115,10 @@ def emulator() -> Iterator[str]:
         "20",
         "--seed",
         "42",
+        "--push-url",
+        push_url,
+        "--push-retry",
+        "1,5,10",
     ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     _children.append(process)
@@ -198,6 +246,8 @@ def main(keep: bool = False) -> int:
         show_received(messages)
         problems += [] if dag_run.state == "success" else ["globesms_templated_campaign did not succeed"]
 
+        seen, problems = demo_receipts_by_push(url, seen, problems)
+
         for simulate, expected in (("transient", "success"), ("outage", "failed")):
             say(f"\n== globesms_failure_alerts, simulate={simulate}: SMS alerts from callbacks")
             dag_run = run("globesms_failure_alerts", {"simulate": simulate}, label=f"-{simulate}")
@@ -242,6 +292,23 @@ def task_line(dag_run: Any, ti: Any) -> str:
     counts = ", ".join(f"{k} {v}" for k, v in summary.items() if isinstance(v, int) and not isinstance(v, bool) and v)
     where = f"; {shown(summary['results_uri'])}" if summary.get("results_uri") else ""
     return f"{name}: {ti.state} ({counts}){where}"
+
+
+def demo_receipts_by_push(url: str, seen: int, problems: list[str]) -> tuple[int, list[str]]:
+    """The example whose receipts the emulator pushes to the receiver: settled without one QueryMessage."""
+    say("\n== globesms_receipts_by_push: receipts pushed to the receiver, read by a deferred sensor")
+    dag_run = run("globesms_receipts_by_push")
+    receipts = (xcom_values(dag_run, "wait_for_pushed_receipts") or [{}])[0]
+    queries = emulator_get(url, "/_emulator/stats")["actions"].get("QueryMessage", {}).get("requests", 0)
+    say(
+        f"   {dag_run.state}: {receipts.get('receipts_pushed')} of {receipts.get('tracked')} receipts came by push "
+        f"(kept in {shown(DEMO / 'push')}); delivered {receipts.get('delivered')}; QueryMessage calls so far "
+        f"{queries} (the templated campaign's sensor polls)"
+    )
+    messages = received(url, seen)
+    show_received(messages, 1)
+    failed = [] if dag_run.state == "success" else ["globesms_receipts_by_push did not succeed"]
+    return seen + len(messages), problems + failed
 
 
 def run_one(dag_id: str, conf: dict[str, Any] | None, keep: bool = False) -> int:
