@@ -20,8 +20,6 @@ Here the sensor asks for receipts by push itself (``receipts_by_push=True``); ``
 True`` turns it on for every sensor. It defers to the triggerer, which reads the store as pushes arrive.
 """
 
-# TaskFlow passes XComArgs where the decorated functions take the values they will resolve to.
-# mypy: disable-error-code="arg-type"
 from __future__ import annotations
 
 from typing import Any
