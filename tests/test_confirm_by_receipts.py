@@ -5,17 +5,22 @@ pushed receipt with the campaign's TaskId, its number and a SendDate not before 
 ``accepted`` with the receipt's MessageId. Nothing else confirms it, two MessageIds for one number confirm
 nothing, and what has no receipt stays in doubt and fails the task after a bounded wait.
 
-TODO(push): the receipts are written into the store from the emulator's own record of what it accepted
-(``emulator.messages()``). When the emulator's push (``push_url``) and the receiver land, let the emulator
-push them to a receiver on 127.0.0.1 that writes the store instead.
+Through the operator, nothing is written into the store by hand: the emulator pushes its receipts, as Alibaba
+does, to the receiver on 127.0.0.1, which stores them where the operator reads them (``[globesms] push_uri``).
+A retry confirms what an earlier try left arrived; a task waits, deferred, for receipts that come only after
+it deferred (the receiver down until then, the pushes retried); a receipt whose push is dropped never comes,
+and the task fails at its deadline naming that message. The rule itself is tested on generated receipts
+written into a store directly, and at its boundary.
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timezone
 from email.utils import format_datetime
 from pathlib import Path
@@ -35,9 +40,11 @@ from airflow_provider_globesms.client.wire.signing import SignedRequest
 from airflow_provider_globesms.emulator import EmulatorServer, Faults
 from airflow_provider_globesms.operators import confirm_by_receipts
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
+from airflow_provider_globesms.receiver import receiver_app
 from airflow_provider_globesms.testing import task_states, xcom_values
 from airflow_provider_globesms.triggers.arrived_receipts import ArrivedReceiptsTrigger
 from tests.conftest import connection_json
+from tests.test_push_receiver import SECRET, Served, mounted
 
 CAMPAIGN = "spring-sale"
 SIGNED_AT = 1_790_000_000  # whole seconds, as x-acs-date carries them
@@ -140,7 +147,7 @@ def test_a_receipt_of_the_second_of_signing_confirms_and_an_earlier_one_does_not
     ledger.close()
 
 
-# --- through the operator, against the emulator -------------------------------------------------------
+# --- through the operator, the emulator's push and the receiver -------------------------------------
 
 WHEN = datetime(2026, 11, 23, tzinfo=timezone.utc)
 
@@ -150,12 +157,33 @@ def people(count: int) -> list[dict[str, str]]:
 
 
 @pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[Served]:
+    """The push receiver (uvicorn on 127.0.0.1) for the store ``tmp_path / "push"``, its port chosen but not
+    serving yet: a test starts it (``with receiver:``, or ``receiver.__enter__()`` from a thread)."""
+    served = Served(mounted(receiver_app(PushStore(tmp_path / "push"), SECRET)))
+    yield served
+    if served.thread.is_alive():
+        served.__exit__(None, None, None)
+
+
+@pytest.fixture
 def hanging(
-    monkeypatch: pytest.MonkeyPatch, globesms_emulator_factory: Callable[..., EmulatorServer], tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch,
+    globesms_emulator_factory: Callable[..., EmulatorServer],
+    receiver: Served,
+    tmp_path: Path,
 ) -> EmulatorServer:
     """An emulator whose next three sends are accepted and then hang (their answers lost): with replay they end
-    ``arrived``. The push store is a folder of this test's own."""
-    emulator = globesms_emulator_factory(delivery_delay=0, seed=5, faults=Faults())
+    ``arrived``. It pushes every accepted message's receipt (final at once) to ``receiver``, retrying a failed
+    push every second for ten seconds, as Alibaba retries; the operator reads the receiver's store."""
+    emulator = globesms_emulator_factory(
+        delivery_delay=0,
+        seed=5,
+        faults=Faults(),
+        push_url=f"http://127.0.0.1:{receiver.port}/globesms/push/{SECRET}/receipts",
+        push_retry=(1.0,) * 10,
+        push_batch=10,
+    )
     emulator.set_faults(script=["hang", "hang", "hang"], hang_seconds=5)
     monkeypatch.setenv("AIRFLOW_CONN_GLOBESMS_DEFAULT", connection_json(emulator.url, timeout=2))
     monkeypatch.setenv("AIRFLOW__GLOBESMS__PUSH_URI", str(tmp_path / "push"))
@@ -163,29 +191,14 @@ def hanging(
     return emulator
 
 
-def push_receipts(
-    emulator: EmulatorServer, store: PushStore, campaign: str, *, skip: frozenset[str] = frozenset()
-) -> dict[str, str]:
-    """What the emulator accepted for ``campaign``, written into the store as pushed receipts (but for the
-    numbers in ``skip``: their push was lost). Returns number -> MessageId."""
-    messages = [m for m in emulator.messages(task_id=campaign) if m["to"] not in skip]
-    store.write(
-        [
-            read_receipt(
-                {
-                    "To": m["to"].lstrip("+"),
-                    "Status": "1",
-                    "MessageId": m["message_id"],
-                    "SmsSize": str(m["segments"]),
-                    "TaskId": m["task_id"],
-                    "SendDate": m["send_date"],
-                    "ReceiveDate": m["send_date"],
-                }
-            )
-            for m in messages
-        ]
-    )
-    return {m["to"]: m["message_id"] for m in messages}
+def accepted_at_emulator(emulator: EmulatorServer, campaign: str) -> dict[str, str]:
+    """What the emulator accepted for ``campaign``: number -> MessageId (to compare with, never to store)."""
+    return {m["to"]: m["message_id"] for m in emulator.messages(task_id=campaign)}
+
+
+def stored_ids(store: PushStore, campaign: str) -> Counter[str]:
+    """The MessageIds of the campaign's receipts the receiver stored (duplicates counted)."""
+    return Counter(r.message_id for _, batch in store.receipts(campaign) for r in batch)
 
 
 def campaign_dag(dag_id: str, count: int, **options: Any) -> DAG:
@@ -197,30 +210,32 @@ def campaign_dag(dag_id: str, count: int, **options: Any) -> DAG:
 
 
 def results(dag_run: Any) -> dict[str, dict[str, Any]]:
-    import json
-
     (summary,) = xcom_values(dag_run, "send", key="summary") or xcom_values(dag_run, "send")
     with open(summary["results_uri"]) as handle:
         return {line["to"]: line for line in map(json.loads, handle)}
 
 
-def arrived_numbers(emulator: EmulatorServer, dag_run: Any) -> list[str]:
+def arrived_numbers(dag_run: Any) -> list[str]:
     return [to for to, line in results(dag_run).items() if line["status"] == "arrived"]
 
 
 def test_a_retry_confirms_arrived_messages_by_their_receipts(
-    run_dag: Callable[..., Any], hanging: EmulatorServer, tmp_path: Path
+    run_dag: Callable[..., Any], hanging: EmulatorServer, receiver: Served, tmp_path: Path
 ) -> None:
     dag_id = "confirm_retry"
-    first = run_dag(campaign_dag(dag_id, 8), logical_date=WHEN, run_after=WHEN)
-    assert task_states(first) == {"send": "failed"}  # receipts_by_push off: three arrived, nothing confirms them
-    assert len(arrived_numbers(hanging, first)) == 3
-    pushed = push_receipts(hanging, PushStore(tmp_path / "push"), dag_id)
-    again = run_dag(campaign_dag(dag_id, 8, receipts_by_push=True), logical_date=WHEN, run_after=WHEN)
+    with receiver:
+        first = run_dag(campaign_dag(dag_id, 8), logical_date=WHEN, run_after=WHEN)
+        assert task_states(first) == {"send": "failed"}  # receipts_by_push off: three arrived, nothing confirms them
+        assert len(arrived_numbers(first)) == 3
+        stats = hanging.wait_for_pushes(timeout=30)
+        assert (stats["receipts_pushed"], stats["receipts_dropped"], stats["receipts_given_up"]) == (8, 0, 0)
+        again = run_dag(campaign_dag(dag_id, 8, receipts_by_push=True), logical_date=WHEN, run_after=WHEN)
     assert task_states(again) == {"send": "success"}
+    expected = accepted_at_emulator(hanging, dag_id)
+    assert set(stored_ids(PushStore(tmp_path / "push"), dag_id)) == set(expected.values())
     lines = results(again)
     assert {to: (line["status"], line["message_id"]) for to, line in lines.items()} == {
-        to: ("accepted", message_id) for to, message_id in pushed.items()
+        to: ("accepted", message_id) for to, message_id in expected.items()
     }
     (summary,) = xcom_values(again, "send")
     assert (summary["accepted"], summary["arrived"], summary["sent"]) == (8, 0, 0)
@@ -228,73 +243,104 @@ def test_a_retry_confirms_arrived_messages_by_their_receipts(
 
 
 def test_the_task_waits_for_the_receipts_then_completes(
-    run_dag: Callable[..., Any], hanging: EmulatorServer, tmp_path: Path, fernet: Callable[[str], None], capfd: Any
+    run_dag: Callable[..., Any],
+    hanging: EmulatorServer,
+    receiver: Served,
+    tmp_path: Path,
+    fernet: Callable[[str], None],
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: Any,
 ) -> None:
+    """The receiver is down while the campaign sends, and comes up only once the task has deferred (its
+    trigger running): the emulator's pushes fail and are retried, so every receipt reaches the store while
+    the task waits, and the wait ends by them, long before its deadline."""
     from cryptography.fernet import Fernet
 
     fernet(Fernet.generate_key().decode())  # the trigger's kwargs hold keyed digests of the numbers
     dag_id = "confirm_deferred"
-    store = PushStore(tmp_path / "push")
-    pushed: dict[str, str] = {}
+    deferred: list[float] = []
+    real_run = ArrivedReceiptsTrigger.run
 
-    def push_later() -> None:  # as a receiver would: some seconds after the campaign's sends
-        deadline = time.monotonic() + 60
-        while len(hanging.messages(task_id=dag_id)) < 6 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        time.sleep(2)
-        pushed.update(push_receipts(hanging, store, dag_id))
+    async def run(trigger: ArrivedReceiptsTrigger) -> AsyncIterator[Any]:  # the real trigger, its start seen
+        if not deferred:
+            deferred.append(time.time())
+            threading.Thread(target=receiver.__enter__, daemon=True).start()
+        async for event in real_run(trigger):
+            yield event
 
-    pusher = threading.Thread(target=push_later, daemon=True)
-    pusher.start()
+    monkeypatch.setattr(ArrivedReceiptsTrigger, "run", run)
     started = time.monotonic()
     dag_run = run_dag(
         campaign_dag(dag_id, 6, receipts_by_push=True, confirm_within=60), logical_date=WHEN, run_after=WHEN
     )
-    pusher.join(5)
     assert task_states(dag_run) == {"send": "success"}
     assert time.monotonic() - started < 45  # the receipts ended the wait, not the deadline
-    assert "3 message(s) in doubt confirmed by their delivery receipts" in capfd.readouterr().out
+    logged = capfd.readouterr().out
+    assert "waiting for their delivery receipts (by push)" in logged
+    assert "3 message(s) in doubt confirmed by their delivery receipts" in logged
+    stats = hanging.wait_for_pushes(timeout=30)
+    assert stats["attempts_failed"] > 0  # pushed while nobody listened: retried
+    assert (stats["receipts_pushed"], stats["receipts_given_up"]) == (6, 0)
+    store = PushStore(tmp_path / "push")
+    (since,) = deferred
+    assert all(int(name[:20]) / 1e9 >= since for name in store.names(dag_id))  # every receipt came while deferred
+    expected = accepted_at_emulator(hanging, dag_id)
+    assert set(stored_ids(store, dag_id)) == set(expected.values())
     assert {to: (line["status"], line["message_id"]) for to, line in results(dag_run).items()} == {
-        to: ("accepted", message_id) for to, message_id in pushed.items()
+        to: ("accepted", message_id) for to, message_id in expected.items()
     }
     assert len(hanging.messages()) == 6
 
 
 def test_without_a_receipt_the_wait_ends_at_the_deadline_and_the_task_fails_naming_them(
-    run_dag: Callable[..., Any], hanging: EmulatorServer, tmp_path: Path, capfd: Any
+    run_dag: Callable[..., Any], hanging: EmulatorServer, receiver: Served, tmp_path: Path, capfd: Any
 ) -> None:
-    """One of the three arrived messages has no receipt (its push was lost, or it was throttled in flight and
-    never went out: to the ledger the two look the same): the other two are confirmed, it stays arrived, and
-    the wait ends at its deadline. No Fernet key here: the trigger fires at each new receipt object, and the
-    task defers again (its deadline carried) until the deadline."""
+    """Three arrived messages; the push of the first one's receipt is dropped (``push_drop`` while it alone
+    waits: one send at a time, each hang 2 s). To the ledger it looks like a request throttled in flight that
+    never went out. The other two are confirmed by their pushed receipts; it stays arrived, and the wait
+    ends at its deadline. No Fernet key here: the trigger fires at each new receipt object, and the task
+    defers again (its deadline carried) until the deadline."""
     dag_id = "confirm_deadline"
-    store = PushStore(tmp_path / "push")
-    pushed: dict[str, str] = {}
-    lost: list[str] = []
+    hanging.set_faults(script=["hang", "hang"], push_drop=1)  # five: each replay takes one, unused (refused)
+    stop = threading.Event()
 
-    def push_later() -> None:
-        deadline = time.monotonic() + 60
-        while len(hanging.messages(task_id=dag_id)) < 6 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        first = min(hanging.messages(task_id=dag_id), key=lambda m: m["submitted_at"])  # the first call hung
-        lost.append(first["to"])
-        time.sleep(3)
-        pushed.update(push_receipts(hanging, store, dag_id, skip=frozenset({first["to"]})))
+    def drop_only_the_first() -> None:
+        while not stop.wait(0.02):
+            if hanging.push_stats()["pushes_dropped"]:
+                hanging.set_faults(push_drop=0)
+                return
 
-    pusher = threading.Thread(target=push_later, daemon=True)
-    pusher.start()
+    watcher = threading.Thread(target=drop_only_the_first, daemon=True)
+    watcher.start()
     started = time.monotonic()
-    dag_run = run_dag(
-        campaign_dag(dag_id, 6, receipts_by_push=True, confirm_within=10), logical_date=WHEN, run_after=WHEN
-    )
-    pusher.join(5)
+    try:
+        with receiver:
+            dag_run = run_dag(
+                campaign_dag(dag_id, 6, receipts_by_push=True, confirm_within=10, concurrency=1),
+                logical_date=WHEN,
+                run_after=WHEN,
+            )
+            stats = hanging.wait_for_pushes(timeout=30)
+    finally:
+        stop.set()
+        watcher.join(5)
     assert task_states(dag_run) == {"send": "failed"}
-    assert time.monotonic() - started < 40
+    assert time.monotonic() - started < 45
+    expected = accepted_at_emulator(hanging, dag_id)
+    by_id = {message_id: to for to, message_id in expected.items()}
+    (lost,) = stats["dropped_message_ids"]
+    gone = by_id[lost]
+    first = min(hanging.messages(task_id=dag_id), key=lambda m: m["submitted_at"])
+    assert first["message_id"] == lost  # the first send hung, and its receipt never came
+    assert (stats["receipts_pushed"], stats["receipts_dropped"]) == (5, 1)
+    assert set(stored_ids(PushStore(tmp_path / "push"), dag_id)) == set(expected.values()) - {lost}
     lines = results(dag_run)
-    (gone,) = lost
+    assert len(lines) == 6
     assert lines[gone]["status"] == "arrived"
     assert not lines[gone].get("message_id")
-    assert {to: line["message_id"] for to, line in lines.items() if to != gone} == pushed
+    assert {to: (line["status"], line["message_id"]) for to, line in lines.items() if to != gone} == {
+        to: ("accepted", message_id) for to, message_id in expected.items() if to != gone
+    }
     logged = capfd.readouterr().out
     assert "no delivery receipt came for the arrived ones within 10 s" in logged
     assert "2 message(s) in doubt confirmed by their delivery receipts" in logged

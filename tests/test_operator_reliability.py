@@ -19,14 +19,15 @@ import pytest
 from airflow.sdk import DAG
 
 from airflow_provider_globesms.client.receipts.push_store import PushStore
-from airflow_provider_globesms.client.receipts.pushed import PushedReceipt, read_receipt
 from airflow_provider_globesms.emulator import EmulatorConfig, EmulatorServer, Faults
 from airflow_provider_globesms.operators.globesms import SendGlobeSmsOperator
 from airflow_provider_globesms.storage import location_segment
 from airflow_provider_globesms.testing import task_states, xcom_values
 from tests.conftest import AIRFLOW_HOME, connection_json
+from tests.test_push_receiver import SECRET, serve_receiver
 
 LOGICAL_DATE = datetime(2026, 11, 21, tzinfo=timezone.utc)
+COUNT_PUSHED = 1200  # the five-kill run with receipts by push: its five attempts send about 750 before the kills
 
 
 def people(count: int, prefix: str = "9") -> list[dict[str, str]]:
@@ -210,7 +211,7 @@ def kill_five_times(command: list[str], env: dict[str, str], emulator: EmulatorS
     rng = random.Random(20261121)
     kills = 0
     while kills < 5:
-        before = len(emulator.messages())
+        before = accepted_so_far(emulator)
         child = subprocess.Popen(
             command,
             env=env,
@@ -220,14 +221,19 @@ def kill_five_times(command: list[str], env: dict[str, str], emulator: EmulatorS
             cwd=Path(__file__).resolve().parent.parent,
         )
         deadline = time.monotonic() + 120
-        while child.poll() is None and len(emulator.messages()) == before and time.monotonic() < deadline:
+        while child.poll() is None and accepted_so_far(emulator) == before and time.monotonic() < deadline:
             time.sleep(0.05)  # wait until this attempt is sending
         time.sleep(rng.uniform(0.05, 1.5))
         if child.poll() is None:
             child.send_signal(signal.SIGKILL)
             kills += 1
         child.communicate(timeout=60)
-        assert len(emulator.messages()) < count, "finished before five kills; send more recipients"
+        assert accepted_so_far(emulator) < count, "finished before five kills; send more recipients"
+
+
+def accepted_so_far(emulator: EmulatorServer) -> int:
+    """How many messages the emulator accepted (a count, cheap to ask for every 50 ms: not the messages)."""
+    return int(emulator.stats()["messages"]["total"])
 
 
 def run_to_the_end(command: list[str], env: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
@@ -296,64 +302,65 @@ def test_worker_killed_at_random_points_sends_nobody_two_and_loses_nobody_silent
 def test_worker_killed_at_random_points_with_receipts_by_push_confirms_whoever_got_one(
     airflow_db: Path, tmp_path: Path
 ) -> None:
-    """The same five kills, 20% throttled, with receipts by push: every recipient the emulator holds a message
-    for ends ``accepted`` with that message's MessageId (those whose answers were lost are confirmed by their
-    receipts), and nobody without one is ``accepted``: a request throttled in flight while its worker died
-    stays in doubt, and the task fails after the bounded wait, naming it.
-
-    TODO(push): the receipts are written from the emulator's record; use its push and the receiver once landed.
-    """
+    """The same five kills, 20% throttled, with receipts by push: the emulator pushes every accepted message's
+    receipt to the receiver on 127.0.0.1, which stores it where the child processes read it
+    (``[globesms] push_uri``). Every recipient the emulator holds a message for ends ``accepted`` with that
+    message's MessageId (those whose answers were lost with their worker are confirmed by their receipts),
+    and nobody without one is ``accepted``: a request throttled in flight while its worker died stays in
+    doubt, and the task fails after the bounded wait (``confirm_within``), naming it."""
     faults = Faults()
     faults.update({"throttle": 0.2})
-    count = 2400
-    config = EmulatorConfig(delivery_delay=0, latency_ms=30, seed=9, faults=faults)
-    with EmulatorServer(config) as emulator:
-        recipients = tmp_path / "people.csv"
-        recipients.write_text("to,name\n" + "".join(f"+8526{n + 1000000:07d},C{n}\n" for n in range(count)))
-        script = tmp_path / "child.py"
-        script.write_text(CHILD)
-        store = PushStore(tmp_path / "push")
-        env = {
-            **os.environ,
-            "AIRFLOW_CONN_GLOBESMS_DEFAULT": connection_json(emulator.url),
-            "AIRFLOW__GLOBESMS__PUSH_URI": str(store.root),
-        }
-        dag_id = "rel_killed_pushed"
-        push = json.dumps({"receipts_by_push": True, "confirm_within": 3})
-        command = [sys.executable, str(script), str(recipients), "200", str(AIRFLOW_HOME / "dags"), dag_id, push]
-        kill_five_times(command, env, emulator, count)
-        got = {m["to"]: m for m in emulator.messages()}
-        store.write([pushed_receipt(m) for m in got.values()])  # what the receiver would have stored by now
-        final, result = run_to_the_end([*command[:3], "2000", *command[4:]], env)  # the rest, unkilled, faster
-        counts = per_number(emulator)
+    count = COUNT_PUSHED
+    store = PushStore(tmp_path / "push")
+    with serve_receiver(store) as served:
+        config = EmulatorConfig(
+            delivery_delay=0,
+            latency_ms=30,
+            seed=9,
+            faults=faults,
+            push_url=f"http://127.0.0.1:{served.port}/globesms/push/{SECRET}/receipts",
+            push_retry=(0.2, 0.5),
+        )
+        with EmulatorServer(config) as emulator:
+            recipients = tmp_path / "people.csv"
+            recipients.write_text("to,name\n" + "".join(f"+8526{n + 1000000:07d},C{n}\n" for n in range(count)))
+            script = tmp_path / "child.py"
+            script.write_text(CHILD)
+            env = {
+                **os.environ,
+                "AIRFLOW_CONN_GLOBESMS_DEFAULT": connection_json(emulator.url),
+                "AIRFLOW__GLOBESMS__PUSH_URI": str(store.root),
+            }
+            dag_id = "rel_killed_pushed"
+            push = json.dumps({"receipts_by_push": True, "confirm_within": 3})
+            command = [sys.executable, str(script), str(recipients), "200", str(AIRFLOW_HOME / "dags"), dag_id, push]
+            kill_five_times(command, env, emulator, count)
+            got = {m["to"]: m for m in emulator.messages()}  # their receipts are being pushed meanwhile
+            final, result = run_to_the_end([*command[:3], "2000", *command[4:]], env)  # the rest, unkilled, faster
+            pushes = emulator.wait_for_pushes(timeout=30)
+            messages = emulator.messages()
+    counts = Counter(m["to"] for m in messages)
     assert set(counts.values()) == {1}, Counter(counts.values())  # nobody got two
     results_file = AIRFLOW_HOME / "globesms" / dag_id / location_segment(result["run_id"]) / "campaign" / "task"
     lines = {line["to"]: line for line in map(json.loads, (results_file / "results.jsonl").open())}
+    assert len(lines) == count
     sent_now = {to for to in counts if to not in got}  # sent by the final run: accepted with its own answer
     assert all(lines[to]["status"] == "accepted" for to in counts), Counter(lines[to]["status"] for to in counts)
-    assert all(lines[to]["message_id"] == m["message_id"] for to, m in got.items())
+    assert all(lines[m["to"]]["message_id"] == m["message_id"] for m in messages)
     assert all(lines[to]["status"] in ("arrived", "unknown") for to in lines if to not in counts)
     in_doubt = [to for to in lines if to not in counts]
     assert (result["state"] == "success") == (not in_doubt), final.stdout[-3000:]
     if in_doubt:  # arrived, waited for until the deadline; or unknown (a replay throttled): a retry's to settle
         assert "receipts_by_push" in final.stdout
     assert "confirmed by their delivery receipts" in final.stdout
+    # Every accepted message's receipt came by push and was stored, by MessageId (a duplicate would be fine).
+    assert (pushes["receipts_dropped"], pushes["receipts_given_up"]) == (0, 0)
+    (campaign,) = {m["task_id"] for m in messages}
+    stored = Counter(r.message_id for _, batch in store.receipts(campaign) for r in batch)
+    assert set(stored) == {m["message_id"] for m in messages}
     final_statuses = Counter(line["status"] for line in lines.values())
     print(
         f"killed 5 times, receipts by push: {len(got)} sent before the last run, each accepted with its MessageId; "
-        f"{len(sent_now)} sent by it; {len(in_doubt)} in doubt without a message; final {final_statuses}"
-    )
-
-
-def pushed_receipt(message: dict[str, Any]) -> PushedReceipt:
-    """The emulator's record of an accepted message as its pushed delivery receipt."""
-    return read_receipt(
-        {
-            "To": message["to"].lstrip("+"),
-            "Status": "1",
-            "MessageId": message["message_id"],
-            "SmsSize": str(message["segments"]),
-            "TaskId": message["task_id"],
-            "SendDate": message["send_date"],
-        }
+        f"{len(sent_now)} sent by it; {len(in_doubt)} in doubt without a message; final {final_statuses}; "
+        f"{sum(stored.values())} receipts stored in {pushes['pushes_ok']} pushes"
     )
