@@ -22,6 +22,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from airflow_provider_globesms.client.receipts.push_store import PushStore
 from airflow_provider_globesms.client.receipts.pushed import MAX_BODY_BYTES, MAX_RECORDS, PushRefused, parse_push
@@ -104,6 +106,16 @@ def _source_allowed(request: Request, allow: tuple[Network, ...]) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped  # a dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d
     return any(address in network for network in allow)
+
+
+class _AnyMethod:
+    """An ASGI endpoint object: Starlette gives a route to one every method, not only GET."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
 
 
 def _not_found() -> HTTPException:
@@ -191,7 +203,10 @@ def receiver_app(
         raise ValueError("max_bytes, max_records and body_timeout must be positive")
     install_log_redaction()
     # No docs, no OpenAPI schema: nothing on this app but the push route (and nothing that names it).
-    app = FastAPI(title="globesms push receiver", docs_url=None, redoc_url=None, openapi_url=None)
+    # redirect_slashes off: a "/receipts/" must get the unknown page's 404, not a 307 that names the route.
+    app = FastAPI(
+        title="globesms push receiver", docs_url=None, redoc_url=None, openapi_url=None, redirect_slashes=False
+    )
     app.add_middleware(RedactPathMiddleware)
 
     @app.post(PUSH_PATH, include_in_schema=False)
@@ -200,12 +215,15 @@ def receiver_app(
             raise _not_found()
         return await _take_push(request, store, max_bytes=max_bytes, max_records=max_records, body_timeout=body_timeout)
 
-    # Another method on the route: 404 like any unknown path unless the secret is right (a wrong one
-    # must not learn that the route exists), then 405: the URL is right, only POST pushes.
-    @app.api_route(PUSH_PATH, methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS"], include_in_schema=False)
-    async def other_method(secret: str, request: Request) -> JSONResponse:
-        if not gate.admits(request, secret):
+    # Any other method on the route, TRACE and PROPFIND too (an ASGI app as a route's endpoint takes every
+    # method; a function would take GET only): 404 like any unknown path unless the secret is right (a wrong
+    # one must not learn that the route exists), then 405: the URL is right, only POST pushes.
+    async def other_method(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        if not gate.admits(request, str(request.path_params.get("secret", ""))):
             raise _not_found()
-        return JSONResponse({"code": 1, "msg": "use POST"}, status_code=405, headers={"Allow": "POST"})
+        answer = JSONResponse({"code": 1, "msg": "use POST"}, status_code=405, headers={"Allow": "POST"})
+        await answer(scope, receive, send)
 
+    app.router.routes.append(Route(PUSH_PATH, endpoint=_AnyMethod(other_method), include_in_schema=False))
     return app

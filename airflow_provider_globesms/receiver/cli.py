@@ -71,8 +71,8 @@ def open_store(location: str | None) -> PushStore:
     """The store at ``location``: a local folder, or an fsspec URI with ``$GLOBESMS_PUSH_STORAGE_OPTIONS``."""
     if not location:
         raise SetupError(f"no store: pass --store or set ${STORE_ENV}")
-    if "://" not in location or location.startswith("file://"):
-        return PushStore(Path(location.removeprefix("file://")).expanduser())
+    if "://" not in location or location.startswith(("file://", "local://")):  # as Airflow names the disk
+        return PushStore(Path(location.removeprefix("file://").removeprefix("local://")).expanduser())
     try:
         options = json.loads(os.environ.get(STORAGE_OPTIONS_ENV) or "{}")
     except ValueError:

@@ -22,9 +22,11 @@ from urllib.parse import unquote
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MASK = "***"
-# Everything after "/push/" up to the end of the path: a secret with an encoded "/" (%2F) is one segment
-# on the wire but two after decoding, so no segment boundary can be trusted to end it.
-_SEGMENT = re.compile(r"/push/[^\s\"'?#]*", re.IGNORECASE)
+# Everything after "/push/" up to the request line's " HTTP/", else to the end of the value. No character
+# can be trusted to end the secret: a decoded path may hold "/" (from %2F), spaces, quotes, "?" or "#"
+# (from %20, %22, %3F, %23: a secret pasted with a stray character), and each would have ended a narrower
+# pattern with the rest of the secret left in the line.
+_SEGMENT = re.compile(r"/push/.*?(?= HTTP/|$)", re.IGNORECASE | re.DOTALL)
 # The loggers whose records can name a request's path: uvicorn's (standalone and Airflow 3.1), gunicorn's
 # (Airflow 3.2+ with [api] server_type = gunicorn), and Airflow's access logger when routed through logging.
 ACCESS_LOGGERS = ("uvicorn.access", "uvicorn.error", "gunicorn.access", "gunicorn.error", "http.access")

@@ -32,6 +32,7 @@ from typing import Protocol
 from airflow_provider_globesms.client.ledger.sqlite_ledger import LedgerEntry, SqliteLedger, Status
 from airflow_provider_globesms.client.receipts.push_store import PushStore
 from airflow_provider_globesms.client.receipts.pushed import PushedReceipt
+from airflow_provider_globesms.client.rules.phone import mask_number
 
 # SendDate has whole seconds, and so has the signing time read back from the request (x-acs-date,
 # Timestamp): both are cut to the second, so an acceptance in the second of signing reads equal. Two
@@ -156,6 +157,8 @@ def confirm_in_doubt(
     # could): a receipt cannot say which it confirms, so neither is confirmed.
     shared = {number for number, n in _counts(w.digits for w in waiting).items() if n > 1}
     found = match_receipts(waiting, _read(store, campaign_id, result), campaign_id)
+    if found:
+        _drop_other_messages(ledger, waiting, found, shared)
     confirmed: list[LedgerEntry] = []
     now = time.time()
     for wait in waiting:
@@ -180,6 +183,22 @@ def confirm_in_doubt(
     result.confirmed = len(confirmed)
     result.in_doubt = len(result.waiting)
     return result
+
+
+def _drop_other_messages(
+    ledger: SqliteLedger, waiting: Sequence[Waiting], found: dict[str, dict[str, PushedReceipt]], shared: set[str]
+) -> None:
+    """Keep only receipts that can be the waiting messages' own. A task instance may text one number twice
+    (two texts): a receipt whose MessageId another message of the ledger already holds is that message's,
+    and a number with another message in doubt that cannot be looked at (no request kept) is shared."""
+    waiting_keys = {w.entry.key for w in waiting}
+    masked = {mask_number("+" + number): number for number in found}
+    for entry in ledger.entries():
+        if entry.message_id:
+            for ids in found.values():
+                ids.pop(entry.message_id, None)
+        elif entry.key not in waiting_keys and entry.status in CONFIRMABLE and entry.to in masked:
+            shared.add(masked[entry.to])  # masked in the ledger: a match of the mask is enough to hold back
 
 
 def _counts(values: Iterable[str]) -> dict[str, int]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import re
 import time
@@ -34,6 +35,8 @@ import msgspec
 from airflow_provider_globesms.client.files.private import FILE_MODE, private_dirs
 from airflow_provider_globesms.client.ledger.object_ledger import StoragePath, forget_listings
 from airflow_provider_globesms.client.receipts.pushed import DeadLetter, PushedReceipt
+
+log = logging.getLogger(__name__)
 
 RECEIPTS, DEAD_LETTERS = "receipts", "dead-letter"
 _NAME = re.compile(r"\d{20}-[0-9a-f]{32}\.json")
@@ -128,10 +131,18 @@ class PushStore:
             return _decode_receipts(handle.read())
 
     def receipts(self, task_id: str, skip: Container[str] = ()) -> Iterator[tuple[str, list[PushedReceipt]]]:
-        """Each object of a campaign not in ``skip`` (names already read), with its receipts."""
+        """Each object of a campaign not in ``skip`` (names already read), with its receipts. An object that
+        cannot be read (written by something else, or damaged) is logged and passed over, never fatal: the
+        messages it would have settled are polled after the grace, like those of a push that never came."""
         for name in self.names(task_id):
-            if name not in skip:
-                yield name, self.read(task_id, name)
+            if name in skip:
+                continue
+            try:
+                batch = self.read(task_id, name)
+            except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+                log.warning("Pushed receipts object %s of %r cannot be read (%s); passed over", name, self, exc)
+                continue
+            yield name, batch
 
     def dead_letters(self) -> list[dict[str, Any]]:
         """Every dead letter kept (for people, and tests): when, from where, and each record's reason."""

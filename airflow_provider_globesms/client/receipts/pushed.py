@@ -11,6 +11,7 @@ read is kept apart with the reason (for the dead-letter area), never dropped and
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from airflow_provider_globesms.client.rules.models import DeliveryStatus, parse_
 MAX_BODY_BYTES = 4 * 1024 * 1024  # about 15,000 receipts; Alibaba merges far fewer into one push
 MAX_RECORDS = 10_000
 MAX_FIELD_CHARS = 1_000  # a dead letter keeps at most this much of each value
+MAX_TASK_ID_CHARS = 255  # the send's TaskId: 1 to 255 characters
 
 # Each field's spellings: the HTTP push's, then the queue message's.
 _FIELDS: dict[str, tuple[str, ...]] = {
@@ -132,20 +134,26 @@ def parse_push(body: bytes, *, max_records: int = MAX_RECORDS, max_bytes: int = 
     return ParsedPush(receipts, dead)
 
 
-def _field(record: Mapping[str, Scalar], name: str) -> str:
+def _field(record: Mapping[str, Scalar], name: str, *, exact: bool = False) -> str:
+    """A field's value as text, from its first spelling present; stripped unless ``exact`` (a TaskId is
+    compared as the send gave it: `` sale`` and ``sale`` are two campaigns)."""
     for spelling in _FIELDS[name]:
         value = record.get(spelling)
         if value is not None and not isinstance(value, bool):
-            return str(value).strip()
+            return str(value) if exact else str(value).strip()
     return ""
+
+
+_ASCII_DIGITS = re.compile(r"[0-9]+")
+_STATUSES = {str(int(status)): status for status in DeliveryStatus}
 
 
 def pushed_status(value: str) -> DeliveryStatus:
     """A pushed ``Status`` (``1`` delivered, ``2`` failed, ``6`` expired; ``3`` sending, if ever pushed)."""
-    try:
-        return DeliveryStatus(int(value))
-    except ValueError:
-        raise ValueError(f"Status {value[:20]!r} is not a known receipt status (1, 2, 3 or 6)") from None
+    status = _STATUSES.get(value)  # exactly as written: int() would also read "٢" or "0_1"
+    if status is None:
+        raise ValueError(f"Status {value[:20]!r} is not a known receipt status (1, 2, 3 or 6)")
+    return status
 
 
 def read_receipt(record: Mapping[str, Scalar]) -> PushedReceipt:
@@ -154,8 +162,11 @@ def read_receipt(record: Mapping[str, Scalar]) -> PushedReceipt:
     if not message_id or len(message_id) > 64 or not message_id.isascii() or not message_id.isprintable():
         raise ValueError("MessageId is missing or not an id")
     to = _field(record, "to").removeprefix("+")
-    if not to.isdigit() or not 6 <= len(to) <= 17:
+    if not _ASCII_DIGITS.fullmatch(to) or not 6 <= len(to) <= 17:  # str.isdigit() takes any script's digits
         raise ValueError("To is missing or not a number")
+    task_id = _field(record, "task_id", exact=True)
+    if len(task_id) > MAX_TASK_ID_CHARS:  # cut, it could name another campaign
+        raise ValueError(f"TaskId is longer than {MAX_TASK_ID_CHARS} characters")
     status = pushed_status(_field(record, "status"))
     segments = _field(record, "segments")
     send_date, receive_date = _field(record, "send_date")[:64], _field(record, "receive_date")[:64]
@@ -163,12 +174,12 @@ def read_receipt(record: Mapping[str, Scalar]) -> PushedReceipt:
         message_id=message_id,
         to=to,
         status=status.label,
-        task_id=_field(record, "task_id")[:255],
+        task_id=task_id,
         send_date=send_date,
         receive_date=receive_date,
         error_code=_field(record, "error_code")[:64],
         error_description=_field(record, "error_description")[:MAX_FIELD_CHARS],
-        segments=int(segments) if segments.isdigit() and len(segments) < 4 else 0,
+        segments=int(segments) if _ASCII_DIGITS.fullmatch(segments) and len(segments) < 4 else 0,
         send_ts=_epoch(send_date),
         receive_ts=_epoch(receive_date),
     )

@@ -47,6 +47,7 @@ from airflow_provider_globesms.client.receipts.updates import (
     seconds_to_deliver,
 )
 from airflow_provider_globesms.client.rules.models import DeliveryStatus, QueryMessageResult
+from airflow_provider_globesms.client.rules.phone import mask_number
 
 __all__ = [
     "DELIVERED",
@@ -198,6 +199,8 @@ class DeliveryTracker:
                 r.receive_ts,
                 "+" + r.to,
                 r.message_id,
+                r.to,
+                mask_number(r.to).lstrip("+"),
             )
             for r in receipts
             if r.status != _SENDING
@@ -205,6 +208,9 @@ class DeliveryTracker:
         update = (
             "UPDATE receipts SET status = ?, error_code = ?, error_description = ?, send_date = ?, receive_date = ?,"
             " seconds = ?, receive_ts = ?, to_number = COALESCE(to_number, ?), pushed = 1 WHERE message_id = ?"
+            # The receipt's number must be the message's, as sent (or masked, as a line of an earlier try
+            # shows it; with or without "+"): a MessageId with another number is not this message's receipt.
+            " AND (to_number IS NULL OR REPLACE(to_number, '+', '') IN (?, ?))"
         )
         self._db.execute("BEGIN")
         # First what was not final (counted here: counting pending messages before and after would walk a
