@@ -355,3 +355,52 @@ def test_the_trigger_holds_no_number_and_round_trips(tmp_path: Path) -> None:
     path, kwargs = trigger.serialize()
     assert path == "airflow_provider_globesms.triggers.arrived_receipts.ArrivedReceiptsTrigger"
     assert ArrivedReceiptsTrigger(**kwargs).serialize() == (path, kwargs)
+
+
+@pytest.mark.parametrize("with_key", [True, False], ids=["fernet-key", "no-key"])
+def test_the_trigger_wakes_for_the_awaited_numbers_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, with_key: bool
+) -> None:
+    """With a Fernet key or without one (digests keyed by the campaign id), another number's receipt, an
+    older one of the awaited number or another campaign's never ends the wait; the awaited one does."""
+    import asyncio
+
+    from cryptography.fernet import Fernet
+
+    from airflow_provider_globesms.triggers.arrived_receipts import number_digest, receipts_digest_key
+
+    monkeypatch.setenv("AIRFLOW__CORE__FERNET_KEY", Fernet.generate_key().decode() if with_key else "")
+    awaited, other = NUMBERS[0], NUMBERS[1]
+    now = time.time()
+    digest = number_digest(receipts_digest_key(CAMPAIGN), awaited)
+    assert awaited not in json.dumps(
+        ArrivedReceiptsTrigger(
+            campaign_id=CAMPAIGN, push_uri="x", digests=[digest], not_before=now, deadline=now
+        ).serialize()
+    )
+    store = PushStore(tmp_path)
+    store.write([receipt(other, "m-other", send=now), receipt(awaited, "m-old", send=now - 60)])
+    store.write([receipt(awaited, "m-elsewhere", send=now, task_id="another-campaign")])
+    trigger = ArrivedReceiptsTrigger(
+        campaign_id=CAMPAIGN,
+        push_uri=str(tmp_path),
+        digests=[digest],
+        not_before=now,
+        deadline=now + 30,
+        poll_interval=0.1,
+    )
+
+    async def first_event(delay_awaited: float) -> tuple[dict[str, Any], float]:
+        async def land() -> None:
+            await asyncio.sleep(delay_awaited)
+            await asyncio.to_thread(store.write, [receipt(awaited, "m-awaited", send=now + 1)])
+
+        landing = asyncio.create_task(land())
+        started = time.monotonic()
+        event = await anext(trigger.run())
+        await landing
+        return event.payload, time.monotonic() - started
+
+    payload, took = asyncio.run(first_event(1.0))
+    assert payload["status"] == "receipts"
+    assert took >= 0.9  # not woken by the receipts that were there before

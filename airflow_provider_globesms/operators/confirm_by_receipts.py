@@ -106,13 +106,12 @@ def defer_for_receipts(
             "No delivery receipt came within %.0f s of sending for: %s", check.confirm_within, masked_waiting(check)
         )
         return check.confirm_within
-    key = receipts_digest_key()
-    digests = None if key is None else sorted({number_digest(key, w.digits) for w in check.waiting})
+    key = receipts_digest_key(check.campaign_id)
+    digests = sorted({number_digest(key, w.digits) for w in check.waiting})
     op.log.info(
-        "%d message(s) arrived without an answer: waiting for their delivery receipts (by push) until %s%s",
+        "%d message(s) arrived without an answer: waiting for their delivery receipts (by push) until %s",
         len(check.waiting),
         time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(deadline)),
-        "" if key is not None else " (no [core] fernet_key: the wait ends at any new receipt of the campaign)",
     )
     trigger = ArrivedReceiptsTrigger(
         campaign_id=check.campaign_id,
@@ -120,7 +119,6 @@ def defer_for_receipts(
         digests=digests,
         not_before=min(w.signed_at for w in check.waiting),
         deadline=deadline,
-        seen=check.confirmed.objects,
         poll_interval=POLL_EVERY,
     )
     op.defer(trigger=trigger, method_name="resume_after_receipts", kwargs={"receipts_deadline": deadline})

@@ -4,11 +4,13 @@ A message that arrived at the API without an answer is confirmed by its pushed d
 ``client.receipts.confirm``); the operator defers with this trigger until those receipts are in the push
 store, or until its deadline. Then the task resumes, and its start-of-try confirmation settles them.
 
-Its kwargs (kept in Airflow's database, shown in its UI) hold no phone number in any readable or guessable
-form: only keyed digests (HMAC-SHA256 under a key derived from Airflow's ``[core] fernet_key``, so trying
-every number of a country against them needs the key), the campaign id, where the receipts are, the
-earliest signing time and the deadline. Without a Fernet key there are no digests: the trigger then fires
-when any new receipt object of the campaign appears (the resumed task looks, and defers again if need be).
+Its kwargs (kept in Airflow's database, shown in its UI) hold no phone number in readable form: only keyed
+digests (HMAC-SHA256 under a key derived from Airflow's ``[core] fernet_key``, so trying every number of a
+country against them needs the key), the campaign id, where the receipts are, the earliest signing time and
+the deadline. Without a Fernet key the digests are keyed by the campaign id alone: someone who can read
+them could find the numbers by trying every number of a country, but without that key Airflow keeps the
+same database's connection passwords in the clear, and the ledger its requests, so nothing more is exposed.
+(Waking on any new receipt instead would resume the task, and read its recipients again, once per push.)
 It never sends anything and writes nothing.
 """
 
@@ -30,14 +32,16 @@ from airflow_provider_globesms.storage import configured_fernet_keys, push_store
 _KEY_LABEL = b"globesms: numbers awaiting pushed receipts"
 
 
-def receipts_digest_key() -> bytes | None:
+def receipts_digest_key(campaign_id: str) -> bytes:
     """The key of the numbers' digests: derived from the first ``[core] fernet_key`` (the one that seals, as
-    the alert store keys its recipients' digests), never the key itself; ``None`` without a usable key."""
+    the alert store keys its recipients' digests), never the key itself; without a usable key, from the
+    campaign id (see the module's notes)."""
     try:
         keys = configured_fernet_keys()
-    except Exception:  # a failing fernet_key_cmd: no digests, the coarse wait
-        return None
-    return hmac.new(keys[0].encode(), _KEY_LABEL, hashlib.sha256).digest() if keys else None
+    except Exception:  # a failing fernet_key_cmd: as without a key
+        keys = []
+    secret = keys[0].encode() if keys else b"campaign:" + campaign_id.encode()
+    return hmac.new(secret, _KEY_LABEL, hashlib.sha256).digest()
 
 
 def number_digest(key: bytes, digits: str) -> str:
@@ -50,11 +54,10 @@ class ArrivedReceiptsTrigger(BaseTrigger):
 
     :param campaign_id: the campaign (``TaskId``) whose receipts to read.
     :param push_uri: where pushed receipts are kept (a path or an ``ObjectStoragePath`` URI).
-    :param digests: the awaited numbers' keyed digests (``number_digest``); ``None``: no key, the coarse wait.
+    :param digests: the awaited numbers' keyed digests (``number_digest`` under ``receipts_digest_key``).
     :param not_before: the earliest signing time of the awaited messages (epoch seconds): an older receipt
         (a campaign id reused by an earlier run) does not count.
     :param deadline: when to stop waiting (epoch seconds).
-    :param seen: receipt objects of the campaign the task had read (the coarse wait fires on one more).
     :param poll_interval: seconds between looks at the store.
     """
 
@@ -63,10 +66,9 @@ class ArrivedReceiptsTrigger(BaseTrigger):
         *,
         campaign_id: str,
         push_uri: str,
-        digests: list[str] | None,
+        digests: list[str],
         not_before: float,
         deadline: float,
-        seen: int = 0,
         poll_interval: float = 5.0,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -75,7 +77,6 @@ class ArrivedReceiptsTrigger(BaseTrigger):
         self.digests = digests
         self.not_before = not_before
         self.deadline = deadline
-        self.seen = seen
         self.poll_interval = poll_interval
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -88,7 +89,6 @@ class ArrivedReceiptsTrigger(BaseTrigger):
                 "digests": self.digests,
                 "not_before": self.not_before,
                 "deadline": self.deadline,
-                "seen": self.seen,
                 "poll_interval": self.poll_interval,
             },
         )
@@ -96,8 +96,8 @@ class ArrivedReceiptsTrigger(BaseTrigger):
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Look at the store every ``poll_interval`` seconds until the receipts are there or the deadline."""
         store = push_store(self.push_uri)
-        key = receipts_digest_key() if self.digests is not None else None
-        awaited = set(self.digests or ()) if key is not None else None
+        key = receipts_digest_key(self.campaign_id)
+        awaited = set(self.digests)
         read: set[str] = set()
         status = "deadline"
         while time.time() < self.deadline:
@@ -108,15 +108,11 @@ class ArrivedReceiptsTrigger(BaseTrigger):
             except Exception as exc:  # the store unreachable for a moment: look again next time
                 self.log.warning("Pushed receipts could not be read (%s: %s); looking again", type(exc).__name__, exc)
             await asyncio.sleep(max(0.0, min(self.poll_interval, self.deadline - time.time())))
-        left = "?" if awaited is None else len(awaited)
-        self.log.info("Campaign %s: %s (%s message(s) without a receipt)", self.campaign_id, status, left)
+        self.log.info("Campaign %s: %s (%d message(s) without a receipt)", self.campaign_id, status, len(awaited))
         yield TriggerEvent({"status": status, "deadline": self.deadline})  # type: ignore[no-untyped-call]
 
-    def _look(self, store: PushStore, key: bytes | None, awaited: set[str] | None, read: set[str]) -> bool:
-        """Read the objects not read yet; whether the wait is over (every awaited number has a receipt, or,
-        without digests, a new object came)."""
-        if awaited is None or key is None:
-            return len(store.names(self.campaign_id)) > self.seen
+    def _look(self, store: PushStore, key: bytes, awaited: set[str], read: set[str]) -> bool:
+        """Read the objects not read yet; whether the wait is over (every awaited number has a receipt)."""
         for name, receipts in store.receipts(self.campaign_id, skip=read):
             read.add(name)
             awaited.difference_update(self._digests(key, receipts))
