@@ -78,7 +78,8 @@ test: lint typecheck package docs pytest
 # editable) with the floor Airflow on the lowest Python we support, and with the newest Airflow on the newest
 # Python. Pythons from pyenv (installed there when missing). They run CELL_TESTS on both cores: every Airflow
 # adapter (the operator with the example DAGs sending end to end, the sensor and trigger, the notifier, the
-# hook, the connection form, the plugin and link, the provider info and Airflow's CLI listing them), the
+# hook, the connection form, the plugin and link, the push receiver served by the plugin and the sensor and
+# operator reading pushed receipts, the provider info and Airflow's CLI listing them), the
 # evidence, key and file rules, the opt-out reading, and the sandbox's origin rule in Chromium on the FastAPI
 # that Airflow version brings (the floor cell pins FastAPI to our floor, 0.116). The rest of the unit suite
 # (the client core, the emulator, the chaos and reliability runs) runs in the main venv only: run on each cell
@@ -89,7 +90,7 @@ FLOOR_PY  := 3.10
 NEWEST_PY := 3.13
 FLOOR_PINS  := "fastapi>=0.116,<0.117"
 CELL_TESTS := tests/test_provider.py tests/test_example_dags.py tests/test_operator.py tests/test_notifier.py \
-	tests/test_notifier_storms.py \
+	tests/test_notifier_storms.py tests/test_sensor_push.py tests/test_push_receiver.py tests/test_confirm_by_receipts.py \
 	tests/test_delivery.py tests/test_hook.py tests/test_sandbox_airflow.py tests/test_honest_evidence.py \
 	tests/test_opt_outs.py tests/test_sandbox_origin.py tests/test_house.py tests/test_docs_examples.py \
 	tests/test_sandbox_browser.py::test_a_page_on_another_loopback_port_cannot_change_a_fault
