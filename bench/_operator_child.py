@@ -15,13 +15,11 @@ import sys
 import tempfile
 import time
 
-MESSAGE = "Hi {{ recipient.name }}, your parcel {{ recipient.parcel }} arrives today between 9 and 12."
 
-
-def main(mode: str, recipients: str, endpoint: str) -> None:
-    home = tempfile.mkdtemp(prefix="globesms-bench-")
+def airflow_home(home: str, emulator: str) -> None:
+    """A fresh Airflow home for this process, its ``globesms_default`` connection pointed at the emulator."""
     os.makedirs(f"{home}/dags")
-    connection = {"conn_type": "globesms", "login": "AKID", "password": "SECRET", "extra": {"endpoint": endpoint}}
+    connection = {"conn_type": "globesms", "login": "AKID", "password": "SECRET", "extra": {"endpoint": emulator}}
     os.environ.update(
         AIRFLOW_HOME=home,
         AIRFLOW__CORE__DAGS_FOLDER=f"{home}/dags",
@@ -29,6 +27,14 @@ def main(mode: str, recipients: str, endpoint: str) -> None:
         AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
         AIRFLOW_CONN_GLOBESMS_DEFAULT=json.dumps(connection),
     )
+
+
+MESSAGE = "Hi {{ recipient.name }}, your parcel {{ recipient.parcel }} arrives today between 9 and 12."
+
+
+def main(mode: str, recipients: str, endpoint: str) -> None:
+    home = tempfile.mkdtemp(prefix="globesms-bench-")
+    airflow_home(home, endpoint)
     from airflow.dag_processing.bundles.manager import DagBundlesManager
     from airflow.dag_processing.dagbag import DagBag, sync_bag_to_db
     from airflow.providers.standard.operators.empty import EmptyOperator

@@ -14,7 +14,6 @@ Prints one line ``RESULT {json}``: the run's state, the seconds ``dag.test()`` t
 from __future__ import annotations
 
 import json
-import os
 import resource
 import sys
 import time
@@ -23,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _operator_child import MESSAGE
+from _operator_child import MESSAGE, airflow_home
 
 if TYPE_CHECKING:
     from airflow.sdk import DAG
@@ -36,19 +35,6 @@ def peak_rss_mb() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def airflow_home(home: str, emulator: str) -> None:
-    """A fresh Airflow home for this process, its ``globesms_default`` connection pointed at the emulator."""
-    os.makedirs(f"{home}/dags")
-    connection = {"conn_type": "globesms", "login": "AKID", "password": "SECRET", "extra": {"endpoint": emulator}}
-    os.environ.update(
-        AIRFLOW_HOME=home,
-        AIRFLOW__CORE__DAGS_FOLDER=f"{home}/dags",
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__LOGGING__LOGGING_LEVEL="WARNING",
-        AIRFLOW_CONN_GLOBESMS_DEFAULT=json.dumps(connection),
-    )
 
 
 def time_the_sensor() -> tuple[list[int], dict[str, Any]]:

@@ -56,6 +56,15 @@ def mask(number: str) -> str:
     return mask_number(number)
 
 
+def stop(process: subprocess.Popen[str]) -> None:
+    """Ask a child to stop; kill it if it has not within 15 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -88,11 +97,7 @@ def receiver() -> Iterator[str]:
         os.environ["AIRFLOW__GLOBESMS__PUSH_URI"] = str(store)  # where the sensor reads what was pushed
         yield f"http://127.0.0.1:{port}/globesms/push/{secret}/receipts"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 @contextmanager
@@ -129,11 +134,8 @@ def emulator() -> Iterator[str]:
             raise SystemExit(f"the emulator did not start: {line}{process.stderr.read() if process.stderr else ''}")
         yield line.split("listening on ")[1].split()[0]
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
+        stack.close()  # the receiver, after the emulator that pushes to it
 
 
 @contextmanager
