@@ -17,7 +17,7 @@ from airflow.plugins_manager import AirflowPlugin
 from airflow_provider_globesms._compat import conf
 from airflow_provider_globesms.links import INBOX_PATH, SandboxCampaignLink, sandbox_url
 from airflow_provider_globesms.receiver import URL_PREFIX, receiver_app
-from airflow_provider_globesms.storage import CONFIG_SECTION, push_store
+from airflow_provider_globesms.storage import CONFIG_SECTION, configured_push_secret, push_store
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,11 @@ def push_receiver_apps() -> list[dict[str, Any]]:
     secret the receiver refuses (too short) or an unreadable ``push_allow`` is logged, and nothing is
     served: the rest of the plugin (the sandbox) still loads.
     """
-    secret = (conf.get(CONFIG_SECTION, "push_secret", fallback=None) or "").strip()  # a _cmd's newline
+    try:
+        secret = configured_push_secret()
+    except Exception as exc:  # a failing push_secret_cmd or secrets backend: say so, serve nothing
+        log.error("The globesms push receiver is not served: its secret could not be read (%s)", type(exc).__name__)
+        return []
     if not secret:
         return []
     allow = (conf.get(CONFIG_SECTION, "push_allow", fallback=None) or "").split(",")

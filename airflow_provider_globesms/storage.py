@@ -171,3 +171,20 @@ def push_grace(explicit: float | None = None) -> float:
     if explicit is not None:
         return float(explicit)
     return conf.getfloat(CONFIG_SECTION, "push_grace", fallback=DEFAULT_PUSH_GRACE)
+
+
+def configured_push_secret() -> str | None:
+    """``[globesms] push_secret``, else the output of ``push_secret_cmd``, else ``push_secret_secret`` from the
+    secrets backend (stripped: a command's output ends with a newline); ``None`` when none is set.
+
+    Airflow resolves the ``_cmd`` and ``_secret`` forms itself only for options it knew to be sensitive when it
+    first looked, which before 3.2 never includes a provider's: so they are read here too."""
+    from airflow.configuration import get_custom_secret_backend, run_command
+
+    value = conf.get(CONFIG_SECTION, "push_secret", fallback=None)
+    if not value and (command := conf.get(CONFIG_SECTION, "push_secret_cmd", fallback=None)):
+        value = run_command(command)
+    if not value and (path := conf.get(CONFIG_SECTION, "push_secret_secret", fallback=None)):
+        backend = get_custom_secret_backend()
+        value = backend.get_config(path) if backend is not None else None
+    return value.strip() if value else None
