@@ -12,6 +12,7 @@ so the task never waits for ever; past it, the verdict is as without push, sayin
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,11 @@ class ReceiptsCheck:
         """What still waits for a receipt once this try sent (the ledger still open)."""
         self.waiting = _waiting(ledger.unsettled())
 
+    def awaitable(self) -> list[Waiting]:
+        """The waiting messages a receipt could still confirm: not two in doubt to one number."""
+        numbers = Counter(w.digits for w in self.waiting)
+        return [w for w in self.waiting if numbers[w.digits] == 1]
+
     def until(self) -> float | None:
         """When the wait ends: ``confirm_within`` after the latest signing still in doubt, never past the
         deadline carried from an earlier deferral; ``None`` when nothing waits."""
@@ -107,7 +113,10 @@ def defer_for_receipts(
         )
         return check.confirm_within
     key = receipts_digest_key(check.campaign_id)
-    digests = sorted({number_digest(key, w.digits) for w in check.waiting})
+    digests = sorted({number_digest(key, w.digits) for w in check.awaitable()})
+    if not digests:  # every one is to a number texted twice: no receipt can tell which it confirms
+        op.log.warning("No receipt can confirm these (one number, two messages in doubt): %s", masked_waiting(check))
+        return None
     op.log.info(
         "%d message(s) arrived without an answer: waiting for their delivery receipts (by push) until %s",
         len(check.waiting),
@@ -119,6 +128,7 @@ def defer_for_receipts(
         digests=digests,
         not_before=min(w.signed_at for w in check.waiting),
         deadline=deadline,
+        after=check.confirmed.last_object,
         poll_interval=POLL_EVERY,
     )
     op.defer(trigger=trigger, method_name="resume_after_receipts", kwargs={"receipts_deadline": deadline})

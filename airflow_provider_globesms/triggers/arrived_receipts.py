@@ -58,6 +58,9 @@ class ArrivedReceiptsTrigger(BaseTrigger):
     :param not_before: the earliest signing time of the awaited messages (epoch seconds): an older receipt
         (a campaign id reused by an earlier run) does not count.
     :param deadline: when to stop waiting (epoch seconds).
+    :param after: the newest receipt object the task had read: only later ones are looked at (a receipt the
+        task has read and that settled nothing, such as another text's to the same number, never ends the
+        wait, which would resume the task only to defer it again).
     :param poll_interval: seconds between looks at the store.
     """
 
@@ -69,6 +72,7 @@ class ArrivedReceiptsTrigger(BaseTrigger):
         digests: list[str],
         not_before: float,
         deadline: float,
+        after: str = "",
         poll_interval: float = 5.0,
     ) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
@@ -77,6 +81,7 @@ class ArrivedReceiptsTrigger(BaseTrigger):
         self.digests = digests
         self.not_before = not_before
         self.deadline = deadline
+        self.after = after
         self.poll_interval = poll_interval
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
@@ -89,6 +94,7 @@ class ArrivedReceiptsTrigger(BaseTrigger):
                 "digests": self.digests,
                 "not_before": self.not_before,
                 "deadline": self.deadline,
+                "after": self.after,
                 "poll_interval": self.poll_interval,
             },
         )
@@ -115,6 +121,8 @@ class ArrivedReceiptsTrigger(BaseTrigger):
         """Read the objects not read yet; whether the wait is over (every awaited number has a receipt)."""
         for name, receipts in store.receipts(self.campaign_id, skip=read):
             read.add(name)
+            if name <= self.after:  # read by the task already (names begin with their writer's time)
+                continue
             awaited.difference_update(self._digests(key, receipts))
         return not awaited
 

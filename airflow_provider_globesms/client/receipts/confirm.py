@@ -73,6 +73,7 @@ class Confirmation:
     in_doubt: int = 0
     objects: int = 0
     receipts: int = 0
+    last_object: str = ""  # the newest object name read: a wait for receipts looks only past it
     waiting: list[Waiting] = field(default_factory=list)
     ambiguous_rows: list[int] = field(default_factory=list)
 
@@ -210,7 +211,8 @@ def _counts(values: Iterable[str]) -> dict[str, int]:
 
 def _read(store: PushStore, campaign_id: str, counts: Confirmation) -> Iterator[PushedReceipt]:
     """Every receipt of the campaign, one stored object at a time (counted in ``counts``)."""
-    for _name, batch in store.receipts(campaign_id):
+    for name, batch in store.receipts(campaign_id):
         counts.objects += 1
         counts.receipts += len(batch)
+        counts.last_object = max(counts.last_object, name)
         yield from batch
