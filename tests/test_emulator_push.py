@@ -458,3 +458,13 @@ def test_every_receipt_arrives_or_is_reported_never_lost_silently(
     assert stats["receipts_tracked"] - before["receipts_tracked"] == count
     assert stats["receipts_dropped"] - before["receipts_dropped"] == len(dropped)
     assert stats["receipts_given_up"] - before["receipts_given_up"] == len(given_up)
+
+
+def test_the_start_up_lines_never_show_the_receivers_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    from airflow_provider_globesms.emulator.cli import announce
+
+    secret = "s3cr3t-" + "x" * 40
+    announce("http://127.0.0.1:8787", EmulatorConfig(push_url=f"http://127.0.0.1:8788/globesms/push/{secret}/receipts"))
+    shown = capsys.readouterr().out
+    assert "receipts pushed to http://127.0.0.1:8788/..." in shown
+    assert secret not in shown

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from airflow_provider_globesms.client.wire.endpoint import is_loopback
 from airflow_provider_globesms.emulator.config import (
@@ -181,6 +182,16 @@ def exposure_warning(host: str, has_token: bool) -> str | None:
     )
 
 
+def announce(url: str, config: EmulatorConfig) -> None:
+    """Say where the emulator listens, where to inspect it and where it pushes receipts."""
+    print(f"globesms-emulator listening on {url} (keys: {', '.join(sorted(config.keys))})", flush=True)
+    print(f"  inspect: {url}/_emulator/messages  stats: {url}/_emulator/stats", flush=True)
+    if config.push_url:
+        # The server only: a receiver's URL holds its secret in the path, never printed.
+        where = urlsplit(config.push_url)
+        print(f"  receipts pushed to {where.scheme}://{where.netloc}/...  push stats: {url}/_emulator/push", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the emulator from the command line."""
     args = parser().parse_args(argv)
@@ -215,17 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         push_retry=args.push_retry,
     )
 
-    def ready(url: str) -> None:
-        print(f"globesms-emulator listening on {url} (keys: {', '.join(sorted(config.keys))})", flush=True)
-        print(f"  inspect: {url}/_emulator/messages  stats: {url}/_emulator/stats", flush=True)
-        if config.push_url:
-            print(f"  receipts pushed to {config.push_url}  push stats: {url}/_emulator/push", flush=True)
-
     warning = exposure_warning(args.host, bool(args.inspection_token))
     if warning:
         print(f"globesms-emulator: warning: {warning}", file=sys.stderr, flush=True)
     try:
-        serve_forever(config, args.host, args.port, ready)
+        serve_forever(config, args.host, args.port, lambda url: announce(url, config))
     except OSError as exc:
         print(f"globesms-emulator: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
         return 2
